@@ -1,0 +1,1 @@
+//! Chat templates (minijinja with Hugging Face semantics) and built-in fallbacks.

@@ -1,0 +1,1 @@
+//! RAG prompt assembly: samples in the MIRAGE format, prompt text, token spans.
