@@ -1,6 +1,7 @@
 //! headscope: a hooked inference engine and the analyses that show how a language model uses the
 //! documents it was given. See ARCHITECTURE.md for the shape of the code.
 
+pub mod analysis;
 pub mod engine;
 pub mod error;
 pub mod prompt;

@@ -1,5 +1,230 @@
 //! The hooked inference engine: load a model from a hub id, a folder or a GGUF file, run batched
 //! forwards with interventions and captures, generate and score answers.
+//!
+//! [`Engine`] is the only public door; analyses call [`Engine::forward`], [`Engine::generate`] and
+//! [`Engine::score`] and never touch weights directly.
 
+pub mod arch;
 pub mod chat;
+pub mod generate;
+pub mod hooks;
+pub mod kernels;
+pub mod model;
+pub mod source;
 pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+pub use arch::{Arch, Family};
+pub use chat::{ChatMessage, ChatTemplate};
+pub use generate::{GenerationConfig, ScoredAnswer};
+pub use hooks::{AblationKind, Capture, HeadAblation, HeadPatch, Hooks, KvCache, Positions, Trace};
+pub use model::{Start, Transformer};
+pub use source::ModelSource;
+
+use crate::{Error, Result};
+
+/// `--device`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    Cuda,
+    /// CUDA when compiled in and a GPU is present, else the CPU.
+    Auto,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            "auto" => Ok(DeviceChoice::Auto),
+            other => Err(format!("unknown device `{other}` (use cpu, cuda or auto)")),
+        }
+    }
+}
+
+impl DeviceChoice {
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+            DeviceChoice::Cuda => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(Error::Config(
+                        "--device cuda: this binary was built without the `cuda` feature (see README: GPU build)".into(),
+                    ));
+                }
+                Device::new_cuda(0).map_err(|e| Error::Config(format!("--device cuda: no usable GPU: {e}")))
+            }
+        }
+    }
+}
+
+/// Parses `--dtype`.
+pub fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => Err(format!("unknown dtype `{other}` (use f32, bf16 or f16)")),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub model: String,
+    pub offline: bool,
+    pub device: DeviceChoice,
+    /// Working dtype; default f32 on the CPU, bf16 on CUDA.
+    pub dtype: Option<DType>,
+}
+
+impl LoadOptions {
+    pub fn new(model: impl Into<String>) -> Self {
+        LoadOptions { model: model.into(), offline: false, device: DeviceChoice::Cpu, dtype: None }
+    }
+}
+
+/// What a run reports about the model it used.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    pub model: String,
+    pub path: PathBuf,
+    pub arch: String,
+    pub dtype: String,
+    pub device: String,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+}
+
+pub struct Engine {
+    pub model: Transformer,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub template: ChatTemplate,
+    pub info: ModelInfo,
+    /// Generation stops on any of these: the model's EOS ids and the template's end-of-turn token.
+    pub stop_ids: Vec<u32>,
+}
+
+impl Engine {
+    pub fn load(opts: &LoadOptions) -> Result<Engine> {
+        let source = source::resolve(&opts.model, opts.offline)?;
+        let device = opts.device.open()?;
+        let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
+        let (arch, weights, tokenizer, template) = match &source {
+            ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
+            ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
+        };
+        let mut stop_ids = arch.eos_token_ids.clone();
+        for marker in ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"] {
+            if let Some(id) = tokenizer.token_to_id(marker) {
+                if template.source().contains(marker) && !stop_ids.contains(&id) {
+                    stop_ids.push(id);
+                }
+            }
+        }
+        let info = ModelInfo {
+            model: opts.model.clone(),
+            path: source.path().to_path_buf(),
+            arch: arch.family.name().to_string(),
+            dtype: format!("{dtype:?}").to_lowercase(),
+            device: if device.is_cpu() { "cpu".into() } else { "cuda".into() },
+            layers: arch.num_layers,
+            heads: arch.num_heads,
+            kv_heads: arch.num_kv_heads,
+            hidden_size: arch.hidden_size,
+            vocab_size: arch.vocab_size,
+            context_length: arch.max_position_embeddings,
+        };
+        let model = Transformer::new(arch, weights, &device, dtype)?;
+        Ok(Engine { model, tokenizer, template, info, stop_ids })
+    }
+
+    pub fn arch(&self) -> &Arch {
+        &self.model.arch
+    }
+
+    /// One hooked forward (see [`Transformer::forward`]).
+    pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        self.model.forward(start, past, hooks)
+    }
+
+    pub fn generate(&self, prompt_ids: &[u32], cfg: &GenerationConfig, on_token: impl FnMut(u32) -> bool) -> Result<ScoredAnswer> {
+        generate::generate(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)
+    }
+
+    pub fn score(&self, prompt_ids: &[u32], answer_ids: &[u32], top_k: usize) -> Result<ScoredAnswer> {
+        generate::score(&self.model, prompt_ids, answer_ids, top_k)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The text of each token on its own (for display).
+    pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&id| self.tokenizer.decode(&[id], false).unwrap_or_default()).collect()
+    }
+}
+
+type Loaded = (Arch, weights::ModelWeights, tokenizers::Tokenizer, ChatTemplate);
+
+fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
+    let mut gguf = weights::GgufFile::open(path)?;
+    let md = weights::gguf_metadata(&gguf);
+    let mut arch = Arch::from_gguf(md).map_err(|e| match e {
+        Error::Config(m) => Error::invalid_model(path, m),
+        other => other,
+    })?;
+    let tokenizer = tokenizer::tokenizer_from_gguf(md)?;
+    let token_text = |key: &str| {
+        md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokenizer.id_to_token(id))
+    };
+    let bos = token_text("tokenizer.ggml.bos_token_id");
+    let eos = token_text("tokenizer.ggml.eos_token_id");
+    let template = match md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
+        Some(src) => ChatTemplate::new(src.clone(), bos, eos),
+        None => ChatTemplate::builtin_for_arch(arch.family.name()),
+    };
+    let weights = weights::load_gguf(&mut gguf, &mut arch, device, dtype)?;
+    Ok((arch, weights, tokenizer, template))
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid_model(path, format!("invalid JSON: {e}")))
+}
+
+fn load_folder(dir: &Path, files: &[PathBuf], device: &Device, dtype: DType) -> Result<Loaded> {
+    let config_path = dir.join("config.json");
+    let config = read_json(&config_path)?.ok_or_else(|| Error::invalid_model(dir, "no config.json"))?;
+    let generation = read_json(&dir.join("generation_config.json"))?;
+    let mut arch = Arch::from_hf_config(&config, generation.as_ref()).map_err(|e| match e {
+        Error::Config(m) => Error::invalid_model(&config_path, m),
+        other => other,
+    })?;
+    let tok_path = dir.join("tokenizer.json");
+    if !tok_path.is_file() {
+        return Err(Error::invalid_model(dir, "no tokenizer.json in the model folder"));
+    }
+    let tokenizer = tokenizer::load_tokenizer_json(&tok_path)?;
+    let template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json"))?
+        .unwrap_or_else(|| ChatTemplate::builtin_for_arch(arch.family.name()));
+    let weights = weights::load_safetensors(files, &mut arch, device, dtype)?;
+    Ok((arch, weights, tokenizer, template))
+}

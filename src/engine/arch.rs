@@ -1,0 +1,477 @@
+//! The architecture description that drives the one generic transformer in `model.rs`.
+//!
+//! Every family difference (Qwen2's QKV bias, Llama-3 rope scaling, Gemma 2's soft-caps, sandwich
+//! norms, sliding window and embedding scale) is a field here, read from `config.json` or from GGUF
+//! metadata. Nothing else in the engine branches on the family name.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::Value as GgufValue;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::{Error, Result};
+
+/// Families the generic transformer covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Llama,
+    Qwen2,
+    Gemma2,
+}
+
+pub const SUPPORTED: &str = "LlamaForCausalLM (Llama 2/3, SmolLM2; GGUF `llama`), Qwen2ForCausalLM (Qwen2, Qwen2.5; GGUF `qwen2`), Gemma2ForCausalLM (GGUF `gemma2`)";
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
+            Family::Gemma2 => "gemma2",
+        }
+    }
+    fn from_hf_architecture(name: &str) -> Option<Family> {
+        match name {
+            "LlamaForCausalLM" | "MistralForCausalLM" => Some(Family::Llama),
+            "Qwen2ForCausalLM" => Some(Family::Qwen2),
+            "Gemma2ForCausalLM" => Some(Family::Gemma2),
+            _ => None,
+        }
+    }
+    fn from_model_type(name: &str) -> Option<Family> {
+        match name {
+            "llama" | "mistral" => Some(Family::Llama),
+            "qwen2" => Some(Family::Qwen2),
+            "gemma2" => Some(Family::Gemma2),
+            _ => None,
+        }
+    }
+}
+
+/// How rotary embeddings pair dimensions inside a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeStyle {
+    /// Pairs (i, i + d/2): Hugging Face / NeoX. Safetensors of every family, qwen2 and gemma2 GGUFs.
+    RotateHalf,
+    /// Pairs (2i, 2i + 1): llama-architecture GGUFs, whose Q/K rows llama.cpp's converter permuted.
+    /// Using the interleaved rotation on the permuted rows gives exactly HF's attention scores, and
+    /// head indices are unchanged by the permutation.
+    Interleaved,
+}
+
+/// Llama-3 frequency scaling (`rope_type: "llama3"`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Arch {
+    pub family: Family,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_style: RopeStyle,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    pub max_position_embeddings: usize,
+    pub qkv_bias: bool,
+    pub activation: Activation,
+    pub tie_word_embeddings: bool,
+    /// Attention scores are multiplied by this (1/sqrt(head_dim), or Gemma 2's query_pre_attn_scalar^-0.5).
+    pub attn_scale: f64,
+    pub attn_logit_softcap: Option<f64>,
+    pub final_logit_softcap: Option<f64>,
+    /// Sliding-window size, and which layers use it.
+    pub sliding_window: Option<usize>,
+    pub sliding_layers: Vec<bool>,
+    /// Gemma 2: norms after attention and after the MLP, plus a norm before the MLP.
+    pub sandwich_norms: bool,
+    /// Gemma 2 multiplies embeddings by sqrt(hidden_size).
+    pub embedding_scale: Option<f64>,
+    /// Gemma 2 safetensors store RMSNorm weights as w for (1 + w); the loader adds 1 once.
+    pub norm_weight_offset: f64,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl Arch {
+    pub fn is_sliding(&self, layer: usize) -> Option<usize> {
+        match (self.sliding_window, self.sliding_layers.get(layer)) {
+            (Some(w), Some(true)) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn check(self) -> Result<Self> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate_size", self.intermediate_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::Config(format!("{name} must be positive")));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(Error::Config(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_heads, self.num_kv_heads
+            )));
+        }
+        if self.head_dim % 2 != 0 {
+            return Err(Error::Config(format!("head_dim {} must be even for rotary embeddings", self.head_dim)));
+        }
+        Ok(self)
+    }
+
+    /// Reads a Hugging Face `config.json` (and the EOS ids of `generation_config.json` if given).
+    pub fn from_hf_config(config: &Json, generation_config: Option<&Json>) -> Result<Arch> {
+        let family = hf_family(config)?;
+        let get_usize = |key: &str| -> Result<usize> {
+            config
+                .get(key)
+                .and_then(Json::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::Config(format!("config.json has no integer `{key}`")))
+        };
+        let opt_f64 = |key: &str| config.get(key).and_then(Json::as_f64);
+        let hidden_size = get_usize("hidden_size")?;
+        let num_heads = get_usize("num_attention_heads")?;
+        let num_layers = get_usize("num_hidden_layers")?;
+        let head_dim = match config.get("head_dim").and_then(Json::as_u64) {
+            Some(d) => d as usize,
+            None => hidden_size / num_heads.max(1),
+        };
+        let num_kv_heads = config
+            .get("num_key_value_heads")
+            .and_then(Json::as_u64)
+            .map(|v| v as usize)
+            .unwrap_or(num_heads);
+
+        // transformers >= 5 writes rope settings only under `rope_parameters`; older files write
+        // `rope_theta` and `rope_scaling` at the top level. Read both; never default silently.
+        let rope_parameters = config.get("rope_parameters");
+        let rope_theta = opt_f64("rope_theta")
+            .or_else(|| rope_parameters.and_then(|p| p.get("rope_theta")).and_then(Json::as_f64))
+            .or_else(|| {
+                // Per-layer-type parameters (e.g. {"full_attention": {...}}): take any rope_theta.
+                rope_parameters
+                    .and_then(Json::as_object)
+                    .and_then(|m| m.values().find_map(|v| v.get("rope_theta").and_then(Json::as_f64)))
+            })
+            .ok_or_else(|| {
+                Error::Config("config.json has no `rope_theta` (neither at the top level nor under `rope_parameters`)".into())
+            })?;
+        let scaling_json = match config.get("rope_scaling") {
+            Some(Json::Null) | None => rope_parameters,
+            other => other,
+        };
+        let rope_scaling = parse_rope_scaling(scaling_json)?;
+
+        let activation_name = config
+            .get("hidden_act")
+            .or_else(|| config.get("hidden_activation"))
+            .and_then(Json::as_str)
+            .unwrap_or(if family == Family::Gemma2 { "gelu_pytorch_tanh" } else { "silu" });
+        let activation = match activation_name {
+            "silu" | "swish" => Activation::Silu,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            other => return Err(Error::Config(format!("unsupported activation `{other}`"))),
+        };
+
+        let is_gemma = family == Family::Gemma2;
+        let sliding_window = if is_gemma {
+            config.get("sliding_window").and_then(Json::as_u64).map(|v| v as usize)
+        } else if config.get("use_sliding_window").and_then(Json::as_bool) == Some(true) {
+            config.get("sliding_window").and_then(Json::as_u64).map(|v| v as usize)
+        } else {
+            None
+        };
+        let sliding_layers = match config.get("layer_types").and_then(Json::as_array) {
+            Some(types) => types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect(),
+            // Gemma 2: even layers are local (HF `not bool(layer_idx % 2)`).
+            None if is_gemma => (0..num_layers).map(|l| l % 2 == 0).collect(),
+            None => vec![sliding_window.is_some(); num_layers],
+        };
+        let attn_scale = match (is_gemma, opt_f64("query_pre_attn_scalar")) {
+            (true, Some(s)) => s.powf(-0.5),
+            _ => (head_dim as f64).powf(-0.5),
+        };
+        // transformers' defaults when the key is absent: Llama and Qwen2 untied, Gemma 2 tied. The
+        // loader also ties when the checkpoint has no `lm_head.weight`.
+        let tie_word_embeddings = config.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(is_gemma);
+
+        let mut eos_token_ids = token_id_list(config.get("eos_token_id"));
+        if let Some(gen) = generation_config {
+            for id in token_id_list(gen.get("eos_token_id")) {
+                if !eos_token_ids.contains(&id) {
+                    eos_token_ids.push(id);
+                }
+            }
+        }
+        Arch {
+            family,
+            vocab_size: get_usize("vocab_size")?,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            intermediate_size: get_usize("intermediate_size")?,
+            rms_norm_eps: opt_f64("rms_norm_eps").unwrap_or(1e-6),
+            rope_theta,
+            rope_style: RopeStyle::RotateHalf,
+            rope_scaling,
+            max_position_embeddings: config
+                .get("max_position_embeddings")
+                .and_then(Json::as_u64)
+                .map(|v| v as usize)
+                .unwrap_or(4096),
+            qkv_bias: match family {
+                Family::Qwen2 => true,
+                _ => config.get("attention_bias").and_then(Json::as_bool).unwrap_or(false),
+            },
+            activation,
+            tie_word_embeddings,
+            attn_scale,
+            attn_logit_softcap: if is_gemma { opt_f64("attn_logit_softcapping") } else { None },
+            final_logit_softcap: if is_gemma { opt_f64("final_logit_softcapping") } else { None },
+            sliding_window,
+            sliding_layers,
+            sandwich_norms: is_gemma,
+            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
+            norm_weight_offset: if is_gemma { 1.0 } else { 0.0 },
+            bos_token_id: token_id_list(config.get("bos_token_id")).first().copied(),
+            eos_token_ids,
+        }
+        .check()
+    }
+
+    /// Reads llama.cpp metadata (`general.architecture` and the `{arch}.*` keys).
+    pub fn from_gguf(md: &HashMap<String, GgufValue>) -> Result<Arch> {
+        let arch_name = md
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .ok_or_else(|| Error::Config("GGUF has no `general.architecture`".into()))?
+            .clone();
+        let family = match arch_name.as_str() {
+            "llama" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            "gemma2" => Family::Gemma2,
+            other => {
+                return Err(Error::UnsupportedArchitecture { found: other.to_string(), supported: SUPPORTED.into() })
+            }
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let get_u = |k: &str| -> Result<usize> {
+            md.get(&key(k))
+                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+                .map(|v| v as usize)
+                .ok_or_else(|| Error::Config(format!("GGUF has no integer `{}`", key(k))))
+        };
+        let opt_u = |k: &str| -> Option<usize> {
+            md.get(&key(k)).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map(|v| v as usize)
+        };
+        let opt_f = |k: &str| -> Option<f64> {
+            md.get(&key(k)).and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
+        };
+        let hidden_size = get_u("embedding_length")?;
+        let num_heads = get_u("attention.head_count")?;
+        let num_layers = get_u("block_count")?;
+        let head_dim = opt_u("attention.key_length")
+            .or_else(|| opt_u("rope.dimension_count"))
+            .unwrap_or(hidden_size / num_heads.max(1));
+        let vocab_size = match md.get("tokenizer.ggml.tokens") {
+            Some(GgufValue::Array(tokens)) => tokens.len(),
+            _ => opt_u("vocab_size").ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
+        };
+        let is_gemma = family == Family::Gemma2;
+        let sliding_window = if is_gemma { opt_u("attention.sliding_window") } else { None };
+        let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+        Arch {
+            family,
+            vocab_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads: opt_u("attention.head_count_kv").unwrap_or(num_heads),
+            head_dim,
+            intermediate_size: get_u("feed_forward_length")?,
+            rms_norm_eps: opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+            rope_theta: opt_f("rope.freq_base").unwrap_or(10_000.0),
+            rope_style: if family == Family::Llama { RopeStyle::Interleaved } else { RopeStyle::RotateHalf },
+            // llama.cpp bakes Llama-3 scaling into the `rope_freqs.weight` tensor (read by the loader).
+            rope_scaling: None,
+            max_position_embeddings: opt_u("context_length").unwrap_or(4096),
+            qkv_bias: family == Family::Qwen2,
+            activation: if is_gemma { Activation::GeluTanh } else { Activation::Silu },
+            tie_word_embeddings: true, // corrected by the loader when `output.weight` exists
+            attn_scale: (head_dim as f64).powf(-0.5),
+            attn_logit_softcap: if is_gemma { opt_f("attn_logit_softcapping") } else { None },
+            final_logit_softcap: if is_gemma { opt_f("final_logit_softcapping") } else { None },
+            sliding_window,
+            sliding_layers: (0..num_layers).map(|l| is_gemma && l % 2 == 0).collect(),
+            sandwich_norms: is_gemma,
+            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
+            // The llama.cpp converter already added 1 to Gemma 2's norm weights.
+            norm_weight_offset: 0.0,
+            bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+            eos_token_ids: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        }
+        .check()
+    }
+}
+
+fn hf_family(config: &Json) -> Result<Family> {
+    let architectures: Vec<&str> = config
+        .get("architectures")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    if let Some(f) = architectures.iter().find_map(|a| Family::from_hf_architecture(a)) {
+        return Ok(f);
+    }
+    let model_type = config.get("model_type").and_then(Json::as_str);
+    if architectures.is_empty() {
+        if let Some(f) = model_type.and_then(Family::from_model_type) {
+            return Ok(f);
+        }
+    }
+    let found = if architectures.is_empty() {
+        model_type.unwrap_or("<none given>").to_string()
+    } else {
+        architectures.join(", ")
+    };
+    Err(Error::UnsupportedArchitecture { found, supported: SUPPORTED.into() })
+}
+
+fn parse_rope_scaling(json: Option<&Json>) -> Result<Option<Llama3RopeScaling>> {
+    let Some(obj) = json.and_then(Json::as_object) else { return Ok(None) };
+    let kind = obj.get("rope_type").or_else(|| obj.get("type")).and_then(Json::as_str).unwrap_or("default");
+    match kind {
+        "default" => Ok(None),
+        "llama3" => {
+            let f = |k: &str| {
+                obj.get(k).and_then(Json::as_f64).ok_or_else(|| Error::Config(format!("llama3 rope scaling has no `{k}`")))
+            };
+            Ok(Some(Llama3RopeScaling {
+                factor: f("factor")?,
+                low_freq_factor: f("low_freq_factor")?,
+                high_freq_factor: f("high_freq_factor")?,
+                original_max_position_embeddings: f("original_max_position_embeddings")?,
+            }))
+        }
+        other => Err(Error::Config(format!("unsupported rope scaling type `{other}` (supported: default, llama3)"))),
+    }
+}
+
+fn token_id_list(v: Option<&Json>) -> Vec<u32> {
+    match v {
+        Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Json::Array(a)) => a.iter().filter_map(Json::as_u64).map(|x| x as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Inverse frequencies of the rotary embedding, with Llama-3 scaling when configured.
+pub fn rope_inv_freq(arch: &Arch) -> Vec<f64> {
+    let d = arch.head_dim;
+    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / arch.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
+    let Some(s) = &arch.rope_scaling else { return base };
+    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    base.into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < high_wavelen {
+                f
+            } else if wavelen > low_wavelen {
+                f / s.factor
+            } else {
+                let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn qwen_config() -> Json {
+        json!({"architectures": ["Qwen2ForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "intermediate_size": 128, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+               "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}})
+    }
+
+    #[test]
+    fn rope_theta_read_from_rope_parameters() {
+        let arch = Arch::from_hf_config(&qwen_config(), None).unwrap();
+        assert_eq!(arch.rope_theta, 1e6);
+        assert!(arch.qkv_bias);
+        assert!(!arch.tie_word_embeddings);
+    }
+
+    #[test]
+    fn missing_rope_theta_is_an_error_not_a_default() {
+        let mut c = qwen_config();
+        c.as_object_mut().unwrap().remove("rope_parameters");
+        let err = Arch::from_hf_config(&c, None).unwrap_err().to_string();
+        assert!(err.contains("rope_theta"), "{err}");
+    }
+
+    #[test]
+    fn unknown_architecture_lists_supported_ones() {
+        let mut c = qwen_config();
+        c["architectures"] = json!(["FalconForCausalLM"]);
+        let err = Arch::from_hf_config(&c, None).unwrap_err().to_string();
+        assert!(err.contains("FalconForCausalLM") && err.contains("Qwen2ForCausalLM"), "{err}");
+    }
+
+    #[test]
+    fn eos_ids_from_generation_config_list() {
+        let gen = json!({"eos_token_id": [151645, 151643]});
+        let arch = Arch::from_hf_config(&qwen_config(), Some(&gen)).unwrap();
+        assert_eq!(arch.eos_token_ids, vec![151645, 151643]);
+    }
+
+    #[test]
+    fn llama3_scaling_lowers_only_low_frequencies() {
+        let mut c = qwen_config();
+        c["architectures"] = json!(["LlamaForCausalLM"]);
+        c["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+        let arch = Arch::from_hf_config(&c, None).unwrap();
+        let scaled = rope_inv_freq(&arch);
+        let plain: Vec<f64> = (0..8).map(|i| 1.0 / 500000f64.powf(2.0 * i as f64 / 16.0)).collect();
+        assert_eq!(scaled[0], plain[0]);
+        assert!((scaled[7] - plain[7] / 8.0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,194 @@
+//! KV-cached decoding and teacher-forced scoring of a given answer.
+//!
+//! Analyses re-score the *same* answer ids under modified prompts, so both paths return ids and
+//! log-probs and never go through decoded text.
+
+use candle_core::{DType, Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::Serialize;
+
+use super::hooks::{Capture, Hooks, Positions};
+use super::model::{Start, Transformer};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// `None` or 0: greedy.
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+    /// How many alternatives to keep per position.
+    pub top_k_alternatives: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig { max_new_tokens: 64, temperature: None, top_p: None, seed: 299792458, top_k_alternatives: 5 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Alternative {
+    pub id: u32,
+    pub logprob: f32,
+}
+
+/// An answer with the log-prob of every token and the top alternatives at each position.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScoredAnswer {
+    pub answer_ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub top_alternatives: Vec<Vec<Alternative>>,
+    /// The stop token that ended generation (not part of the answer), if any.
+    pub stop_id: Option<u32>,
+}
+
+impl ScoredAnswer {
+    pub fn total_logprob(&self) -> f64 {
+        self.logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// Log-softmax of one row of logits, on the CPU in f64 for the normaliser.
+pub fn log_softmax_row(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    logits.iter().map(|&x| (x as f64 - lse) as f32).collect()
+}
+
+/// The `k` largest entries of `row` (index, value), best first, without sorting the whole row.
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let k = k.min(row.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]);
+    idx.select_nth_unstable_by(k - 1, cmp);
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}
+
+fn alternatives(logprobs: &[f32], k: usize) -> Vec<Alternative> {
+    top_k(logprobs, k).into_iter().map(|(id, logprob)| Alternative { id, logprob }).collect()
+}
+
+fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(ids.to_vec(), (1, ids.len()), device)?)
+}
+
+/// Generates up to `cfg.max_new_tokens` after `prompt_ids`, stopping on any of `stop_ids`.
+/// `should_stop` is polled between tokens (cancellation).
+pub fn generate(
+    model: &Transformer,
+    prompt_ids: &[u32],
+    stop_ids: &[u32],
+    cfg: &GenerationConfig,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<ScoredAnswer> {
+    if prompt_ids.is_empty() {
+        return Err(Error::Hook("cannot generate from an empty prompt".into()));
+    }
+    let context = model.arch.max_position_embeddings;
+    if prompt_ids.len() >= context {
+        return Err(Error::PromptTooLong { tokens: prompt_ids.len(), context });
+    }
+    let sampling = match cfg.temperature {
+        Some(t) if t > 0.0 => match cfg.top_p {
+            Some(p) if p < 1.0 => Sampling::TopP { p, temperature: t },
+            _ => Sampling::All { temperature: t },
+        },
+        _ => Sampling::ArgMax,
+    };
+    let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
+    let hooks = Hooks {
+        capture: Capture { logits: Some(Positions::List(vec![prompt_ids.len() - 1])), kv_cache: true, ..Default::default() },
+        ..Default::default()
+    };
+    let mut trace = model.forward(Start::Tokens(&ids_tensor(prompt_ids, model.device())?), None, &hooks)?;
+    let mut out = ScoredAnswer { answer_ids: Vec::new(), logprobs: Vec::new(), top_alternatives: Vec::new(), stop_id: None };
+    let step_hooks = Hooks {
+        capture: Capture { logits: Some(Positions::All), kv_cache: true, ..Default::default() },
+        ..Default::default()
+    };
+    let max_new = cfg.max_new_tokens.min(context - prompt_ids.len());
+    for _ in 0..max_new {
+        let logits = trace.logits.take().expect("logits were requested").flatten_all()?.to_dtype(DType::F32)?;
+        let row = logits.to_device(&Device::Cpu)?;
+        let next = sampler.sample(&row)?;
+        if stop_ids.contains(&next) {
+            out.stop_id = Some(next);
+            break;
+        }
+        let lp = log_softmax_row(&row.to_vec1::<f32>()?);
+        out.logprobs.push(lp[next as usize]);
+        out.top_alternatives.push(alternatives(&lp, cfg.top_k_alternatives));
+        out.answer_ids.push(next);
+        if !on_token(next) {
+            return Err(Error::Cancelled);
+        }
+        let cache = trace.kv_cache.take().expect("kv cache was requested");
+        trace = model.forward(Start::Tokens(&ids_tensor(&[next], model.device())?), Some(&cache), &step_hooks)?;
+    }
+    Ok(out)
+}
+
+/// Teacher-forced scoring: the log-prob of every answer token after `prompt_ids`, one forward.
+pub fn score(model: &Transformer, prompt_ids: &[u32], answer_ids: &[u32], top_k_alternatives: usize) -> Result<ScoredAnswer> {
+    if prompt_ids.is_empty() {
+        return Err(Error::Hook("cannot score after an empty prompt".into()));
+    }
+    let mut ids = prompt_ids.to_vec();
+    ids.extend_from_slice(answer_ids);
+    let p = prompt_ids.len();
+    let hooks = Hooks {
+        capture: Capture { logits: Some(Positions::Range(p - 1..p - 1 + answer_ids.len())), ..Default::default() },
+        ..Default::default()
+    };
+    let trace = model.forward(Start::Tokens(&ids_tensor(&ids, model.device())?), None, &hooks)?;
+    let logits = trace.logits.expect("logits were requested");
+    let rows = logits.squeeze(0)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+    let mut out = ScoredAnswer { answer_ids: answer_ids.to_vec(), logprobs: Vec::new(), top_alternatives: Vec::new(), stop_id: None };
+    for (row, &id) in rows.iter().zip(answer_ids) {
+        let lp = log_softmax_row(row);
+        out.logprobs.push(lp[id as usize]);
+        out.top_alternatives.push(alternatives(&lp, top_k_alternatives));
+    }
+    Ok(out)
+}
+
+/// Summed answer log-prob per batch row from logits `[b, A, V]` at the answer-predicting positions.
+pub fn answer_logprob_per_row(logits: &Tensor, answer_ids: &[u32]) -> Result<Vec<f64>> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let lsm = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+    let (b, a, _) = lsm.dims3()?;
+    if a != answer_ids.len() {
+        return Err(Error::Hook(format!("{a} logit rows for {} answer tokens", answer_ids.len())));
+    }
+    let idx = Tensor::from_vec(answer_ids.to_vec(), (1, a, 1), lsm.device())?.broadcast_as((b, a, 1))?.contiguous()?;
+    let picked = lsm.gather(&idx, 2)?.squeeze(2)?.to_dtype(DType::F64)?.sum(1)?;
+    Ok(picked.to_device(&Device::Cpu)?.to_vec1::<f64>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_sorted_and_correct() {
+        let row = [0.1, 3.0, -1.0, 2.5, 3.0, 0.0];
+        let top = top_k(&row, 3);
+        assert_eq!(top.iter().map(|x| x.1).collect::<Vec<_>>(), vec![3.0, 3.0, 2.5]);
+        assert_eq!(top[2].0, 3);
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let lp = log_softmax_row(&[1.0, 2.0, 3.0]);
+        let total: f32 = lp.iter().map(|x| x.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}

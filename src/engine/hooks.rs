@@ -1,0 +1,148 @@
+//! Interventions and captures for one batched forward, as data.
+//!
+//! Hook points follow TransformerLens names (`blocks.{l}.hook_resid_pre`, `blocks.{l}.attn.hook_pattern`,
+//! `blocks.{l}.attn.hook_z`, `blocks.{l}.attn.hook_result`, `blocks.{l}.hook_attn_out`,
+//! `blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_mid`, `blocks.{l}.hook_resid_post`,
+//! `ln_final.hook_normalized`). Every captured tensor is keyed by that name in a [`Trace`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use candle_core::Tensor;
+
+/// Which token positions (of this forward's input) a capture keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Positions {
+    All,
+    List(Vec<usize>),
+    Range(Range<usize>),
+}
+
+impl Positions {
+    /// Resolves to explicit indices for a sequence of `len` positions; `None` means "all, in order".
+    pub fn resolve(&self, len: usize) -> crate::Result<Option<Vec<usize>>> {
+        let list = match self {
+            Positions::All => return Ok(None),
+            Positions::List(v) => v.clone(),
+            Positions::Range(r) => r.clone().collect(),
+        };
+        if let Some(bad) = list.iter().find(|&&p| p >= len) {
+            return Err(crate::Error::Hook(format!("position {bad} is outside the {len}-token input")));
+        }
+        Ok(Some(list))
+    }
+}
+
+/// How an ablated head's output is replaced.
+#[derive(Clone, Debug)]
+pub enum AblationKind {
+    /// The head's `z` (input of `o_proj`) is zeroed.
+    Zero,
+    /// The head's `z` is replaced by a stored mean, `[layers, heads, d_head]`.
+    Mean(Tensor),
+    /// The head's attention pattern is replaced by the uniform distribution over the keys it may
+    /// attend to (the masking used by the retrieval-head paper's ablations).
+    UniformPattern,
+}
+
+/// A per-row head mask: `mask[b, l, h]` is 1.0 to keep head h of layer l in batch row b, 0.0 to ablate.
+#[derive(Clone, Debug)]
+pub struct HeadAblation {
+    pub mask: Tensor,
+    pub kind: AblationKind,
+}
+
+/// Replace head `head` of `layer` in batch row `row` at `positions` by stored `z` values `[n_pos, d_head]`.
+#[derive(Clone, Debug)]
+pub struct HeadPatch {
+    pub row: usize,
+    pub layer: usize,
+    pub head: usize,
+    pub positions: Vec<usize>,
+    pub z: Tensor,
+}
+
+/// What to keep from a forward. Nothing is kept unless asked; `layers × heads × T × T` only with
+/// `full_patterns`.
+#[derive(Clone, Debug, Default)]
+pub struct Capture {
+    /// Attention rows for these query positions: `blocks.{l}.attn.hook_pattern`, `[b, H, n_q, T_k]`.
+    pub attn_rows: Option<Positions>,
+    /// Attention of the query positions in `.0` summed over each key span in `.1`:
+    /// `blocks.{l}.attn.hook_pattern_span_sum`, `[b, H, n_q, n_spans]`.
+    pub attn_span_sums: Option<(Positions, Vec<Range<usize>>)>,
+    /// Every layer's full pattern `[b, H, T, T_k]` — large; only when a caller needs it.
+    pub full_patterns: bool,
+    pub resid_pre: Option<Positions>,
+    pub resid_mid: Option<Positions>,
+    pub resid_post: Option<Positions>,
+    /// `blocks.{l}.attn.hook_z`, `[b, n_pos, H, d_head]` (after interventions).
+    pub z: Option<Positions>,
+    /// Per-head results `z_h · W_O[:, h]ᵀ`: `blocks.{l}.attn.hook_result`, `[b, n_pos, H, d]`.
+    pub head_results: Option<Positions>,
+    /// `blocks.{l}.hook_attn_out`, `[b, n_pos, d]` (before Gemma 2's post-attention norm).
+    pub attn_out: Option<Positions>,
+    /// `blocks.{l}.hook_mlp_out`, `[b, n_pos, d]` (before Gemma 2's post-MLP norm).
+    pub mlp_out: Option<Positions>,
+    /// Only capture for layers in this range (all layers when `None`).
+    pub layers: Option<Range<usize>>,
+    /// Which positions get logits (`None`: none — useful when only internals are wanted).
+    pub logits: Option<Positions>,
+    /// Keep the keys/values of this forward so a later forward can continue from it.
+    pub kv_cache: bool,
+}
+
+/// Everything one forward may return.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// `[b, n_pos, vocab]` for the positions asked for in `Capture::logits`, f32.
+    pub logits: Option<Tensor>,
+    /// Captured activations keyed by hook name.
+    pub activations: BTreeMap<String, Tensor>,
+    /// Keys and values per layer, `[b, H_kv, T, d_head]`, when `Capture::kv_cache` was set.
+    pub kv_cache: Option<KvCache>,
+}
+
+impl Trace {
+    pub fn get(&self, name: &str) -> crate::Result<&Tensor> {
+        self.activations.get(name).ok_or_else(|| crate::Error::Hook(format!("`{name}` was not captured")))
+    }
+}
+
+/// Per-layer keys and values of a processed prefix.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The first `len` positions (for reusing a shared prefix).
+    pub fn truncate(&self, len: usize) -> crate::Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(KvCache { layers })
+    }
+}
+
+/// Interventions plus captures for one forward.
+#[derive(Clone, Debug, Default)]
+pub struct Hooks {
+    pub head_ablation: Option<HeadAblation>,
+    /// `[b, layers]`: 1.0 keeps the MLP, 0.0 zero-ablates its output.
+    pub mlp_mask: Option<Tensor>,
+    pub patches: Vec<HeadPatch>,
+    pub capture: Capture,
+}
+
+pub fn hook_name(layer: usize, point: &str) -> String {
+    format!("blocks.{layer}.{point}")
+}

@@ -1,0 +1,521 @@
+//! The generic decoder-only transformer with hook points.
+//!
+//! embed → blocks (attention, MLP; pre-norm, or Gemma 2's sandwich norms) → final norm → unembed.
+//! Every family difference comes from [`Arch`]. Attention is the explicit
+//! `softmax(QKᵀ·scale + mask)·V` so probabilities can be captured and patterns replaced; softmax,
+//! norms and soft-caps run in f32 whatever the working dtype.
+
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+
+use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
+use super::kernels::{causal_softmax, CausalSoftmax};
+use super::hooks::{hook_name, AblationKind, Capture, Hooks, KvCache, Positions, Trace};
+use super::weights::{LayerWeights, ModelWeights};
+use crate::{Error, Result};
+
+/// Where a forward starts.
+pub enum Start<'a> {
+    /// Token ids `[b, t]` (u32), embedded at layer 0.
+    Tokens(&'a Tensor),
+    /// A residual stream `[b, t, d]` entering layer `layer` (prefix reuse: layers below are skipped).
+    ResidPre { layer: usize, resid: Tensor },
+    /// A residual stream `[b, t, d]` inside layer `layer` after its attention sublayer was added:
+    /// the forward continues with that layer's MLP.
+    ResidMid { layer: usize, resid: Tensor },
+}
+
+pub struct Transformer {
+    pub arch: Arch,
+    weights: ModelWeights,
+    /// `[max_pos, d_head/2]` rotary tables in the working dtype.
+    cos: Tensor,
+    sin: Tensor,
+    /// Per layer, `o_proj.weight` rearranged as `[H, d_head, d]` for per-head results.
+    o_per_head: Vec<Tensor>,
+    device: Device,
+    dtype: DType,
+}
+
+/// Per-forward constants shared by every layer.
+struct ForwardCtx {
+    batch: usize,
+    seq: usize,
+    /// Absolute position of the first query (the KV-cache length).
+    offset: usize,
+    /// Additive masks `[t, T_k]`: full causal, and sliding-window causal if any layer needs it.
+    causal_mask: Option<Tensor>,
+    sliding_mask: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Transformer {
+    pub fn new(arch: Arch, weights: ModelWeights, device: &Device, dtype: DType) -> Result<Transformer> {
+        let mut inv_freq = rope_inv_freq(&arch);
+        if let Some(factors) = &weights.rope_freq_factors {
+            for (f, div) in inv_freq.iter_mut().zip(factors) {
+                *f /= *div as f64;
+            }
+        }
+        let max_pos = arch.max_position_embeddings;
+        let half = arch.head_dim / 2;
+        let mut angles = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for f in &inv_freq {
+                angles.push((p as f64 * f) as f32);
+            }
+        }
+        let angles = Tensor::from_vec(angles, (max_pos, half), &Device::Cpu)?;
+        let cos = angles.cos()?.to_dtype(dtype)?.to_device(device)?;
+        let sin = angles.sin()?.to_dtype(dtype)?.to_device(device)?;
+        let o_per_head = weights
+            .layers
+            .iter()
+            .map(|lw| {
+                // [d, H·d_h] → [d, H, d_h] → [H, d_h, d]
+                Ok(lw.o_weight.reshape((arch.hidden_size, arch.num_heads, arch.head_dim))?.permute((1, 2, 0))?.contiguous()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer { arch, weights, cos, sin, o_per_head, device: device.clone(), dtype })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+    /// `o_proj.weight` of `layer` as `[H, d_head, d]`.
+    pub fn o_per_head(&self, layer: usize) -> &Tensor {
+        &self.o_per_head[layer]
+    }
+
+    /// Embeds token ids `[b, t]` → `[b, t, d]` (with Gemma 2's √d scale).
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let flat = ids.flatten_all()?;
+        let x = self.weights.embed.index_select(&flat, 0)?.reshape((b, t, self.arch.hidden_size))?;
+        Ok(match self.arch.embedding_scale {
+            Some(s) => (x * s)?,
+            None => x,
+        })
+    }
+
+    /// The logit lens: final norm + unembedding (+ Gemma 2's final soft-cap) of any residual-space
+    /// tensor `[.., d]`, returned in f32.
+    pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        let d = self.arch.hidden_size;
+        let dims = x.dims().to_vec();
+        let flat = x.reshape(((), d))?.to_dtype(self.dtype)?;
+        let normed = self.rms_norm(&flat, &self.weights.final_norm)?;
+        let logits = normed.matmul(&self.weights.lm_head.t()?)?.to_dtype(DType::F32)?;
+        let logits = match self.arch.final_logit_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        };
+        let mut out_dims = dims[..dims.len() - 1].to_vec();
+        out_dims.push(self.arch.vocab_size);
+        Ok(logits.reshape(out_dims)?)
+    }
+
+    /// What the attention sublayer adds to the residual stream given its output (Gemma 2's
+    /// post-attention norm, or the output itself).
+    pub fn post_attention(&self, layer: usize, attn_out: Tensor) -> Result<Tensor> {
+        match &self.weights.layers[layer].post_attn_norm {
+            Some(w) => self.rms_norm(&attn_out, w),
+            None => Ok(attn_out),
+        }
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        if self.dtype == DType::F32 {
+            Ok(candle_nn::ops::rms_norm(&x, w, self.arch.rms_norm_eps as f32)?)
+        } else {
+            let y = candle_nn::ops::rms_norm(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?, self.arch.rms_norm_eps as f32)?;
+            Ok(y.to_dtype(self.dtype)?)
+        }
+    }
+
+    /// Runs the model from `start`, continuing after `past` if given, with `hooks`' interventions
+    /// and captures.
+    pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        let a = &self.arch;
+        let (first_layer, mut x, skip_attention) = match start {
+            Start::Tokens(ids) => (0, self.embed(ids)?, false),
+            Start::ResidPre { layer, resid } => (layer, resid.to_dtype(self.dtype)?, false),
+            Start::ResidMid { layer, resid } => (layer, resid.to_dtype(self.dtype)?, true),
+        };
+        if first_layer >= a.num_layers && !(first_layer == a.num_layers && !skip_attention) {
+            return Err(Error::Hook(format!("start layer {first_layer} is past the model's {} layers", a.num_layers)));
+        }
+        let (batch, seq, d) = x.dims3()?;
+        if d != a.hidden_size {
+            return Err(Error::Hook(format!("residual width {d} differs from the model's {}", a.hidden_size)));
+        }
+        if hooks.capture.kv_cache && first_layer > 0 {
+            return Err(Error::Hook("a KV cache can only be captured by a forward that starts at layer 0".into()));
+        }
+        let offset = past.map(KvCache::len).unwrap_or(0);
+        if offset + seq > a.max_position_embeddings {
+            return Err(Error::PromptTooLong { tokens: offset + seq, context: a.max_position_embeddings });
+        }
+        if let Some(p) = past {
+            if p.layers.len() != a.num_layers {
+                return Err(Error::Hook("KV cache has the wrong number of layers".into()));
+            }
+        }
+        let ctx = self.forward_ctx(batch, seq, offset)?;
+        let ablated_layers = self.ablated_layers(hooks, batch)?;
+        let cap = &hooks.capture;
+        let mut trace = Trace::default();
+        let mut new_cache = Vec::new();
+
+        for l in first_layer..a.num_layers {
+            let lw = &self.weights.layers[l];
+            let in_capture = cap.layers.as_ref().map_or(true, |r| r.contains(&l));
+            let skip_attn_here = skip_attention && l == first_layer;
+            if !skip_attn_here {
+                if in_capture {
+                    capture(&mut trace, &cap.resid_pre, &x, 1, hook_name(l, "hook_resid_pre"))?;
+                }
+                let normed = self.rms_norm(&x, &lw.attn_norm)?;
+                let past_kv = past.map(|p| &p.layers[l]);
+                let (attn_out, kv) =
+                    self.attention(l, lw, &normed, past_kv, &ctx, hooks, ablated_layers[l], in_capture, &mut trace)?;
+                if cap.kv_cache {
+                    new_cache.push(kv);
+                }
+                if in_capture {
+                    capture(&mut trace, &cap.attn_out, &attn_out, 1, hook_name(l, "hook_attn_out"))?;
+                }
+                x = (x + self.post_attention(l, attn_out)?)?;
+            }
+            if in_capture {
+                capture(&mut trace, &cap.resid_mid, &x, 1, hook_name(l, "hook_resid_mid"))?;
+            }
+            let normed = self.rms_norm(&x, &lw.mlp_norm)?;
+            let mut mlp_out = self.mlp(lw, &normed)?;
+            if let Some(mask) = &hooks.mlp_mask {
+                let m = mask.i((.., l))?.to_dtype(self.dtype)?.reshape((batch, 1, 1))?;
+                mlp_out = mlp_out.broadcast_mul(&m)?;
+            }
+            if in_capture {
+                capture(&mut trace, &cap.mlp_out, &mlp_out, 1, hook_name(l, "hook_mlp_out"))?;
+            }
+            let mlp_out = match &lw.post_mlp_norm {
+                Some(w) => self.rms_norm(&mlp_out, w)?,
+                None => mlp_out,
+            };
+            x = (x + mlp_out)?;
+            if in_capture {
+                capture(&mut trace, &cap.resid_post, &x, 1, hook_name(l, "hook_resid_post"))?;
+            }
+        }
+
+        if let Some(positions) = &cap.logits {
+            let selected = match positions.resolve(seq)? {
+                None => x.clone(),
+                Some(list) => index_positions(&x, &list, 1)?,
+            };
+            trace.logits = Some(self.unembed(&selected)?);
+        }
+        if cap.kv_cache {
+            trace.kv_cache = Some(KvCache { layers: new_cache });
+        }
+        Ok(trace)
+    }
+
+    fn forward_ctx(&self, batch: usize, seq: usize, offset: usize) -> Result<ForwardCtx> {
+        let a = &self.arch;
+        let total = offset + seq;
+        let build = |window: Option<usize>| -> Result<Option<Tensor>> {
+            if seq == 1 && window.map_or(true, |w| total <= w) {
+                return Ok(None); // a single new token sees every key
+            }
+            let mut m = vec![0f32; seq * total];
+            for i in 0..seq {
+                let q = offset + i;
+                for k in 0..total {
+                    let visible = k <= q && window.map_or(true, |w| q - k < w);
+                    if !visible {
+                        m[i * total + k] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            Ok(Some(Tensor::from_vec(m, (seq, total), &self.device)?))
+        };
+        let any_sliding = (0..a.num_layers).any(|l| a.is_sliding(l).is_some());
+        Ok(ForwardCtx {
+            batch,
+            seq,
+            offset,
+            causal_mask: build(None)?,
+            sliding_mask: if any_sliding { build(a.sliding_window)? } else { None },
+            cos: self.cos.narrow(0, offset, seq)?,
+            sin: self.sin.narrow(0, offset, seq)?,
+        })
+    }
+
+    /// Which layers have at least one ablated head in some row (one host read per forward).
+    fn ablated_layers(&self, hooks: &Hooks, batch: usize) -> Result<Vec<bool>> {
+        let a = &self.arch;
+        let Some(ab) = &hooks.head_ablation else { return Ok(vec![false; a.num_layers]) };
+        let dims = ab.mask.dims();
+        if dims != [batch, a.num_layers, a.num_heads] {
+            return Err(Error::Hook(format!(
+                "head mask has shape {dims:?}, expected [{batch}, {}, {}]",
+                a.num_layers, a.num_heads
+            )));
+        }
+        let min_per_layer = ab.mask.to_dtype(DType::F32)?.min(2)?.min(0)?.to_vec1::<f32>()?;
+        Ok(min_per_layer.into_iter().map(|m| m < 1.0).collect())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        lw: &LayerWeights,
+        x: &Tensor,
+        past: Option<&(Tensor, Tensor)>,
+        ctx: &ForwardCtx,
+        hooks: &Hooks,
+        ablated: bool,
+        in_capture: bool,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let a = &self.arch;
+        let (b, t) = (ctx.batch, ctx.seq);
+        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let rep = h / kv;
+        let qkv = linear(x, &lw.qkv_weight, lw.qkv_bias.as_ref())?;
+        let split = |start: usize, heads: usize| -> Result<Tensor> {
+            Ok(qkv.narrow(2, start * dh, heads * dh)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(0, h)?;
+        let k = split(h, kv)?;
+        let v = split(h + kv, kv)?;
+        let (q, k) = match a.rope_style {
+            RopeStyle::RotateHalf => {
+                (candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?, candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?)
+            }
+            RopeStyle::Interleaved => {
+                (candle_nn::rotary_emb::rope_i(&q, &ctx.cos, &ctx.sin)?, candle_nn::rotary_emb::rope_i(&k, &ctx.cos, &ctx.sin)?)
+            }
+        };
+        let (k, v) = match past {
+            Some((pk, pv)) => {
+                let pk = broadcast_batch(pk, b)?;
+                let pv = broadcast_batch(pv, b)?;
+                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+            }
+            None => (k, v),
+        };
+        let tk = k.dims()[2];
+        // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
+        // are stacked along the query axis.
+        // The score scale is folded into q (t·d_h multiplies instead of t·T_k).
+        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * t, dh))?;
+        let scores = qg.matmul(&k.t()?)?.reshape((b, h, t, tk))?.to_dtype(DType::F32)?;
+        let window = a.is_sliding(l);
+        let mask = if window.is_some() { ctx.sliding_mask.as_ref() } else { ctx.causal_mask.as_ref() };
+        let fused = CausalSoftmax { offset: ctx.offset, window, softcap: a.attn_logit_softcap.map(|c| c as f32) };
+        let probs = match causal_softmax(&scores, fused)? {
+            Some(p) => p,
+            None => {
+                let mut scores = scores;
+                if let Some(cap) = a.attn_logit_softcap {
+                    scores = ((scores / cap)?.tanh()? * cap)?;
+                }
+                if let Some(m) = mask {
+                    scores = scores.broadcast_add(m)?;
+                }
+                candle_nn::ops::softmax_last_dim(&scores)?
+            }
+        };
+
+        let cap = &hooks.capture;
+        if in_capture {
+            self.capture_patterns(l, &probs, cap, trace)?;
+        }
+        let pv = |p: &Tensor| -> Result<Tensor> {
+            let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * t, tk))?;
+            Ok(p.matmul(&v)?.reshape((b, h, t, dh))?)
+        };
+        let mut z = pv(&probs)?;
+
+        if ablated {
+            let ab = hooks.head_ablation.as_ref().expect("ablated implies a head ablation");
+            let keep = ab.mask.i((.., l, ..))?.to_dtype(self.dtype)?.reshape((b, h, 1, 1))?;
+            let drop = (1.0 - &keep)?;
+            let replacement = match &ab.kind {
+                AblationKind::Zero => None,
+                AblationKind::Mean(means) => Some(means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?),
+                AblationKind::UniformPattern => {
+                    let uniform = match mask {
+                        Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
+                        None => Tensor::full(1.0 / tk as f32, (t, tk), &self.device)?,
+                    };
+                    let uniform = uniform.unsqueeze(0)?.unsqueeze(0)?.broadcast_as((b, h, t, tk))?;
+                    Some(pv(&uniform)?)
+                }
+            };
+            z = z.broadcast_mul(&keep)?;
+            if let Some(r) = replacement {
+                z = (z + r.broadcast_mul(&drop)?)?;
+            }
+        }
+        let patches: Vec<_> = hooks.patches.iter().filter(|p| p.layer == l).collect();
+        if !patches.is_empty() {
+            z = self.apply_patches(z, &patches, b, t)?;
+        }
+
+        // [b, H, t, d_h] → [b, t, H, d_h]
+        let z_bthd = z.transpose(1, 2)?.contiguous()?;
+        if in_capture {
+            capture(trace, &cap.z, &z_bthd, 1, hook_name(l, "attn.hook_z"))?;
+            if let Some(pos) = &cap.head_results {
+                let zs = match pos.resolve(t)? {
+                    None => z_bthd.clone(),
+                    Some(list) => index_positions(&z_bthd, &list, 1)?,
+                };
+                let results = self.head_results(l, &zs)?;
+                trace.activations.insert(hook_name(l, "attn.hook_result"), results);
+            }
+        }
+        let attn_out = linear(&z_bthd.reshape((b, t, h * dh))?, &lw.o_weight, None)?;
+        Ok((attn_out, (k, v)))
+    }
+
+    /// Per-head contributions to the residual stream: `z [b, n, H, d_h]` → `[b, n, H, d]`
+    /// with `result_h = z_h · W_O[:, h·d_h..(h+1)·d_h]ᵀ` (METHODS.md §0.5).
+    pub fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        let (b, n, h, dh) = z.dims4()?;
+        let d = self.arch.hidden_size;
+        let z = z.reshape((b * n, h, 1, dh))?;
+        let o = self.o_per_head[layer].unsqueeze(0)?;
+        Ok(z.broadcast_matmul(&o)?.reshape((b, n, h, d))?)
+    }
+
+    fn capture_patterns(&self, l: usize, probs: &Tensor, cap: &Capture, trace: &mut Trace) -> Result<()> {
+        let t = probs.dims()[2];
+        if cap.full_patterns {
+            trace.activations.insert(hook_name(l, "attn.hook_pattern"), probs.clone());
+        } else if let Some(rows) = &cap.attn_rows {
+            let rows = match rows.resolve(t)? {
+                None => probs.clone(),
+                Some(list) => index_positions(probs, &list, 2)?,
+            };
+            trace.activations.insert(hook_name(l, "attn.hook_pattern"), rows);
+        }
+        if let Some((rows, spans)) = &cap.attn_span_sums {
+            let rows = match rows.resolve(t)? {
+                None => probs.clone(),
+                Some(list) => index_positions(probs, &list, 2)?,
+            };
+            let tk = rows.dims()[3];
+            let mut sums = Vec::with_capacity(spans.len());
+            for s in spans {
+                if s.end > tk || s.start > s.end {
+                    return Err(Error::Hook(format!("key span {s:?} is outside the {tk} keys")));
+                }
+                sums.push(if s.is_empty() {
+                    rows.narrow(3, 0, 1)?.zeros_like()?
+                } else {
+                    rows.narrow(3, s.start, s.len())?.sum_keepdim(3)?
+                });
+            }
+            if !sums.is_empty() {
+                trace.activations.insert(hook_name(l, "attn.hook_pattern_span_sum"), Tensor::cat(&sums, 3)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_patches(&self, z: Tensor, patches: &[&super::hooks::HeadPatch], b: usize, t: usize) -> Result<Tensor> {
+        let (h, dh) = (self.arch.num_heads, self.arch.head_dim);
+        let mut keep = vec![1f32; b * h * t * dh];
+        let mut values = vec![0f32; b * h * t * dh];
+        for p in patches {
+            if p.row >= b || p.head >= h {
+                return Err(Error::Hook(format!("patch row {} / head {} out of range", p.row, p.head)));
+            }
+            let vals = p.z.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+            let vals = vals.reshape((p.positions.len(), dh)).map_err(|_| {
+                Error::Hook(format!("patch for L{}H{} needs z of shape [{}, {dh}]", p.layer, p.head, p.positions.len()))
+            })?;
+            let vals = vals.to_vec2::<f32>()?;
+            for (i, &pos) in p.positions.iter().enumerate() {
+                if pos >= t {
+                    return Err(Error::Hook(format!("patch position {pos} is outside the {t}-token input")));
+                }
+                let base = ((p.row * h + p.head) * t + pos) * dh;
+                keep[base..base + dh].fill(0.0);
+                values[base..base + dh].copy_from_slice(&vals[i]);
+            }
+        }
+        let keep = Tensor::from_vec(keep, (b, h, t, dh), &self.device)?.to_dtype(self.dtype)?;
+        let values = Tensor::from_vec(values, (b, h, t, dh), &self.device)?.to_dtype(self.dtype)?;
+        Ok(((z * keep)? + values)?)
+    }
+
+    fn mlp(&self, lw: &LayerWeights, x: &Tensor) -> Result<Tensor> {
+        let ff = self.arch.intermediate_size;
+        let gu = linear(x, &lw.gate_up_weight, None)?;
+        let gate = gu.narrow(D::Minus1, 0, ff)?;
+        let up = gu.narrow(D::Minus1, ff, ff)?;
+        let act = match self.arch.activation {
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
+        linear(&(act * up)?, &lw.down_weight, None)
+    }
+}
+
+/// `x [.., in] · wᵀ (+ b)` as one 2-D matmul.
+fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().expect("linear input has a last dim");
+    let out_dim = w.dims()[0];
+    let y = x.reshape(((), in_dim))?.matmul(&w.t()?)?;
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = dims;
+    *out.last_mut().expect("non-empty") = out_dim;
+    Ok(y.reshape(out)?)
+}
+
+fn broadcast_batch(t: &Tensor, b: usize) -> Result<Tensor> {
+    let dims = t.dims();
+    if dims[0] == b {
+        return Ok(t.clone());
+    }
+    if dims[0] != 1 {
+        return Err(Error::Hook(format!("KV cache batch {} cannot serve a batch of {b}", dims[0])));
+    }
+    let mut target = dims.to_vec();
+    target[0] = b;
+    Ok(t.broadcast_as(target)?.contiguous()?)
+}
+
+fn index_positions(x: &Tensor, positions: &[usize], dim: usize) -> Result<Tensor> {
+    let idx: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
+    let idx = Tensor::from_vec(idx, positions.len(), x.device())?;
+    Ok(x.index_select(&idx, dim)?)
+}
+
+fn capture(trace: &mut Trace, positions: &Option<Positions>, x: &Tensor, dim: usize, name: String) -> Result<()> {
+    let Some(pos) = positions else { return Ok(()) };
+    let kept = match pos.resolve(x.dims()[dim])? {
+        None => x.clone(),
+        Some(list) => index_positions(x, &list, dim)?,
+    };
+    trace.activations.insert(name, kept);
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Weights from Hugging Face safetensors (single or sharded) or from a GGUF file, dequantized to the
+//! working dtype and arranged for the generic transformer.
+//!
+//! Both formats go through one table of roles (`Role`) so the two loaders cannot drift apart.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+
+use super::arch::{Arch, Family};
+use crate::{Error, Result};
+
+/// Weights of one decoder block. Q/K/V and gate/up are fused so each is one matmul.
+pub struct LayerWeights {
+    pub attn_norm: Tensor,
+    /// `[(H + 2·H_kv)·d_h, d]`, rows in the order q, k, v.
+    pub qkv_weight: Tensor,
+    pub qkv_bias: Option<Tensor>,
+    /// `o_proj.weight`, `[d, H·d_h]` (HF layout, y = x·Wᵀ).
+    pub o_weight: Tensor,
+    /// Gemma 2 sandwich norm after attention.
+    pub post_attn_norm: Option<Tensor>,
+    /// The norm before the MLP (Llama/Qwen2 `post_attention_layernorm`, Gemma 2 `pre_feedforward_layernorm`).
+    pub mlp_norm: Tensor,
+    /// Gemma 2 sandwich norm after the MLP.
+    pub post_mlp_norm: Option<Tensor>,
+    /// `[2·ff, d]`: gate rows then up rows.
+    pub gate_up_weight: Tensor,
+    pub down_weight: Tensor,
+}
+
+pub struct ModelWeights {
+    pub embed: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Tensor,
+    /// `[vocab, d]`; the embedding matrix itself when tied.
+    pub lm_head: Tensor,
+    /// llama.cpp's baked Llama-3 rope frequency divisors (`rope_freqs.weight`), if present.
+    pub rope_freq_factors: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    PostAttnNorm,
+    MlpNorm,
+    PostMlpNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+fn hf_name(family: Family, layer: usize, role: Role, bias: bool) -> String {
+    let p = format!("model.layers.{layer}");
+    let suffix = if bias { "bias" } else { "weight" };
+    let gemma = family == Family::Gemma2;
+    let body = match role {
+        Role::AttnNorm => "input_layernorm",
+        Role::Q => "self_attn.q_proj",
+        Role::K => "self_attn.k_proj",
+        Role::V => "self_attn.v_proj",
+        Role::O => "self_attn.o_proj",
+        Role::PostAttnNorm => "post_attention_layernorm",
+        Role::MlpNorm if gemma => "pre_feedforward_layernorm",
+        Role::MlpNorm => "post_attention_layernorm",
+        Role::PostMlpNorm => "post_feedforward_layernorm",
+        Role::Gate => "mlp.gate_proj",
+        Role::Up => "mlp.up_proj",
+        Role::Down => "mlp.down_proj",
+    };
+    format!("{p}.{body}.{suffix}")
+}
+
+fn gguf_name(layer: usize, role: Role, bias: bool) -> String {
+    let suffix = if bias { "bias" } else { "weight" };
+    let body = match role {
+        Role::AttnNorm => "attn_norm",
+        Role::Q => "attn_q",
+        Role::K => "attn_k",
+        Role::V => "attn_v",
+        Role::O => "attn_output",
+        Role::PostAttnNorm => "post_attention_norm",
+        Role::MlpNorm => "ffn_norm",
+        Role::PostMlpNorm => "post_ffw_norm",
+        Role::Gate => "ffn_gate",
+        Role::Up => "ffn_up",
+        Role::Down => "ffn_down",
+    };
+    format!("blk.{layer}.{body}.{suffix}")
+}
+
+/// Where tensors come from: a name → tensor lookup over one file format.
+trait TensorStore {
+    fn path(&self) -> &Path;
+    fn contains(&self, name: &str) -> bool;
+    /// Loads a tensor as f32 on the CPU.
+    fn load(&mut self, name: &str) -> Result<Tensor>;
+}
+
+struct Loader<'a, S: TensorStore> {
+    store: S,
+    arch: &'a Arch,
+    device: &'a Device,
+    dtype: DType,
+    name: fn(Family, usize, Role, bool) -> String,
+}
+
+impl<S: TensorStore> Loader<'_, S> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        if !self.store.contains(name) {
+            return Err(Error::invalid_model(self.store.path(), format!("missing tensor `{name}`")));
+        }
+        let t = self.store.load(name)?;
+        if t.dims() != shape {
+            return Err(Error::invalid_model(
+                self.store.path(),
+                format!("tensor `{name}` has shape {:?}, expected {:?}", t.dims(), shape),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn finish(&self, t: Tensor) -> Result<Tensor> {
+        Ok(t.to_dtype(self.dtype)?.to_device(self.device)?)
+    }
+
+    fn norm(&mut self, name: &str) -> Result<Tensor> {
+        let t = self.tensor(name, &[self.arch.hidden_size])?;
+        let t = if self.arch.norm_weight_offset != 0.0 { (t + self.arch.norm_weight_offset)? } else { t };
+        self.finish(t)
+    }
+
+    fn layer(&mut self, l: usize) -> Result<LayerWeights> {
+        let a = self.arch;
+        let (d, dh, ff) = (a.hidden_size, a.head_dim, a.intermediate_size);
+        let n = self.name;
+        let f = a.family;
+        let q = self.tensor(&n(f, l, Role::Q, false), &[a.num_heads * dh, d])?;
+        let k = self.tensor(&n(f, l, Role::K, false), &[a.num_kv_heads * dh, d])?;
+        let v = self.tensor(&n(f, l, Role::V, false), &[a.num_kv_heads * dh, d])?;
+        let qkv_weight = self.finish(Tensor::cat(&[q, k, v], 0)?)?;
+        let qkv_bias = if a.qkv_bias {
+            let q = self.tensor(&n(f, l, Role::Q, true), &[a.num_heads * dh])?;
+            let k = self.tensor(&n(f, l, Role::K, true), &[a.num_kv_heads * dh])?;
+            let v = self.tensor(&n(f, l, Role::V, true), &[a.num_kv_heads * dh])?;
+            Some(self.finish(Tensor::cat(&[q, k, v], 0)?)?)
+        } else {
+            None
+        };
+        let o = self.tensor(&n(f, l, Role::O, false), &[d, a.num_heads * dh])?;
+        let gate = self.tensor(&n(f, l, Role::Gate, false), &[ff, d])?;
+        let up = self.tensor(&n(f, l, Role::Up, false), &[ff, d])?;
+        let down = self.tensor(&n(f, l, Role::Down, false), &[d, ff])?;
+        let sandwich = a.sandwich_norms;
+        Ok(LayerWeights {
+            attn_norm: self.norm(&n(f, l, Role::AttnNorm, false))?,
+            qkv_weight,
+            qkv_bias,
+            o_weight: self.finish(o)?,
+            post_attn_norm: if sandwich { Some(self.norm(&n(f, l, Role::PostAttnNorm, false))?) } else { None },
+            mlp_norm: self.norm(&n(f, l, Role::MlpNorm, false))?,
+            post_mlp_norm: if sandwich { Some(self.norm(&n(f, l, Role::PostMlpNorm, false))?) } else { None },
+            gate_up_weight: self.finish(Tensor::cat(&[gate, up], 0)?)?,
+            down_weight: self.finish(down)?,
+        })
+    }
+
+    fn model(&mut self, embed: &str, final_norm: &str, lm_head: &str) -> Result<(ModelWeights, bool)> {
+        let a = self.arch;
+        let embed_t = self.tensor(embed, &[a.vocab_size, a.hidden_size])?;
+        let tied = !self.store.contains(lm_head);
+        let lm_head_t = if tied { embed_t.clone() } else { self.tensor(lm_head, &[a.vocab_size, a.hidden_size])? };
+        let layers = (0..a.num_layers).map(|l| self.layer(l)).collect::<Result<Vec<_>>>()?;
+        let final_norm = self.norm(final_norm)?;
+        let embed = self.finish(embed_t)?;
+        let lm_head = if tied { embed.clone() } else { self.finish(lm_head_t)? };
+        Ok((ModelWeights { embed, layers, final_norm, lm_head, rope_freq_factors: None }, tied))
+    }
+}
+
+// ---------------------------------------------------------------- safetensors
+
+struct SafetensorsStore {
+    path: PathBuf,
+    files: candle_core::safetensors::MmapedSafetensors,
+    names: std::collections::HashSet<String>,
+}
+
+impl TensorStore for SafetensorsStore {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+    fn load(&mut self, name: &str) -> Result<Tensor> {
+        let t = self
+            .files
+            .load(name, &Device::Cpu)
+            .map_err(|e| Error::invalid_model(&self.path, format!("tensor `{name}`: {e}")))?;
+        let dtype = t.dtype();
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+            return Err(Error::invalid_model(&self.path, format!("tensor `{name}` has unsupported dtype {dtype:?}")));
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// Loads HF safetensors files (one file, or every shard) for `arch`.
+pub fn load_safetensors(files: &[PathBuf], arch: &mut Arch, device: &Device, dtype: DType) -> Result<ModelWeights> {
+    let label = files.first().cloned().unwrap_or_default();
+    for f in files {
+        check_safetensors_header(f)?;
+    }
+    // SAFETY: the files are memory-mapped read-only; headers were validated above and candle
+    // bounds-checks every tensor against the file length.
+    let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+        .map_err(|e| Error::invalid_model(&label, e.to_string()))?;
+    let names = mmaped.tensors().into_iter().map(|(n, _)| n).collect();
+    let store = SafetensorsStore { path: label, files: mmaped, names };
+    let snapshot = arch.clone();
+    let mut loader = Loader { store, arch: &snapshot, device, dtype, name: hf_name };
+    let (weights, tied) = loader.model("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")?;
+    arch.tie_word_embeddings = tied;
+    Ok(weights)
+}
+
+/// A safetensors file starts with an 8-byte header length and a JSON header that must fit in the file.
+fn check_safetensors_header(path: &Path) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    if len < 8 || f.read_exact(&mut n).is_err() {
+        return Err(Error::invalid_model(path, "file is empty or truncated (no safetensors header)"));
+    }
+    let header_len = u64::from_le_bytes(n);
+    if header_len > len - 8 {
+        return Err(Error::invalid_model(path, "truncated safetensors file (header runs past the end)"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| Error::invalid_model(path, format!("corrupt safetensors header: {e}")))?;
+    let data_len = len - 8 - header_len;
+    if let Some(map) = json.as_object() {
+        for (name, info) in map {
+            if name == "__metadata__" {
+                continue;
+            }
+            let end = info.get("data_offsets").and_then(|o| o.get(1)).and_then(|v| v.as_u64()).unwrap_or(0);
+            if end > data_len {
+                return Err(Error::invalid_model(
+                    path,
+                    format!("truncated safetensors file: tensor `{name}` ends at byte {end} of a {data_len}-byte data section"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- GGUF
+
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub content: gguf_file::Content,
+    file: File,
+}
+
+impl GgufFile {
+    /// Reads the header, metadata and tensor table, and checks that every tensor lies inside the file.
+    pub fn open(path: &Path) -> Result<GgufFile> {
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Err(Error::invalid_model(path, "file is empty"));
+        }
+        let content = gguf_file::Content::read(&mut file).map_err(|e| {
+            let msg = e.to_string();
+            if msg.contains("unknown dtype") {
+                Error::invalid_model(path, format!("unsupported tensor type ({msg}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K…Q8_K"))
+            } else {
+                Error::invalid_model(path, format!("not a readable GGUF file (truncated or corrupt header): {msg}"))
+            }
+        })?;
+        for (name, info) in &content.tensor_infos {
+            let elems = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            let bytes = (elems / block) * info.ggml_dtype.type_size();
+            let end = content.tensor_data_offset + info.offset + bytes as u64;
+            if end > len {
+                return Err(Error::invalid_model(
+                    path,
+                    format!("truncated GGUF file: tensor `{name}` ends at byte {end}, the file has {len} bytes"),
+                ));
+            }
+        }
+        Ok(GgufFile { path: path.to_path_buf(), content, file })
+    }
+}
+
+struct GgufStore<'a> {
+    gguf: &'a mut GgufFile,
+}
+
+impl TensorStore for GgufStore<'_> {
+    fn path(&self) -> &Path {
+        &self.gguf.path
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.gguf.content.tensor_infos.contains_key(name)
+    }
+    fn load(&mut self, name: &str) -> Result<Tensor> {
+        let g = &mut *self.gguf;
+        g.file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(&g.path, e))?;
+        let q = g
+            .content
+            .tensor(&mut g.file, name, &Device::Cpu)
+            .map_err(|e| Error::invalid_model(&g.path, format!("tensor `{name}`: {e}")))?;
+        Ok(q.dequantize(&Device::Cpu)?)
+    }
+}
+
+fn gguf_layer_name(_: Family, layer: usize, role: Role, bias: bool) -> String {
+    gguf_name(layer, role, bias)
+}
+
+/// Loads and dequantizes every tensor of a GGUF file for `arch`.
+pub fn load_gguf(gguf: &mut GgufFile, arch: &mut Arch, device: &Device, dtype: DType) -> Result<ModelWeights> {
+    let snapshot = arch.clone();
+    let freq_factors = if gguf.content.tensor_infos.contains_key("rope_freqs.weight") {
+        let mut store = GgufStore { gguf };
+        Some(store.load("rope_freqs.weight")?.flatten_all()?.to_vec1::<f32>()?)
+    } else {
+        None
+    };
+    let mut loader = Loader { store: GgufStore { gguf }, arch: &snapshot, device, dtype, name: gguf_layer_name };
+    let (mut weights, tied) = loader.model("token_embd.weight", "output_norm.weight", "output.weight")?;
+    if let Some(f) = &freq_factors {
+        if f.len() != snapshot.head_dim / 2 {
+            return Err(Error::invalid_model(&gguf.path, format!("rope_freqs.weight has {} entries, expected {}", f.len(), snapshot.head_dim / 2)));
+        }
+    }
+    weights.rope_freq_factors = freq_factors;
+    arch.tie_word_embeddings = tied;
+    Ok(weights)
+}
+
+/// GGUF metadata as a plain map (what the tokenizer and the architecture readers take).
+pub fn gguf_metadata(g: &GgufFile) -> &HashMap<String, gguf_file::Value> {
+    &g.content.metadata
+}
