@@ -296,7 +296,15 @@ impl Arch {
             md.get(&key(k)).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map(|v| v as usize)
         };
         let opt_f = |k: &str| -> Option<f64> {
-            md.get(&key(k)).and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
+            md.get(&key(k)).and_then(|v| {
+                v.to_f32()
+                    .ok()
+                    .map(f64::from)
+                    .or_else(|| v.to_f64().ok())
+                    .or_else(|| v.to_u32().ok().map(f64::from))
+                    .or_else(|| v.to_i32().ok().map(f64::from))
+                    .or_else(|| v.to_u64().ok().map(|x| x as f64))
+            })
         };
         let hidden_size = get_u("embedding_length")?;
         let num_heads = get_u("attention.head_count")?;
@@ -329,7 +337,12 @@ impl Arch {
             qkv_bias: family == Family::Qwen2,
             activation: if is_gemma { Activation::GeluTanh } else { Activation::Silu },
             tie_word_embeddings: true, // corrected by the loader when `output.weight` exists
-            attn_scale: (head_dim as f64).powf(-0.5),
+            // Gemma 2 scales by query_pre_attn_scalar^-0.5 where the GGUF records it; llama.cpp's
+            // default is 1/sqrt(head_dim), which equals it for Gemma-2-2B/9B.
+            attn_scale: match opt_f("attention.query_pre_attn_scalar") {
+                Some(s) if is_gemma && s > 0.0 => s.powf(-0.5),
+                _ => (head_dim as f64).powf(-0.5),
+            },
             attn_logit_softcap: if is_gemma { opt_f("attn_logit_softcapping") } else { None },
             final_logit_softcap: if is_gemma { opt_f("final_logit_softcapping") } else { None },
             sliding_window,
