@@ -484,7 +484,12 @@ mod tests {
         let arch = Arch::from_hf_config(&c, None).unwrap();
         let scaled = rope_inv_freq(&arch);
         let plain: Vec<f64> = (0..8).map(|i| 1.0 / 500000f64.powf(2.0 * i as f64 / 16.0)).collect();
-        assert_eq!(scaled[0], plain[0]);
+        // freq 1.0 has wavelength 2π, between high_wavelen 16/4 and low_wavelen 16/1: smoothed,
+        // s = (16/2π − 1)/(4 − 1), f' = (1 − s)·f/8 + s·f = 0.576056…
+        let s = (16.0 / (2.0 * std::f64::consts::PI) - 1.0) / 3.0;
+        assert!((scaled[0] - ((1.0 - s) * plain[0] / 8.0 + s * plain[0])).abs() < 1e-12);
+        assert!((scaled[0] - 0.5760564).abs() < 1e-6);
+        // the lowest frequency has a wavelength far above 16: divided by the factor
         assert!((scaled[7] - plain[7] / 8.0).abs() < 1e-15);
     }
 }

@@ -127,10 +127,12 @@ impl Engine {
             ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
             ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
         };
+        // EOS ids (config / generation_config / GGUF) plus the end-of-turn and end-of-text markers
+        // the vocabulary has (Qwen: <|im_end|> and <|endoftext|>; Llama 3: <|eot_id|>; Gemma: <end_of_turn>).
         let mut stop_ids = arch.eos_token_ids.clone();
-        for marker in ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>"] {
+        for marker in ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>"] {
             if let Some(id) = tokenizer.token_to_id(marker) {
-                if template.source().contains(marker) && !stop_ids.contains(&id) {
+                if !stop_ids.contains(&id) {
                     stop_ids.push(id);
                 }
             }
