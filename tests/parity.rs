@@ -105,6 +105,14 @@ fn check_family(family: &str, gguf: bool) {
         ..Default::default()
     };
     assert_close("logits_ablate_uniform", &logits_with(&engine, &ids, uniform), &exp["logits_ablate_uniform"]);
+    if let Some(want) = exp.get("logits_ablate_uniform_sliding") {
+        // Gemma 2: layer 2 is a sliding-window layer; uniform over the keys inside the window.
+        let hooks = Hooks {
+            head_ablation: Some(HeadAblation { mask: head_mask(2, 1), kind: AblationKind::UniformPattern }),
+            ..Default::default()
+        };
+        assert_close("logits_ablate_uniform_sliding", &logits_with(&engine, &ids, hooks), want);
+    }
 }
 
 #[test]
