@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
-use super::kernels::{causal_softmax, CausalSoftmax};
+use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::hooks::{hook_name, AblationKind, Capture, Hooks, KvCache, Positions, Trace};
 use super::weights::{LayerWeights, ModelWeights};
 use crate::{Error, Result};
@@ -466,6 +466,10 @@ impl Transformer {
     fn mlp(&self, lw: &LayerWeights, x: &Tensor) -> Result<Tensor> {
         let ff = self.arch.intermediate_size;
         let gu = linear(x, &lw.gate_up_weight, None)?;
+        let gelu = self.arch.activation == Activation::GeluTanh;
+        if let Some(act_up) = gated_activation(&gu, GatedActivation { ff, gelu })? {
+            return linear(&act_up, &lw.down_weight, None);
+        }
         let gate = gu.narrow(D::Minus1, 0, ff)?;
         let up = gu.narrow(D::Minus1, ff, ff)?;
         let act = match self.arch.activation {
