@@ -6,7 +6,7 @@
 //! Both use a vectorisable `exp` (AVX2 + FMA when the CPU has it, chosen at run time). Other devices
 //! and dtypes keep the generic candle path; the tests below check the two against each other.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Causal softmax over the last dim of scores `[.., t, T_k]` whose queries sit at absolute positions
@@ -27,50 +27,51 @@ impl CausalSoftmax {
     }
 }
 
-impl CustomOp1 for CausalSoftmax {
+impl InplaceOp1 for CausalSoftmax {
     fn name(&self) -> &'static str {
         "causal-softmax"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    /// In place: the scores buffer becomes the probabilities (no second `[b, H, t, T_k]` buffer).
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("causal-softmax: f32 only");
         };
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("causal-softmax: input must be contiguous");
         };
-        let data = &data[start..end];
         let dims = layout.dims();
         let (t, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-        let mut out = vec![0f32; data.len()];
-        out.par_chunks_mut(tk).zip(data.par_chunks(tk)).enumerate().for_each(|(row, (dst, src))| {
+        data[start..end].par_chunks_mut(tk).enumerate().for_each(|(row, row_data)| {
             let (lo, hi) = self.visible(row % t, tk);
+            row_data[..lo].fill(0.0);
+            row_data[hi..].fill(0.0);
             if lo >= hi {
                 return;
             }
-            let dst = &mut dst[lo..hi];
-            let src = &src[lo..hi];
-            match self.softcap {
-                Some(cap) => {
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d = (s / cap).tanh() * cap;
-                    }
+            let visible = &mut row_data[lo..hi];
+            if let Some(cap) = self.softcap {
+                for d in visible.iter_mut() {
+                    *d = (*d / cap).tanh() * cap;
                 }
-                None => dst.copy_from_slice(src),
             }
-            softmax_in_place(dst);
+            softmax_in_place(visible);
         });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
+        Ok(())
     }
 }
 
-/// Applies [`CausalSoftmax`] where the fused kernel can run (contiguous f32 on the CPU); `None`
-/// tells the caller to take the generic path.
-pub fn causal_softmax(scores: &Tensor, op: CausalSoftmax) -> candle_core::Result<Option<Tensor>> {
+/// Applies [`CausalSoftmax`] where the fused kernel can run (f32 on the CPU), consuming `scores`:
+/// its buffer is overwritten with the probabilities (a clone sharing it would see them too).
+/// `Err(scores)` hands the scores back for the generic path.
+pub fn causal_softmax(scores: Tensor, op: CausalSoftmax) -> candle_core::Result<std::result::Result<Tensor, Tensor>> {
     if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
-        return Ok(None);
+        return Ok(Err(scores));
     }
-    Ok(Some(scores.contiguous()?.apply_op1_no_bwd(&op)?))
+    // `contiguous` copies only when needed; a fresh matmul output is updated in place.
+    let scores = scores.contiguous()?;
+    scores.inplace_op1(&op)?;
+    Ok(Ok(scores))
 }
 
 /// `exp(x)` for x ≤ 0 (arguments of a softmax after subtracting the max), relative error ≈ 1e-7:
@@ -216,7 +217,7 @@ mod tests {
         let scores = (Tensor::randn(0f32, 3.0, (2, 3, 7, 11), &Device::Cpu).unwrap()).contiguous().unwrap();
         for (offset, window, cap) in [(4, None, None), (4, Some(3), None), (4, Some(5), Some(2.0)), (0, None, Some(1.5))] {
             let scores = if offset == 0 { scores.narrow(3, 0, 7).unwrap().contiguous().unwrap() } else { scores.clone() };
-            let fused = causal_softmax(&scores, CausalSoftmax { offset, window, softcap: cap }).unwrap().unwrap();
+            let fused = causal_softmax(scores.copy().unwrap(), CausalSoftmax { offset, window, softcap: cap }).unwrap().unwrap();
             let want = generic(&scores, offset, window, cap);
             let d = (fused - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(d < 1e-6, "offset {offset} window {window:?} cap {cap:?}: {d}");

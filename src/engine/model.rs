@@ -324,10 +324,9 @@ impl Transformer {
         let window = a.is_sliding(l);
         let mask = if window.is_some() { ctx.sliding_mask.as_ref() } else { ctx.causal_mask.as_ref() };
         let fused = CausalSoftmax { offset: ctx.offset, window, softcap: a.attn_logit_softcap.map(|c| c as f32) };
-        let probs = match causal_softmax(&scores, fused)? {
-            Some(p) => p,
-            None => {
-                let mut scores = scores;
+        let probs = match causal_softmax(scores, fused)? {
+            Ok(p) => p,
+            Err(mut scores) => {
                 if let Some(cap) = a.attn_logit_softcap {
                     scores = ((scores / cap)?.tanh()? * cap)?;
                 }
