@@ -163,6 +163,22 @@ fn check_engine_invariants(family: &str) {
     let full = exp["logits"].narrow(0, split, t - split).unwrap();
     assert_close("kv-cache continuation", &cont, &full);
 
+    // Logits for a few rows only (the last layer then computes just those rows) equal the full ones.
+    let rows = vec![0, 3, t - 2, t - 1];
+    let some = engine
+        .forward(
+            Start::Tokens(&ids),
+            None,
+            &Hooks { capture: Capture { logits: Some(Positions::List(rows.clone())), ..Default::default() }, ..Default::default() },
+        )
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &Device::Cpu).unwrap();
+    assert_close("logits of selected rows", &some, &exp["logits"].index_select(&idx, 0).unwrap());
+
     // Starting at layer l from a cached resid_pre reproduces the full forward.
     let l = arch.num_layers - 1;
     let trace = engine

@@ -13,6 +13,8 @@ use rayon::prelude::*;
 /// `offset .. offset + t` and keys at `0 .. T_k`.
 pub struct CausalSoftmax {
     pub offset: usize,
+    /// When only some query rows were computed: their indices among the `t` new positions.
+    pub query_rows: Option<Vec<usize>>,
     pub window: Option<usize>,
     pub softcap: Option<f32>,
 }
@@ -20,7 +22,7 @@ pub struct CausalSoftmax {
 impl CausalSoftmax {
     /// Visible keys of query row `i`: `[lo, hi)`.
     fn visible(&self, i: usize, tk: usize) -> (usize, usize) {
-        let q = self.offset + i;
+        let q = self.offset + self.query_rows.as_ref().map_or(i, |rows| rows[i]);
         let hi = (q + 1).min(tk);
         let lo = self.window.map_or(0, |w| (q + 1).saturating_sub(w));
         (lo.min(hi), hi)
@@ -217,10 +219,25 @@ mod tests {
         let scores = (Tensor::randn(0f32, 3.0, (2, 3, 7, 11), &Device::Cpu).unwrap()).contiguous().unwrap();
         for (offset, window, cap) in [(4, None, None), (4, Some(3), None), (4, Some(5), Some(2.0)), (0, None, Some(1.5))] {
             let scores = if offset == 0 { scores.narrow(3, 0, 7).unwrap().contiguous().unwrap() } else { scores.clone() };
-            let fused = causal_softmax(scores.copy().unwrap(), CausalSoftmax { offset, window, softcap: cap }).unwrap().unwrap();
+            let fused = causal_softmax(scores.copy().unwrap(), CausalSoftmax { offset, query_rows: None, window, softcap: cap }).unwrap().unwrap();
             let want = generic(&scores, offset, window, cap);
             let d = (fused - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
             assert!(d < 1e-6, "offset {offset} window {window:?} cap {cap:?}: {d}");
+        }
+    }
+
+    #[test]
+    fn fused_with_query_rows_matches_those_rows_of_the_full_softmax() {
+        let scores = Tensor::randn(0f32, 3.0, (1, 2, 9, 9), &Device::Cpu).unwrap();
+        let rows = vec![1usize, 5, 8];
+        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), 3, &Device::Cpu).unwrap();
+        for window in [None, Some(3)] {
+            let full = generic(&scores, 0, window, None).index_select(&idx, 2).unwrap();
+            let picked = scores.index_select(&idx, 2).unwrap().contiguous().unwrap();
+            let op = CausalSoftmax { offset: 0, query_rows: Some(rows.clone()), window, softcap: None };
+            let got = causal_softmax(picked, op).unwrap().unwrap();
+            let d = (got - full).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-6, "window {window:?}: {d}");
         }
     }
 

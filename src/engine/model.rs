@@ -173,6 +173,7 @@ impl Transformer {
         let cap = &hooks.capture;
         let mut trace = Trace::default();
         let mut new_cache = Vec::new();
+        let final_rows = self.final_layer_rows(hooks, seq, &ablated_layers)?;
 
         for l in first_layer..a.num_layers {
             let lw = &self.weights.layers[l];
@@ -184,15 +185,21 @@ impl Transformer {
                 }
                 let normed = self.rms_norm(&x, &lw.attn_norm)?;
                 let past_kv = past.map(|p| &p.layers[l]);
+                let rows = if l + 1 == a.num_layers { final_rows.as_deref() } else { None };
                 let (attn_out, kv) =
-                    self.attention(l, lw, &normed, past_kv, &ctx, hooks, ablated_layers[l], in_capture, &mut trace)?;
+                    self.attention(l, lw, &normed, past_kv, &ctx, hooks, ablated_layers[l], in_capture, rows, &mut trace)?;
                 if cap.kv_cache {
                     new_cache.push(kv);
                 }
                 if in_capture {
                     capture(&mut trace, &cap.attn_out, &attn_out, 1, hook_name(l, "hook_attn_out"))?;
                 }
+                if let Some(rows) = rows {
+                    x = index_positions(&x, rows, 1)?;
+                }
                 x = (x + self.post_attention(l, attn_out)?)?;
+            } else if let (true, Some(rows)) = (l + 1 == a.num_layers, &final_rows) {
+                x = index_positions(&x, rows, 1)?;
             }
             if in_capture {
                 capture(&mut trace, &cap.resid_mid, &x, 1, hook_name(l, "hook_resid_mid"))?;
@@ -217,9 +224,9 @@ impl Transformer {
         }
 
         if let Some(positions) = &cap.logits {
-            let selected = match positions.resolve(seq)? {
-                None => x.clone(),
-                Some(list) => index_positions(&x, &list, 1)?,
+            let selected = match (&final_rows, positions.resolve(seq)?) {
+                (Some(_), _) | (None, None) => x.clone(), // already only the wanted rows
+                (None, Some(list)) => index_positions(&x, &list, 1)?,
             };
             trace.logits = Some(self.unembed(&selected)?);
         }
@@ -227,6 +234,32 @@ impl Transformer {
             trace.kv_cache = Some(KvCache { layers: new_cache });
         }
         Ok(trace)
+    }
+
+    /// When only some positions' logits are wanted and nothing else is asked of the last layer, that
+    /// layer computes queries, `o_proj` and the MLP for those rows only (keys and values still cover
+    /// every position). `None`: the last layer runs in full.
+    fn final_layer_rows(&self, hooks: &Hooks, seq: usize, ablated_layers: &[bool]) -> Result<Option<Vec<usize>>> {
+        let last = self.arch.num_layers - 1;
+        let cap = &hooks.capture;
+        let Some(positions) = &cap.logits else { return Ok(None) };
+        let Some(rows) = positions.resolve(seq)? else { return Ok(None) };
+        let captures_last = cap.layers.as_ref().map_or(true, |r| r.contains(&last))
+            && (cap.attn_rows.is_some()
+                || cap.attn_span_sums.is_some()
+                || cap.full_patterns
+                || cap.resid_pre.is_some()
+                || cap.resid_mid.is_some()
+                || cap.resid_post.is_some()
+                || cap.z.is_some()
+                || cap.head_results.is_some()
+                || cap.attn_out.is_some()
+                || cap.mlp_out.is_some());
+        let intervenes_last = ablated_layers[last] || hooks.patches.iter().any(|p| p.layer == last);
+        if rows.len() >= seq || captures_last || intervenes_last || cap.kv_cache {
+            return Ok(None);
+        }
+        Ok(Some(rows))
     }
 
     fn forward_ctx(&self, batch: usize, seq: usize, offset: usize) -> Result<ForwardCtx> {
@@ -286,6 +319,7 @@ impl Transformer {
         hooks: &Hooks,
         ablated: bool,
         in_capture: bool,
+        query_rows: Option<&[usize]>,
         trace: &mut Trace,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let a = &self.arch;
@@ -307,6 +341,12 @@ impl Transformer {
                 (candle_nn::rotary_emb::rope_i(&q, &ctx.cos, &ctx.sin)?, candle_nn::rotary_emb::rope_i(&k, &ctx.cos, &ctx.sin)?)
             }
         };
+        // Only some query rows wanted (the last layer when only some logits are): keys and values
+        // still cover every position.
+        let (q, tq) = match query_rows {
+            Some(rows) => (index_positions(&q, rows, 2)?.contiguous()?, rows.len()),
+            None => (q, t),
+        };
         let (k, v) = match past {
             Some((pk, pv)) => {
                 let pk = broadcast_batch(pk, b)?;
@@ -319,11 +359,21 @@ impl Transformer {
         // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
         // are stacked along the query axis.
         // The score scale is folded into q (t·d_h multiplies instead of t·T_k).
-        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * t, dh))?;
-        let scores = qg.matmul(&k.t()?)?.reshape((b, h, t, tk))?.to_dtype(DType::F32)?;
+        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
+        let scores = qg.matmul(&k.t()?)?.reshape((b, h, tq, tk))?.to_dtype(DType::F32)?;
         let window = a.is_sliding(l);
         let mask = if window.is_some() { ctx.sliding_mask.as_ref() } else { ctx.causal_mask.as_ref() };
-        let fused = CausalSoftmax { offset: ctx.offset, window, softcap: a.attn_logit_softcap.map(|c| c as f32) };
+        let mask = match (mask, query_rows) {
+            (Some(m), Some(rows)) => Some(index_positions(m, rows, 0)?),
+            (m, _) => m.cloned(),
+        };
+        let mask = mask.as_ref();
+        let fused = CausalSoftmax {
+            offset: ctx.offset,
+            query_rows: query_rows.map(<[usize]>::to_vec),
+            window,
+            softcap: a.attn_logit_softcap.map(|c| c as f32),
+        };
         let probs = match causal_softmax(scores, fused)? {
             Ok(p) => p,
             Err(mut scores) => {
@@ -342,8 +392,8 @@ impl Transformer {
             self.capture_patterns(l, &probs, cap, trace)?;
         }
         let pv = |p: &Tensor| -> Result<Tensor> {
-            let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * t, tk))?;
-            Ok(p.matmul(&v)?.reshape((b, h, t, dh))?)
+            let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * tq, tk))?;
+            Ok(p.matmul(&v)?.reshape((b, h, tq, dh))?)
         };
         let mut z = pv(&probs)?;
 
@@ -386,7 +436,7 @@ impl Transformer {
                 trace.activations.insert(hook_name(l, "attn.hook_result"), results);
             }
         }
-        let attn_out = linear(&z_bthd.reshape((b, t, h * dh))?, &lw.o_weight, None)?;
+        let attn_out = linear(&z_bthd.reshape((b, tq, h * dh))?, &lw.o_weight, None)?;
         Ok((attn_out, (k, v)))
     }
 
