@@ -8,7 +8,11 @@ use headscope::engine::{parse_dtype, DeviceChoice};
 use headscope::prompt::PromptStyle;
 
 #[derive(Parser, Debug)]
-#[command(name = "headscope", version, about = "How a language model uses the documents it was given")]
+#[command(
+    name = "headscope",
+    version,
+    about = "How a language model uses the documents it was given"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -56,9 +60,13 @@ impl ModelArgs {
 
 /// Where scripts/setup.sh puts the default model.
 pub fn default_model_path() -> PathBuf {
-    let cache = std::env::var_os("HEADSCOPE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache").join("headscope")
-    });
+    let cache = std::env::var_os("HEADSCOPE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache")
+                .join("headscope")
+        });
     cache.join("models").join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 

@@ -17,14 +17,23 @@ use crate::cli::{BenchCommand, BenchForwardArgs, BenchSweepArgs, ModelArgs, Prom
 
 fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
     let name = args.model_name();
-    let opts = LoadOptions { model: name.clone(), offline: args.offline, device: args.device, dtype: args.dtype };
+    let opts = LoadOptions {
+        model: name.clone(),
+        offline: args.offline,
+        device: args.device,
+        dtype: args.dtype,
+    };
     let t = Instant::now();
     eprint!("loading {name} … ");
     let engine = Engine::load(&opts).with_context(|| format!("cannot load model `{name}`"))?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "{} ({} layers × {} heads, {}, {}) in {secs:.1}s",
-        engine.info.arch, engine.info.layers, engine.info.heads, engine.info.dtype, engine.info.device
+        engine.info.arch,
+        engine.info.layers,
+        engine.info.heads,
+        engine.info.dtype,
+        engine.info.device
     );
     Ok((engine, secs))
 }
@@ -32,12 +41,26 @@ fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
 fn load_prompt(engine: &Engine, args: &PromptArgs) -> Result<(Sample, RagPrompt)> {
     let samples = load_samples(&args.sample)?;
     let Some(sample) = samples.get(args.index).cloned() else {
-        bail!("{}: has {} sample(s); --index {} is out of range", args.sample.display(), samples.len(), args.index);
+        bail!(
+            "{}: has {} sample(s); --index {} is out of range",
+            args.sample.display(),
+            samples.len(),
+            args.index
+        );
     };
-    let prompt = RagPrompt::build(&sample, args.prompt_style, &engine.template, &engine.tokenizer)?;
+    let prompt = RagPrompt::build(
+        &sample,
+        args.prompt_style,
+        &engine.template,
+        &engine.tokenizer,
+    )?;
     let context = engine.info.context_length;
     if prompt.ids.len() >= context {
-        return Err(headscope::Error::PromptTooLong { tokens: prompt.ids.len(), context }.into());
+        return Err(headscope::Error::PromptTooLong {
+            tokens: prompt.ids.len(),
+            context,
+        }
+        .into());
     }
     Ok((sample, prompt))
 }
@@ -53,12 +76,18 @@ fn obtain_answer(
 ) -> Result<(ScoredAnswer, &'static str)> {
     match (&sample.output, force_generate) {
         (Some(output), false) => {
-            let enc = engine.tokenizer.encode(output.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+            let enc = engine
+                .tokenizer
+                .encode(output.as_str(), false)
+                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
             let ids = enc.get_ids().to_vec();
             if ids.is_empty() {
                 bail!("the sample's `output` is empty: nothing to score (use --generate)");
             }
-            Ok((engine.score(&prompt.ids, &ids, cfg.top_k_alternatives)?, "scored"))
+            Ok((
+                engine.score(&prompt.ids, &ids, cfg.top_k_alternatives)?,
+                "scored",
+            ))
         }
         _ => {
             let answer = engine.generate(&prompt.ids, cfg, |id| {
@@ -130,7 +159,10 @@ struct RunJson {
 }
 
 fn span_json(s: &headscope::prompt::Span) -> SpanJson {
-    SpanJson { chars: [s.chars.start, s.chars.end], tokens: [s.tokens.start, s.tokens.end] }
+    SpanJson {
+        chars: [s.chars.start, s.chars.end],
+        tokens: [s.tokens.start, s.tokens.end],
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -145,7 +177,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         top_k_alternatives: 5,
     };
     let quiet = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    eprintln!("prompt: {} tokens, {} documents", prompt.ids.len(), prompt.docs.len());
+    eprintln!(
+        "prompt: {} tokens, {} documents",
+        prompt.ids.len(),
+        prompt.docs.len()
+    );
     let t = Instant::now();
     let (answer, mode) = obtain_answer(&engine, &sample, &prompt, &cfg, args.generate, |tok| {
         if !quiet {
@@ -162,15 +198,29 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     if !quiet {
         println!("question: {}", sample.question);
-        println!("answer ({mode}, {} tokens, {answer_s:.2}s): {answer_text}", answer.answer_ids.len());
+        println!(
+            "answer ({mode}, {} tokens, {answer_s:.2}s): {answer_text}",
+            answer.answer_ids.len()
+        );
         println!("{:>4}  {:<18} {:>7}  top alternatives", "pos", "token", "p");
         for (i, (tok, lp)) in tokens.iter().zip(&answer.logprobs).enumerate() {
             let alts: Vec<String> = answer.top_alternatives[i]
                 .iter()
                 .take(3)
-                .map(|a| format!("{:?} {:.3}", engine.token_texts(&[a.id])[0], a.logprob.exp()))
+                .map(|a| {
+                    format!(
+                        "{:?} {:.3}",
+                        engine.token_texts(&[a.id])[0],
+                        a.logprob.exp()
+                    )
+                })
                 .collect();
-            println!("{i:>4}  {:<18} {:>7.4}  {}", format!("{tok:?}"), lp.exp(), alts.join(", "));
+            println!(
+                "{i:>4}  {:<18} {:>7.4}  {}",
+                format!("{tok:?}"),
+                lp.exp(),
+                alts.join(", ")
+            );
         }
         println!("total log-prob {:.4}", answer.total_logprob());
     }
@@ -181,7 +231,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             .iter()
             .map(|alts| {
                 alts.iter()
-                    .map(|a| TokenAlternative { id: a.id, token: engine.token_texts(&[a.id])[0].clone(), logprob: a.logprob })
+                    .map(|a| TokenAlternative {
+                        id: a.id,
+                        token: engine.token_texts(&[a.id])[0].clone(),
+                        logprob: a.logprob,
+                    })
                     .collect()
             })
             .collect();
@@ -205,7 +259,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             stop_id: answer.stop_id,
             doc_spans: prompt.docs.iter().map(span_json).collect(),
             question_span: span_json(&prompt.question),
-            timings: Timings { load_s, answer_s, total_s: start.elapsed().as_secs_f64() },
+            timings: Timings {
+                load_s,
+                answer_s,
+                total_s: start.elapsed().as_secs_f64(),
+            },
         };
         write_json(path, &out)?;
     }
@@ -249,25 +307,40 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
     }
     let (engine, _) = load_engine(&args.model)?;
     if args.tokens > engine.info.context_length {
-        bail!("--tokens {} exceeds the model's context of {}", args.tokens, engine.info.context_length);
+        bail!(
+            "--tokens {} exceeds the model's context of {}",
+            args.tokens,
+            engine.info.context_length
+        );
     }
     // Deterministic ids spread over the vocabulary (a fixed LCG: no RNG dependency).
     let vocab = engine.info.vocab_size as u64;
     let mut state = 0x2545F4914F6CDD1Du64;
     let ids: Vec<u32> = (0..args.tokens)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % vocab) as u32
         })
         .collect();
     let ids_t = Tensor::from_vec(ids, (1, args.tokens), engine.model.device())?;
-    let hooks = Hooks { capture: Capture { logits: Some(Positions::All), ..Default::default() }, ..Default::default() };
+    let hooks = Hooks {
+        capture: Capture {
+            logits: Some(Positions::All),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let run_once = || -> Result<f64> {
         let t = Instant::now();
         let trace = engine.forward(Start::Tokens(&ids_t), None, &hooks)?;
         // Make sure the work is done (and synchronised on a GPU) before stopping the clock.
         let logits = trace.logits.expect("requested");
-        let _ = logits.narrow(1, args.tokens - 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let _ = logits
+            .narrow(1, args.tokens - 1, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         Ok(t.elapsed().as_secs_f64())
     };
     run_once()?; // warm-up
@@ -278,7 +351,11 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
         all.push(s);
     }
     let median_s = median(all.clone());
-    println!("median forward over {} tokens: {median_s:.3}s ({:.0} tokens/s)", args.tokens, args.tokens as f64 / median_s);
+    println!(
+        "median forward over {} tokens: {median_s:.3}s ({:.0} tokens/s)",
+        args.tokens,
+        args.tokens as f64 / median_s
+    );
     if let Some(path) = &args.json {
         let out = BenchForwardJson {
             model: engine.info.model.clone(),
@@ -326,17 +403,29 @@ pub fn peak_rss_mb() -> Option<f64> {
 fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
     let (engine, _) = load_engine(&args.model)?;
     let (sample, prompt) = load_prompt(&engine, &args.prompt)?;
-    let cfg = GenerationConfig { max_new_tokens: args.max_new_tokens, ..Default::default() };
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        ..Default::default()
+    };
     let (answer, mode) = obtain_answer(&engine, &sample, &prompt, &cfg, false, |_| {})?;
     let answer_text = engine.decode(&answer.answer_ids)?;
-    eprintln!("answer ({mode}, {} tokens): {answer_text}", answer.answer_ids.len());
+    eprintln!(
+        "answer ({mode}, {} tokens): {answer_text}",
+        answer.answer_ids.len()
+    );
     let heads = engine.info.layers * engine.info.heads;
     let mut bar = ProgressBar::new("sweep", heads);
     let t = Instant::now();
-    let sweep = head_ablation_sweep(&engine, &prompt.ids, &answer.answer_ids, args.batch, &mut |done, total| {
-        bar.set(done, total);
-        true
-    })?;
+    let sweep = head_ablation_sweep(
+        &engine,
+        &prompt.ids,
+        &answer.answer_ids,
+        args.batch,
+        &mut |done, total| {
+            bar.set(done, total);
+            true
+        },
+    )?;
     let seconds = t.elapsed().as_secs_f64();
     bar.finish();
     let mut ranked: Vec<(usize, usize, f64)> = sweep
@@ -346,7 +435,10 @@ fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
         .flat_map(|(l, row)| row.iter().enumerate().map(move |(h, &d)| (l, h, d)))
         .collect();
     ranked.sort_by(|a, b| a.2.total_cmp(&b.2));
-    println!("{heads} heads in {seconds:.2}s; clean answer log-prob {:.4}", sweep.clean_logprob);
+    println!(
+        "{heads} heads in {seconds:.2}s; clean answer log-prob {:.4}",
+        sweep.clean_logprob
+    );
     println!("heads whose ablation hurts the answer most:");
     for (l, h, d) in ranked.iter().take(10) {
         println!("  L{l}H{h}  Δ log-prob {d:+.4}");
@@ -384,11 +476,18 @@ struct ProgressBar {
 impl ProgressBar {
     fn new(label: &'static str, _total: usize) -> Self {
         use std::io::IsTerminal;
-        ProgressBar { label, start: Instant::now(), last_draw: None, tty: std::io::stderr().is_terminal() }
+        ProgressBar {
+            label,
+            start: Instant::now(),
+            last_draw: None,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
     fn set(&mut self, done: usize, total: usize) {
         let now = Instant::now();
-        let due = self.last_draw.map_or(true, |t| now.duration_since(t).as_millis() >= if self.tty { 100 } else { 5000 });
+        let due = self.last_draw.map_or(true, |t| {
+            now.duration_since(t).as_millis() >= if self.tty { 100 } else { 5000 }
+        });
         if !due && done < total {
             return;
         }
@@ -397,7 +496,11 @@ impl ProgressBar {
         let width = 30;
         let filled = (frac * width as f64).round() as usize;
         let elapsed = self.start.elapsed().as_secs_f64();
-        let eta = if done > 0 { elapsed / done as f64 * (total - done) as f64 } else { 0.0 };
+        let eta = if done > 0 {
+            elapsed / done as f64 * (total - done) as f64
+        } else {
+            0.0
+        };
         let line = format!(
             "{} [{}{}] {done}/{total} {:.0}s elapsed, ~{eta:.0}s left",
             self.label,

@@ -49,12 +49,21 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
-        Error::Io { path: path.into(), message: err.to_string() }
+        Error::Io {
+            path: path.into(),
+            message: err.to_string(),
+        }
     }
     pub fn invalid_model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::InvalidModel { path: path.into(), message: message.into() }
+        Error::InvalidModel {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub fn sample(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Sample { path: path.into(), message: message.into() }
+        Error::Sample {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }

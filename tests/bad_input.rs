@@ -23,10 +23,20 @@ fn fails(args: &[&str]) -> String {
         .output()
         .expect("binary runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "expected failure for {args:?}; stderr: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure for {args:?}; stderr: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code for {args:?}; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
-    assert!(stderr.contains("error:"), "no error line for {args:?}: {stderr}");
+    assert!(
+        stderr.contains("error:"),
+        "no error line for {args:?}: {stderr}"
+    );
     stderr
 }
 
@@ -35,7 +45,10 @@ fn tiny_model() -> String {
 }
 
 fn good_sample() -> String {
-    fixtures().join("smollm2/sample.json").to_string_lossy().into_owned()
+    fixtures()
+        .join("smollm2/sample.json")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
@@ -45,13 +58,24 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 }
 
 fn run_sample(sample: &str) -> String {
-    fails(&["run", "--model", &tiny_model(), sample, "--max-new-tokens", "2"])
+    fails(&[
+        "run",
+        "--model",
+        &tiny_model(),
+        sample,
+        "--max-new-tokens",
+        "2",
+    ])
 }
 
 #[test]
 fn malformed_sample_json_says_where() {
     let d = tmp_dir("malformed");
-    let p = write(&d, "s.json", b"{\"question\": \"q\",\n \"docs\": [ {\"title\": \"a\" \"text\": \"b\"} ]}");
+    let p = write(
+        &d,
+        "s.json",
+        b"{\"question\": \"q\",\n \"docs\": [ {\"title\": \"a\" \"text\": \"b\"} ]}",
+    );
     let err = run_sample(&p);
     assert!(err.contains("line 2"), "{err}");
     assert!(err.contains("s.json"), "{err}");
@@ -100,13 +124,22 @@ fn missing_model_path() {
 fn hub_id_offline_names_the_cache() {
     let d = tmp_dir("hubcache");
     let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args(["run", "--offline", "--model", "Qwen/Qwen2-1.5B-Instruct", &good_sample()])
+        .args([
+            "run",
+            "--offline",
+            "--model",
+            "Qwen/Qwen2-1.5B-Instruct",
+            &good_sample(),
+        ])
         .env("HF_HUB_CACHE", &d)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("models--Qwen--Qwen2-1.5B-Instruct") && err.contains("offline"), "{err}");
+    assert!(
+        err.contains("models--Qwen--Qwen2-1.5B-Instruct") && err.contains("offline"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,14 +163,22 @@ fn empty_and_truncated_safetensors() {
     for (name, cut) in [("empty", 0usize), ("truncated", 1000)] {
         let d = tmp_dir(&format!("st-{name}"));
         let src = fixtures().join("qwen2");
-        for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+        ] {
             std::fs::copy(src.join(f), d.join(f)).unwrap();
         }
         let weights = std::fs::read(src.join("model.safetensors")).unwrap();
         let kept = if cut == 0 { 0 } else { weights.len() - cut };
         std::fs::write(d.join("model.safetensors"), &weights[..kept]).unwrap();
         let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
-        assert!(err.contains("truncated") || err.contains("empty"), "{name}: {err}");
+        assert!(
+            err.contains("truncated") || err.contains("empty"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -180,17 +221,28 @@ fn unknown_architecture() {
     let d = tmp_dir("arch");
     let p = write(&d, "falcon.gguf", &gguf_bytes("falcon", 0));
     let err = fails(&["run", "--model", &p, &good_sample()]);
-    assert!(err.contains("falcon") && err.contains("Qwen2ForCausalLM"), "{err}");
+    assert!(
+        err.contains("falcon") && err.contains("Qwen2ForCausalLM"),
+        "{err}"
+    );
 
     let src = fixtures().join("qwen2");
-    for f in ["tokenizer.json", "tokenizer_config.json", "model.safetensors"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
         std::fs::copy(src.join(f), d.join(f)).unwrap();
     }
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config["architectures"] = serde_json::json!(["MambaForCausalLM"]);
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
     let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
-    assert!(err.contains("MambaForCausalLM") && err.contains("supported"), "{err}");
+    assert!(
+        err.contains("MambaForCausalLM") && err.contains("supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -198,19 +250,31 @@ fn pickle_checkpoint_refused() {
     let d = tmp_dir("pickle");
     let p = write(&d, "pytorch_model.bin", b"\x80\x02}q\x00.");
     let err = fails(&["run", "--model", &p, &good_sample()]);
-    assert!(err.contains("executes arbitrary code") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("executes arbitrary code") && err.contains("safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
 fn prompt_longer_than_context() {
     let d = tmp_dir("ctx");
     let src = fixtures().join("qwen2");
-    for f in ["tokenizer.json", "tokenizer_config.json", "model.safetensors", "generation_config.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+        "generation_config.json",
+    ] {
         std::fs::copy(src.join(f), d.join(f)).unwrap();
     }
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     config["max_position_embeddings"] = serde_json::json!(16);
     std::fs::write(d.join("config.json"), config.to_string()).unwrap();
     let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
-    assert!(err.contains("longer than the model's context of 16"), "{err}");
+    assert!(
+        err.contains("longer than the model's context of 16"),
+        "{err}"
+    );
 }

@@ -62,24 +62,45 @@ pub fn head_ablation_sweep(
             ..Default::default()
         },
     )?;
-    let clean_logprob = answer_logprob_per_row(clean.logits.as_ref().expect("requested"), answer_ids)?[0];
+    let clean_logprob =
+        answer_logprob_per_row(clean.logits.as_ref().expect("requested"), answer_ids)?[0];
 
     let total = layers * heads;
     let mut delta = vec![vec![0.0; heads]; layers];
     let batch = max_batch.clamp(1, heads);
-    let tail_hooks = Hooks { capture: Capture { logits: Some(answer_rows), ..Default::default() }, ..Default::default() };
+    let tail_hooks = Hooks {
+        capture: Capture {
+            logits: Some(answer_rows),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     for l in 0..layers {
         let resid_pre = clean.get(&format!("blocks.{l}.hook_resid_pre"))?;
         let attn_out = clean.get(&format!("blocks.{l}.hook_attn_out"))?;
         // [1, T, H, d_h] → per-head results [1, T, H, d] → [H, T, d]
         let z = clean.get(&format!("blocks.{l}.attn.hook_z"))?;
-        let results = engine.model.head_results(l, z)?.squeeze(0)?.transpose(0, 1)?;
+        let results = engine
+            .model
+            .head_results(l, z)?
+            .squeeze(0)?
+            .transpose(0, 1)?;
         let mut h0 = 0;
         while h0 < heads {
             let n = batch.min(heads - h0);
             let ablated_out = attn_out.broadcast_sub(&results.narrow(0, h0, n)?)?;
-            let resid_mid = engine.model.post_attention(l, ablated_out)?.broadcast_add(resid_pre)?;
-            let trace = engine.forward(Start::ResidMid { layer: l, resid: resid_mid }, None, &tail_hooks)?;
+            let resid_mid = engine
+                .model
+                .post_attention(l, ablated_out)?
+                .broadcast_add(resid_pre)?;
+            let trace = engine.forward(
+                Start::ResidMid {
+                    layer: l,
+                    resid: resid_mid,
+                },
+                None,
+                &tail_hooks,
+            )?;
             let lp = answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer_ids)?;
             for (i, v) in lp.into_iter().enumerate() {
                 delta[l][h0 + i] = v - clean_logprob;
@@ -90,5 +111,8 @@ pub fn head_ablation_sweep(
             }
         }
     }
-    Ok(HeadSweep { delta_logprob: delta, clean_logprob })
+    Ok(HeadSweep {
+        delta_logprob: delta,
+        clean_logprob,
+    })
 }

@@ -142,7 +142,10 @@ impl Arch {
             )));
         }
         if self.head_dim % 2 != 0 {
-            return Err(Error::Config(format!("head_dim {} must be even for rotary embeddings", self.head_dim)));
+            return Err(Error::Config(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim
+            )));
         }
         Ok(self)
     }
@@ -195,7 +198,11 @@ impl Arch {
             .get("hidden_act")
             .or_else(|| config.get("hidden_activation"))
             .and_then(Json::as_str)
-            .unwrap_or(if family == Family::Gemma2 { "gelu_pytorch_tanh" } else { "silu" });
+            .unwrap_or(if family == Family::Gemma2 {
+                "gelu_pytorch_tanh"
+            } else {
+                "silu"
+            });
         let activation = match activation_name {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
@@ -204,14 +211,23 @@ impl Arch {
 
         let is_gemma = family == Family::Gemma2;
         let sliding_window = if is_gemma {
-            config.get("sliding_window").and_then(Json::as_u64).map(|v| v as usize)
+            config
+                .get("sliding_window")
+                .and_then(Json::as_u64)
+                .map(|v| v as usize)
         } else if config.get("use_sliding_window").and_then(Json::as_bool) == Some(true) {
-            config.get("sliding_window").and_then(Json::as_u64).map(|v| v as usize)
+            config
+                .get("sliding_window")
+                .and_then(Json::as_u64)
+                .map(|v| v as usize)
         } else {
             None
         };
         let sliding_layers = match config.get("layer_types").and_then(Json::as_array) {
-            Some(types) => types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect(),
+            Some(types) => types
+                .iter()
+                .map(|t| t.as_str() == Some("sliding_attention"))
+                .collect(),
             // Gemma 2: even layers are local (HF `not bool(layer_idx % 2)`).
             None if is_gemma => (0..num_layers).map(|l| l % 2 == 0).collect(),
             None => vec![sliding_window.is_some(); num_layers],
@@ -222,7 +238,10 @@ impl Arch {
         };
         // transformers' defaults when the key is absent: Llama and Qwen2 untied, Gemma 2 tied. The
         // loader also ties when the checkpoint has no `lm_head.weight`.
-        let tie_word_embeddings = config.get("tie_word_embeddings").and_then(Json::as_bool).unwrap_or(is_gemma);
+        let tie_word_embeddings = config
+            .get("tie_word_embeddings")
+            .and_then(Json::as_bool)
+            .unwrap_or(is_gemma);
 
         let mut eos_token_ids = token_id_list(config.get("eos_token_id"));
         if let Some(gen) = generation_config {
@@ -252,13 +271,24 @@ impl Arch {
                 .unwrap_or(4096),
             qkv_bias: match family {
                 Family::Qwen2 => true,
-                _ => config.get("attention_bias").and_then(Json::as_bool).unwrap_or(false),
+                _ => config
+                    .get("attention_bias")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(false),
             },
             activation,
             tie_word_embeddings,
             attn_scale,
-            attn_logit_softcap: if is_gemma { opt_f64("attn_logit_softcapping") } else { None },
-            final_logit_softcap: if is_gemma { opt_f64("final_logit_softcapping") } else { None },
+            attn_logit_softcap: if is_gemma {
+                opt_f64("attn_logit_softcapping")
+            } else {
+                None
+            },
+            final_logit_softcap: if is_gemma {
+                opt_f64("final_logit_softcapping")
+            } else {
+                None
+            },
             sliding_window,
             sliding_layers,
             sandwich_norms: is_gemma,
@@ -282,7 +312,10 @@ impl Arch {
             "qwen2" => Family::Qwen2,
             "gemma2" => Family::Gemma2,
             other => {
-                return Err(Error::UnsupportedArchitecture { found: other.to_string(), supported: SUPPORTED.into() })
+                return Err(Error::UnsupportedArchitecture {
+                    found: other.to_string(),
+                    supported: SUPPORTED.into(),
+                })
             }
         };
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -293,7 +326,9 @@ impl Arch {
                 .ok_or_else(|| Error::Config(format!("GGUF has no integer `{}`", key(k))))
         };
         let opt_u = |k: &str| -> Option<usize> {
-            md.get(&key(k)).and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from))).map(|v| v as usize)
+            md.get(&key(k))
+                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+                .map(|v| v as usize)
         };
         let opt_f = |k: &str| -> Option<f64> {
             md.get(&key(k)).and_then(|v| {
@@ -314,10 +349,15 @@ impl Arch {
             .unwrap_or(hidden_size / num_heads.max(1));
         let vocab_size = match md.get("tokenizer.ggml.tokens") {
             Some(GgufValue::Array(tokens)) => tokens.len(),
-            _ => opt_u("vocab_size").ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
+            _ => opt_u("vocab_size")
+                .ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
         };
         let is_gemma = family == Family::Gemma2;
-        let sliding_window = if is_gemma { opt_u("attention.sliding_window") } else { None };
+        let sliding_window = if is_gemma {
+            opt_u("attention.sliding_window")
+        } else {
+            None
+        };
         let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
         Arch {
             family,
@@ -330,12 +370,20 @@ impl Arch {
             intermediate_size: get_u("feed_forward_length")?,
             rms_norm_eps: opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
             rope_theta: opt_f("rope.freq_base").unwrap_or(10_000.0),
-            rope_style: if family == Family::Llama { RopeStyle::Interleaved } else { RopeStyle::RotateHalf },
+            rope_style: if family == Family::Llama {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::RotateHalf
+            },
             // llama.cpp bakes Llama-3 scaling into the `rope_freqs.weight` tensor (read by the loader).
             rope_scaling: None,
             max_position_embeddings: opt_u("context_length").unwrap_or(4096),
             qkv_bias: family == Family::Qwen2,
-            activation: if is_gemma { Activation::GeluTanh } else { Activation::Silu },
+            activation: if is_gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
             tie_word_embeddings: true, // corrected by the loader when `output.weight` exists
             // Gemma 2 scales by query_pre_attn_scalar^-0.5 where the GGUF records it; llama.cpp's
             // default is 1/sqrt(head_dim), which equals it for Gemma-2-2B/9B.
@@ -343,8 +391,16 @@ impl Arch {
                 Some(s) if is_gemma && s > 0.0 => s.powf(-0.5),
                 _ => (head_dim as f64).powf(-0.5),
             },
-            attn_logit_softcap: if is_gemma { opt_f("attn_logit_softcapping") } else { None },
-            final_logit_softcap: if is_gemma { opt_f("final_logit_softcapping") } else { None },
+            attn_logit_softcap: if is_gemma {
+                opt_f("attn_logit_softcapping")
+            } else {
+                None
+            },
+            final_logit_softcap: if is_gemma {
+                opt_f("final_logit_softcapping")
+            } else {
+                None
+            },
             sliding_window,
             sliding_layers: (0..num_layers).map(|l| is_gemma && l % 2 == 0).collect(),
             sandwich_norms: is_gemma,
@@ -352,7 +408,9 @@ impl Arch {
             // The llama.cpp converter already added 1 to Gemma 2's norm weights.
             norm_weight_offset: 0.0,
             bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
-            eos_token_ids: token_id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+            eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
+                .into_iter()
+                .collect(),
         }
         .check()
     }
@@ -364,7 +422,10 @@ fn hf_family(config: &Json) -> Result<Family> {
         .and_then(Json::as_array)
         .map(|a| a.iter().filter_map(Json::as_str).collect())
         .unwrap_or_default();
-    if let Some(f) = architectures.iter().find_map(|a| Family::from_hf_architecture(a)) {
+    if let Some(f) = architectures
+        .iter()
+        .find_map(|a| Family::from_hf_architecture(a))
+    {
         return Ok(f);
     }
     let model_type = config.get("model_type").and_then(Json::as_str);
@@ -378,17 +439,28 @@ fn hf_family(config: &Json) -> Result<Family> {
     } else {
         architectures.join(", ")
     };
-    Err(Error::UnsupportedArchitecture { found, supported: SUPPORTED.into() })
+    Err(Error::UnsupportedArchitecture {
+        found,
+        supported: SUPPORTED.into(),
+    })
 }
 
 fn parse_rope_scaling(json: Option<&Json>) -> Result<Option<Llama3RopeScaling>> {
-    let Some(obj) = json.and_then(Json::as_object) else { return Ok(None) };
-    let kind = obj.get("rope_type").or_else(|| obj.get("type")).and_then(Json::as_str).unwrap_or("default");
+    let Some(obj) = json.and_then(Json::as_object) else {
+        return Ok(None);
+    };
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Json::as_str)
+        .unwrap_or("default");
     match kind {
         "default" => Ok(None),
         "llama3" => {
             let f = |k: &str| {
-                obj.get(k).and_then(Json::as_f64).ok_or_else(|| Error::Config(format!("llama3 rope scaling has no `{k}`")))
+                obj.get(k)
+                    .and_then(Json::as_f64)
+                    .ok_or_else(|| Error::Config(format!("llama3 rope scaling has no `{k}`")))
             };
             Ok(Some(Llama3RopeScaling {
                 factor: f("factor")?,
@@ -397,14 +469,20 @@ fn parse_rope_scaling(json: Option<&Json>) -> Result<Option<Llama3RopeScaling>> 
                 original_max_position_embeddings: f("original_max_position_embeddings")?,
             }))
         }
-        other => Err(Error::Config(format!("unsupported rope scaling type `{other}` (supported: default, llama3)"))),
+        other => Err(Error::Config(format!(
+            "unsupported rope scaling type `{other}` (supported: default, llama3)"
+        ))),
     }
 }
 
 fn token_id_list(v: Option<&Json>) -> Vec<u32> {
     match v {
         Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Json::Array(a)) => a.iter().filter_map(Json::as_u64).map(|x| x as u32).collect(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(Json::as_u64)
+            .map(|x| x as u32)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -412,8 +490,12 @@ fn token_id_list(v: Option<&Json>) -> Vec<u32> {
 /// Inverse frequencies of the rotary embedding, with Llama-3 scaling when configured.
 pub fn rope_inv_freq(arch: &Arch) -> Vec<f64> {
     let d = arch.head_dim;
-    let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / arch.rope_theta.powf(2.0 * i as f64 / d as f64)).collect();
-    let Some(s) = &arch.rope_scaling else { return base };
+    let base: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / arch.rope_theta.powf(2.0 * i as f64 / d as f64))
+        .collect();
+    let Some(s) = &arch.rope_scaling else {
+        return base;
+    };
     let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
     let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
     base.into_iter()
@@ -465,7 +547,10 @@ mod tests {
         let mut c = qwen_config();
         c["architectures"] = json!(["FalconForCausalLM"]);
         let err = Arch::from_hf_config(&c, None).unwrap_err().to_string();
-        assert!(err.contains("FalconForCausalLM") && err.contains("Qwen2ForCausalLM"), "{err}");
+        assert!(
+            err.contains("FalconForCausalLM") && err.contains("Qwen2ForCausalLM"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -483,7 +568,9 @@ mod tests {
             "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
         let arch = Arch::from_hf_config(&c, None).unwrap();
         let scaled = rope_inv_freq(&arch);
-        let plain: Vec<f64> = (0..8).map(|i| 1.0 / 500000f64.powf(2.0 * i as f64 / 16.0)).collect();
+        let plain: Vec<f64> = (0..8)
+            .map(|i| 1.0 / 500000f64.powf(2.0 * i as f64 / 16.0))
+            .collect();
         // freq 1.0 has wavelength 2π, between high_wavelen 16/4 and low_wavelen 16/1: smoothed,
         // s = (16/2π − 1)/(4 − 1), f' = (1 − s)·f/8 + s·f = 0.576056…
         let s = (16.0 / (2.0 * std::f64::consts::PI) - 1.0) / 3.0;

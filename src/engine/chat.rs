@@ -133,10 +133,12 @@ impl ChatTemplate {
                     ))
                 })?
             }
-            Some(other) => return Err(Error::Template(format!(
+            Some(other) => {
+                return Err(Error::Template(format!(
                 "{}: chat_template must be a string or a list of {{name, template}}, not {other}",
                 path.display()
-            ))),
+            )))
+            }
         };
         Ok(Some(ChatTemplate::new(source, bos, eos)))
     }

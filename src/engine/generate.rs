@@ -24,7 +24,13 @@ pub struct GenerationConfig {
 
 impl Default for GenerationConfig {
     fn default() -> Self {
-        GenerationConfig { max_new_tokens: 64, temperature: None, top_p: None, seed: 299792458, top_k_alternatives: 5 }
+        GenerationConfig {
+            max_new_tokens: 64,
+            temperature: None,
+            top_p: None,
+            seed: 299792458,
+            top_k_alternatives: 5,
+        }
     }
 }
 
@@ -73,7 +79,10 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 fn alternatives(logprobs: &[f32], k: usize) -> Vec<Alternative> {
-    top_k(logprobs, k).into_iter().map(|(id, logprob)| Alternative { id, logprob }).collect()
+    top_k(logprobs, k)
+        .into_iter()
+        .map(|(id, logprob)| Alternative { id, logprob })
+        .collect()
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
@@ -94,7 +103,10 @@ pub fn generate(
     }
     let context = model.arch.max_position_embeddings;
     if prompt_ids.len() >= context {
-        return Err(Error::PromptTooLong { tokens: prompt_ids.len(), context });
+        return Err(Error::PromptTooLong {
+            tokens: prompt_ids.len(),
+            context,
+        });
     }
     let sampling = match cfg.temperature {
         Some(t) if t > 0.0 => match cfg.top_p {
@@ -105,18 +117,40 @@ pub fn generate(
     };
     let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
     let hooks = Hooks {
-        capture: Capture { logits: Some(Positions::List(vec![prompt_ids.len() - 1])), kv_cache: true, ..Default::default() },
+        capture: Capture {
+            logits: Some(Positions::List(vec![prompt_ids.len() - 1])),
+            kv_cache: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let mut trace = model.forward(Start::Tokens(&ids_tensor(prompt_ids, model.device())?), None, &hooks)?;
-    let mut out = ScoredAnswer { answer_ids: Vec::new(), logprobs: Vec::new(), top_alternatives: Vec::new(), stop_id: None };
+    let mut trace = model.forward(
+        Start::Tokens(&ids_tensor(prompt_ids, model.device())?),
+        None,
+        &hooks,
+    )?;
+    let mut out = ScoredAnswer {
+        answer_ids: Vec::new(),
+        logprobs: Vec::new(),
+        top_alternatives: Vec::new(),
+        stop_id: None,
+    };
     let step_hooks = Hooks {
-        capture: Capture { logits: Some(Positions::All), kv_cache: true, ..Default::default() },
+        capture: Capture {
+            logits: Some(Positions::All),
+            kv_cache: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let max_new = cfg.max_new_tokens.min(context - prompt_ids.len());
     for _ in 0..max_new {
-        let logits = trace.logits.take().expect("logits were requested").flatten_all()?.to_dtype(DType::F32)?;
+        let logits = trace
+            .logits
+            .take()
+            .expect("logits were requested")
+            .flatten_all()?
+            .to_dtype(DType::F32)?;
         let row = logits.to_device(&Device::Cpu)?;
         let next = sampler.sample(&row)?;
         if stop_ids.contains(&next) {
@@ -125,19 +159,29 @@ pub fn generate(
         }
         let lp = log_softmax_row(&row.to_vec1::<f32>()?);
         out.logprobs.push(lp[next as usize]);
-        out.top_alternatives.push(alternatives(&lp, cfg.top_k_alternatives));
+        out.top_alternatives
+            .push(alternatives(&lp, cfg.top_k_alternatives));
         out.answer_ids.push(next);
         if !on_token(next) {
             return Err(Error::Cancelled);
         }
         let cache = trace.kv_cache.take().expect("kv cache was requested");
-        trace = model.forward(Start::Tokens(&ids_tensor(&[next], model.device())?), Some(&cache), &step_hooks)?;
+        trace = model.forward(
+            Start::Tokens(&ids_tensor(&[next], model.device())?),
+            Some(&cache),
+            &step_hooks,
+        )?;
     }
     Ok(out)
 }
 
 /// Teacher-forced scoring: the log-prob of every answer token after `prompt_ids`, one forward.
-pub fn score(model: &Transformer, prompt_ids: &[u32], answer_ids: &[u32], top_k_alternatives: usize) -> Result<ScoredAnswer> {
+pub fn score(
+    model: &Transformer,
+    prompt_ids: &[u32],
+    answer_ids: &[u32],
+    top_k_alternatives: usize,
+) -> Result<ScoredAnswer> {
     if prompt_ids.is_empty() {
         return Err(Error::Hook("cannot score after an empty prompt".into()));
     }
@@ -145,17 +189,33 @@ pub fn score(model: &Transformer, prompt_ids: &[u32], answer_ids: &[u32], top_k_
     ids.extend_from_slice(answer_ids);
     let p = prompt_ids.len();
     let hooks = Hooks {
-        capture: Capture { logits: Some(Positions::Range(p - 1..p - 1 + answer_ids.len())), ..Default::default() },
+        capture: Capture {
+            logits: Some(Positions::Range(p - 1..p - 1 + answer_ids.len())),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let trace = model.forward(Start::Tokens(&ids_tensor(&ids, model.device())?), None, &hooks)?;
+    let trace = model.forward(
+        Start::Tokens(&ids_tensor(&ids, model.device())?),
+        None,
+        &hooks,
+    )?;
     let logits = trace.logits.expect("logits were requested");
-    let rows = logits.squeeze(0)?.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
-    let mut out = ScoredAnswer { answer_ids: answer_ids.to_vec(), logprobs: Vec::new(), top_alternatives: Vec::new(), stop_id: None };
+    let rows = logits
+        .squeeze(0)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<f32>()?;
+    let mut out = ScoredAnswer {
+        answer_ids: answer_ids.to_vec(),
+        logprobs: Vec::new(),
+        top_alternatives: Vec::new(),
+        stop_id: None,
+    };
     for (row, &id) in rows.iter().zip(answer_ids) {
         let lp = log_softmax_row(row);
         out.logprobs.push(lp[id as usize]);
-        out.top_alternatives.push(alternatives(&lp, top_k_alternatives));
+        out.top_alternatives
+            .push(alternatives(&lp, top_k_alternatives));
     }
     Ok(out)
 }
@@ -166,10 +226,19 @@ pub fn answer_logprob_per_row(logits: &Tensor, answer_ids: &[u32]) -> Result<Vec
     let lsm = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
     let (b, a, _) = lsm.dims3()?;
     if a != answer_ids.len() {
-        return Err(Error::Hook(format!("{a} logit rows for {} answer tokens", answer_ids.len())));
+        return Err(Error::Hook(format!(
+            "{a} logit rows for {} answer tokens",
+            answer_ids.len()
+        )));
     }
-    let idx = Tensor::from_vec(answer_ids.to_vec(), (1, a, 1), lsm.device())?.broadcast_as((b, a, 1))?.contiguous()?;
-    let picked = lsm.gather(&idx, 2)?.squeeze(2)?.to_dtype(DType::F64)?.sum(1)?;
+    let idx = Tensor::from_vec(answer_ids.to_vec(), (1, a, 1), lsm.device())?
+        .broadcast_as((b, a, 1))?
+        .contiguous()?;
+    let picked = lsm
+        .gather(&idx, 2)?
+        .squeeze(2)?
+        .to_dtype(DType::F64)?
+        .sum(1)?;
     Ok(picked.to_device(&Device::Cpu)?.to_vec1::<f64>()?)
 }
 
@@ -181,7 +250,10 @@ mod tests {
     fn top_k_is_sorted_and_correct() {
         let row = [0.1, 3.0, -1.0, 2.5, 3.0, 0.0];
         let top = top_k(&row, 3);
-        assert_eq!(top.iter().map(|x| x.1).collect::<Vec<_>>(), vec![3.0, 3.0, 2.5]);
+        assert_eq!(
+            top.iter().map(|x| x.1).collect::<Vec<_>>(),
+            vec![3.0, 3.0, 2.5]
+        );
         assert_eq!(top[2].0, 3);
     }
 

@@ -27,7 +27,9 @@ impl Positions {
             Positions::Range(r) => r.clone().collect(),
         };
         if let Some(bad) = list.iter().find(|&&p| p >= len) {
-            return Err(crate::Error::Hook(format!("position {bad} is outside the {len}-token input")));
+            return Err(crate::Error::Hook(format!(
+                "position {bad} is outside the {len}-token input"
+            )));
         }
         Ok(Some(list))
     }
@@ -105,7 +107,9 @@ pub struct Trace {
 
 impl Trace {
     pub fn get(&self, name: &str) -> crate::Result<&Tensor> {
-        self.activations.get(name).ok_or_else(|| crate::Error::Hook(format!("`{name}` was not captured")))
+        self.activations
+            .get(name)
+            .ok_or_else(|| crate::Error::Hook(format!("`{name}` was not captured")))
     }
 }
 

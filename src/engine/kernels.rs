@@ -44,21 +44,24 @@ impl InplaceOp1 for CausalSoftmax {
         };
         let dims = layout.dims();
         let (t, tk) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-        data[start..end].par_chunks_mut(tk).enumerate().for_each(|(row, row_data)| {
-            let (lo, hi) = self.visible(row % t, tk);
-            row_data[..lo].fill(0.0);
-            row_data[hi..].fill(0.0);
-            if lo >= hi {
-                return;
-            }
-            let visible = &mut row_data[lo..hi];
-            if let Some(cap) = self.softcap {
-                for d in visible.iter_mut() {
-                    *d = (*d / cap).tanh() * cap;
+        data[start..end]
+            .par_chunks_mut(tk)
+            .enumerate()
+            .for_each(|(row, row_data)| {
+                let (lo, hi) = self.visible(row % t, tk);
+                row_data[..lo].fill(0.0);
+                row_data[hi..].fill(0.0);
+                if lo >= hi {
+                    return;
                 }
-            }
-            softmax_in_place(visible);
-        });
+                let visible = &mut row_data[lo..hi];
+                if let Some(cap) = self.softcap {
+                    for d in visible.iter_mut() {
+                        *d = (*d / cap).tanh() * cap;
+                    }
+                }
+                softmax_in_place(visible);
+            });
         Ok(())
     }
 }
@@ -66,7 +69,10 @@ impl InplaceOp1 for CausalSoftmax {
 /// Applies [`CausalSoftmax`] where the fused kernel can run (f32 on the CPU), consuming `scores`:
 /// its buffer is overwritten with the probabilities (a clone sharing it would see them too).
 /// `Err(scores)` hands the scores back for the generic path.
-pub fn causal_softmax(scores: Tensor, op: CausalSoftmax) -> candle_core::Result<std::result::Result<Tensor, Tensor>> {
+pub fn causal_softmax(
+    scores: Tensor,
+    op: CausalSoftmax,
+) -> candle_core::Result<std::result::Result<Tensor, Tensor>> {
     if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
         return Ok(Err(scores));
     }
@@ -97,7 +103,11 @@ fn exp_neg(x: f32) -> f32 {
 #[inline(always)]
 fn exp_any(x: f32) -> f32 {
     let e = exp_neg(-x.abs());
-    if x > 0.0 { 1.0 / e } else { e }
+    if x > 0.0 {
+        1.0 / e
+    } else {
+        e
+    }
 }
 
 /// Runs `$body` with AVX2 + FMA code generation where the CPU has them (checked once), else plainly.
@@ -158,7 +168,11 @@ impl CustomOp1 for GatedActivation {
         "gated-activation"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("gated-activation: f32 only");
         };
@@ -168,14 +182,16 @@ impl CustomOp1 for GatedActivation {
         let ff = self.ff;
         let data = &data[start..end];
         let mut out = vec![0f32; data.len() / 2];
-        out.par_chunks_mut(ff).zip(data.par_chunks(2 * ff)).for_each(|(dst, src)| {
-            let (gate, up) = src.split_at(ff);
-            if self.gelu {
-                gelu_tanh_mul(gate, up, dst)
-            } else {
-                silu_mul(gate, up, dst)
-            }
-        });
+        out.par_chunks_mut(ff)
+            .zip(data.par_chunks(2 * ff))
+            .for_each(|(dst, src)| {
+                let (gate, up) = src.split_at(ff);
+                if self.gelu {
+                    gelu_tanh_mul(gate, up, dst)
+                } else {
+                    silu_mul(gate, up, dst)
+                }
+            });
         let mut dims = layout.dims().to_vec();
         *dims.last_mut().expect("non-empty") = ff;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
@@ -183,8 +199,14 @@ impl CustomOp1 for GatedActivation {
 }
 
 /// Applies [`GatedActivation`] to `[.., 2·ff]` where the fused kernel can run; `None` otherwise.
-pub fn gated_activation(gate_up: &Tensor, op: GatedActivation) -> candle_core::Result<Option<Tensor>> {
-    if !gate_up.device().is_cpu() || gate_up.dtype() != DType::F32 || gate_up.dims().last() != Some(&(2 * op.ff)) {
+pub fn gated_activation(
+    gate_up: &Tensor,
+    op: GatedActivation,
+) -> candle_core::Result<Option<Tensor>> {
+    if !gate_up.device().is_cpu()
+        || gate_up.dtype() != DType::F32
+        || gate_up.dims().last() != Some(&(2 * op.ff))
+    {
         return Ok(None);
     }
     Ok(Some(gate_up.contiguous()?.apply_op1_no_bwd(&op)?))
@@ -216,13 +238,46 @@ mod tests {
 
     #[test]
     fn fused_matches_mask_then_softmax() {
-        let scores = (Tensor::randn(0f32, 3.0, (2, 3, 7, 11), &Device::Cpu).unwrap()).contiguous().unwrap();
-        for (offset, window, cap) in [(4, None, None), (4, Some(3), None), (4, Some(5), Some(2.0)), (0, None, Some(1.5))] {
-            let scores = if offset == 0 { scores.narrow(3, 0, 7).unwrap().contiguous().unwrap() } else { scores.clone() };
-            let fused = causal_softmax(scores.copy().unwrap(), CausalSoftmax { offset, query_rows: None, window, softcap: cap }).unwrap().unwrap();
+        let scores = (Tensor::randn(0f32, 3.0, (2, 3, 7, 11), &Device::Cpu).unwrap())
+            .contiguous()
+            .unwrap();
+        for (offset, window, cap) in [
+            (4, None, None),
+            (4, Some(3), None),
+            (4, Some(5), Some(2.0)),
+            (0, None, Some(1.5)),
+        ] {
+            let scores = if offset == 0 {
+                scores.narrow(3, 0, 7).unwrap().contiguous().unwrap()
+            } else {
+                scores.clone()
+            };
+            let fused = causal_softmax(
+                scores.copy().unwrap(),
+                CausalSoftmax {
+                    offset,
+                    query_rows: None,
+                    window,
+                    softcap: cap,
+                },
+            )
+            .unwrap()
+            .unwrap();
             let want = generic(&scores, offset, window, cap);
-            let d = (fused - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            assert!(d < 1e-6, "offset {offset} window {window:?} cap {cap:?}: {d}");
+            let d = (fused - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                d < 1e-6,
+                "offset {offset} window {window:?} cap {cap:?}: {d}"
+            );
         }
     }
 
@@ -230,13 +285,34 @@ mod tests {
     fn fused_with_query_rows_matches_those_rows_of_the_full_softmax() {
         let scores = Tensor::randn(0f32, 3.0, (1, 2, 9, 9), &Device::Cpu).unwrap();
         let rows = vec![1usize, 5, 8];
-        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), 3, &Device::Cpu).unwrap();
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            3,
+            &Device::Cpu,
+        )
+        .unwrap();
         for window in [None, Some(3)] {
-            let full = generic(&scores, 0, window, None).index_select(&idx, 2).unwrap();
+            let full = generic(&scores, 0, window, None)
+                .index_select(&idx, 2)
+                .unwrap();
             let picked = scores.index_select(&idx, 2).unwrap().contiguous().unwrap();
-            let op = CausalSoftmax { offset: 0, query_rows: Some(rows.clone()), window, softcap: None };
+            let op = CausalSoftmax {
+                offset: 0,
+                query_rows: Some(rows.clone()),
+                window,
+                softcap: None,
+            };
             let got = causal_softmax(picked, op).unwrap().unwrap();
-            let d = (got - full).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let d = (got - full)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d < 1e-6, "window {window:?}: {d}");
         }
     }
@@ -247,7 +323,10 @@ mod tests {
             let x = -87.0 + i as f32 * 0.0437;
             let want = (x as f64).exp();
             let got = exp_neg(x) as f64;
-            assert!(((got - want) / want).abs() < 6e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 6e-7,
+                "exp({x}) = {got}, want {want}"
+            );
             let y = -x / 3.0;
             let rel = (exp_any(y) as f64 - (y as f64).exp()).abs() / (y as f64).exp();
             assert!(rel < 6e-7, "exp({y})");
@@ -260,10 +339,25 @@ mod tests {
         let gate = gu.narrow(2, 0, 37).unwrap();
         let up = gu.narrow(2, 37, 37).unwrap();
         for gelu in [false, true] {
-            let want = if gelu { gate.gelu().unwrap() } else { candle_nn::ops::silu(&gate).unwrap() };
+            let want = if gelu {
+                gate.gelu().unwrap()
+            } else {
+                candle_nn::ops::silu(&gate).unwrap()
+            };
             let want = (want * &up).unwrap();
-            let got = gated_activation(&gu, GatedActivation { ff: 37, gelu }).unwrap().unwrap();
-            let d = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let got = gated_activation(&gu, GatedActivation { ff: 37, gelu })
+                .unwrap()
+                .unwrap();
+            let d = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d < 1e-5, "gelu={gelu}: {d}");
         }
     }

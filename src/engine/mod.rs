@@ -62,7 +62,8 @@ impl DeviceChoice {
                         "--device cuda: this binary was built without the `cuda` feature (see README: GPU build)".into(),
                     ));
                 }
-                Device::new_cuda(0).map_err(|e| Error::Config(format!("--device cuda: no usable GPU: {e}")))
+                Device::new_cuda(0)
+                    .map_err(|e| Error::Config(format!("--device cuda: no usable GPU: {e}")))
             }
         }
     }
@@ -89,7 +90,12 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(model: impl Into<String>) -> Self {
-        LoadOptions { model: model.into(), offline: false, device: DeviceChoice::Cpu, dtype: None }
+        LoadOptions {
+            model: model.into(),
+            offline: false,
+            device: DeviceChoice::Cpu,
+            dtype: None,
+        }
     }
 }
 
@@ -122,7 +128,11 @@ impl Engine {
     pub fn load(opts: &LoadOptions) -> Result<Engine> {
         let source = source::resolve(&opts.model, opts.offline)?;
         let device = opts.device.open()?;
-        let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
+        let dtype = opts.dtype.unwrap_or(if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        });
         let (arch, weights, tokenizer, template) = match &source {
             ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
             ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
@@ -130,7 +140,13 @@ impl Engine {
         // EOS ids (config / generation_config / GGUF) plus the end-of-turn and end-of-text markers
         // the vocabulary has (Qwen: <|im_end|> and <|endoftext|>; Llama 3: <|eot_id|>; Gemma: <end_of_turn>).
         let mut stop_ids = arch.eos_token_ids.clone();
-        for marker in ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>"] {
+        for marker in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+        ] {
             if let Some(id) = tokenizer.token_to_id(marker) {
                 if !stop_ids.contains(&id) {
                     stop_ids.push(id);
@@ -142,7 +158,11 @@ impl Engine {
             path: source.path().to_path_buf(),
             arch: arch.family.name().to_string(),
             dtype: format!("{dtype:?}").to_lowercase(),
-            device: if device.is_cpu() { "cpu".into() } else { "cuda".into() },
+            device: if device.is_cpu() {
+                "cpu".into()
+            } else {
+                "cuda".into()
+            },
             layers: arch.num_layers,
             heads: arch.num_heads,
             kv_heads: arch.num_kv_heads,
@@ -151,7 +171,13 @@ impl Engine {
             context_length: arch.max_position_embeddings,
         };
         let model = Transformer::new(arch, weights, &device, dtype)?;
-        Ok(Engine { model, tokenizer, template, info, stop_ids })
+        Ok(Engine {
+            model,
+            tokenizer,
+            template,
+            info,
+            stop_ids,
+        })
     }
 
     pub fn arch(&self) -> &Arch {
@@ -163,25 +189,44 @@ impl Engine {
         self.model.forward(start, past, hooks)
     }
 
-    pub fn generate(&self, prompt_ids: &[u32], cfg: &GenerationConfig, on_token: impl FnMut(u32) -> bool) -> Result<ScoredAnswer> {
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        cfg: &GenerationConfig,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<ScoredAnswer> {
         generate::generate(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)
     }
 
-    pub fn score(&self, prompt_ids: &[u32], answer_ids: &[u32], top_k: usize) -> Result<ScoredAnswer> {
+    pub fn score(
+        &self,
+        prompt_ids: &[u32],
+        answer_ids: &[u32],
+        top_k: usize,
+    ) -> Result<ScoredAnswer> {
         generate::score(&self.model, prompt_ids, answer_ids, top_k)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer.decode(ids, false).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.tokenizer
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// The text of each token on its own (for display).
     pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
-        ids.iter().map(|&id| self.tokenizer.decode(&[id], false).unwrap_or_default()).collect()
+        ids.iter()
+            .map(|&id| self.tokenizer.decode(&[id], false).unwrap_or_default())
+            .collect()
     }
 }
 
-type Loaded = (Arch, weights::ModelWeights, tokenizers::Tokenizer, ChatTemplate);
+type Loaded = (
+    Arch,
+    weights::ModelWeights,
+    tokenizers::Tokenizer,
+    ChatTemplate,
+);
 
 fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
     let mut gguf = weights::GgufFile::open(path)?;
@@ -192,11 +237,16 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
     })?;
     let tokenizer = tokenizer::tokenizer_from_gguf(md)?;
     let token_text = |key: &str| {
-        md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokenizer.id_to_token(id))
+        md.get(key)
+            .and_then(|v| v.to_u32().ok())
+            .and_then(|id| tokenizer.id_to_token(id))
     };
     let bos = token_text("tokenizer.ggml.bos_token_id");
     let eos = token_text("tokenizer.ggml.eos_token_id");
-    let template = match md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()) {
+    let template = match md
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+    {
         Some(src) => ChatTemplate::new(src.clone(), bos, eos),
         None => ChatTemplate::builtin_for_arch(arch.family.name()),
     };
@@ -209,12 +259,15 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid_model(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::invalid_model(path, format!("invalid JSON: {e}")))
 }
 
 fn load_folder(dir: &Path, files: &[PathBuf], device: &Device, dtype: DType) -> Result<Loaded> {
     let config_path = dir.join("config.json");
-    let config = read_json(&config_path)?.ok_or_else(|| Error::invalid_model(dir, "no config.json"))?;
+    let config =
+        read_json(&config_path)?.ok_or_else(|| Error::invalid_model(dir, "no config.json"))?;
     let generation = read_json(&dir.join("generation_config.json"))?;
     let mut arch = Arch::from_hf_config(&config, generation.as_ref()).map_err(|e| match e {
         Error::Config(m) => Error::invalid_model(&config_path, m),
@@ -222,7 +275,10 @@ fn load_folder(dir: &Path, files: &[PathBuf], device: &Device, dtype: DType) -> 
     })?;
     let tok_path = dir.join("tokenizer.json");
     if !tok_path.is_file() {
-        return Err(Error::invalid_model(dir, "no tokenizer.json in the model folder"));
+        return Err(Error::invalid_model(
+            dir,
+            "no tokenizer.json in the model folder",
+        ));
     }
     let tokenizer = tokenizer::load_tokenizer_json(&tok_path)?;
     let template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json"))?

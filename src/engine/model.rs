@@ -8,10 +8,13 @@
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
-use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::hooks::{hook_name, AblationKind, Capture, Hooks, KvCache, Positions, Trace};
+use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::weights::{LayerWeights, ModelWeights};
 use crate::{Error, Result};
+
+/// Query rows per block in [`Transformer::chunked_attention`].
+const ATTENTION_CHUNK: usize = 64;
 
 /// Where a forward starts.
 pub enum Start<'a> {
@@ -50,7 +53,12 @@ struct ForwardCtx {
 }
 
 impl Transformer {
-    pub fn new(arch: Arch, weights: ModelWeights, device: &Device, dtype: DType) -> Result<Transformer> {
+    pub fn new(
+        arch: Arch,
+        weights: ModelWeights,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Transformer> {
         let mut inv_freq = rope_inv_freq(&arch);
         if let Some(factors) = &weights.rope_freq_factors {
             for (f, div) in inv_freq.iter_mut().zip(factors) {
@@ -73,10 +81,22 @@ impl Transformer {
             .iter()
             .map(|lw| {
                 // [d, H·d_h] → [d, H, d_h] → [H, d_h, d]
-                Ok(lw.o_weight.reshape((arch.hidden_size, arch.num_heads, arch.head_dim))?.permute((1, 2, 0))?.contiguous()?)
+                Ok(lw
+                    .o_weight
+                    .reshape((arch.hidden_size, arch.num_heads, arch.head_dim))?
+                    .permute((1, 2, 0))?
+                    .contiguous()?)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Transformer { arch, weights, cos, sin, o_per_head, device: device.clone(), dtype })
+        Ok(Transformer {
+            arch,
+            weights,
+            cos,
+            sin,
+            o_per_head,
+            device: device.clone(),
+            dtype,
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -97,7 +117,11 @@ impl Transformer {
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let flat = ids.flatten_all()?;
-        let x = self.weights.embed.index_select(&flat, 0)?.reshape((b, t, self.arch.hidden_size))?;
+        let x =
+            self.weights
+                .embed
+                .index_select(&flat, 0)?
+                .reshape((b, t, self.arch.hidden_size))?;
         Ok(match self.arch.embedding_scale {
             Some(s) => (x * s)?,
             None => x,
@@ -111,7 +135,9 @@ impl Transformer {
         let dims = x.dims().to_vec();
         let flat = x.reshape(((), d))?.to_dtype(self.dtype)?;
         let normed = self.rms_norm(&flat, &self.weights.final_norm)?;
-        let logits = normed.matmul(&self.weights.lm_head.t()?)?.to_dtype(DType::F32)?;
+        let logits = normed
+            .matmul(&self.weights.lm_head.t()?)?
+            .to_dtype(DType::F32)?;
         let logits = match self.arch.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
@@ -133,9 +159,17 @@ impl Transformer {
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
         if self.dtype == DType::F32 {
-            Ok(candle_nn::ops::rms_norm(&x, w, self.arch.rms_norm_eps as f32)?)
+            Ok(candle_nn::ops::rms_norm(
+                &x,
+                w,
+                self.arch.rms_norm_eps as f32,
+            )?)
         } else {
-            let y = candle_nn::ops::rms_norm(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?, self.arch.rms_norm_eps as f32)?;
+            let y = candle_nn::ops::rms_norm(
+                &x.to_dtype(DType::F32)?,
+                &w.to_dtype(DType::F32)?,
+                self.arch.rms_norm_eps as f32,
+            )?;
             Ok(y.to_dtype(self.dtype)?)
         }
     }
@@ -150,22 +184,35 @@ impl Transformer {
             Start::ResidMid { layer, resid } => (layer, resid.to_dtype(self.dtype)?, true),
         };
         if first_layer >= a.num_layers && !(first_layer == a.num_layers && !skip_attention) {
-            return Err(Error::Hook(format!("start layer {first_layer} is past the model's {} layers", a.num_layers)));
+            return Err(Error::Hook(format!(
+                "start layer {first_layer} is past the model's {} layers",
+                a.num_layers
+            )));
         }
         let (batch, seq, d) = x.dims3()?;
         if d != a.hidden_size {
-            return Err(Error::Hook(format!("residual width {d} differs from the model's {}", a.hidden_size)));
+            return Err(Error::Hook(format!(
+                "residual width {d} differs from the model's {}",
+                a.hidden_size
+            )));
         }
         if hooks.capture.kv_cache && first_layer > 0 {
-            return Err(Error::Hook("a KV cache can only be captured by a forward that starts at layer 0".into()));
+            return Err(Error::Hook(
+                "a KV cache can only be captured by a forward that starts at layer 0".into(),
+            ));
         }
         let offset = past.map(KvCache::len).unwrap_or(0);
         if offset + seq > a.max_position_embeddings {
-            return Err(Error::PromptTooLong { tokens: offset + seq, context: a.max_position_embeddings });
+            return Err(Error::PromptTooLong {
+                tokens: offset + seq,
+                context: a.max_position_embeddings,
+            });
         }
         if let Some(p) = past {
             if p.layers.len() != a.num_layers {
-                return Err(Error::Hook("KV cache has the wrong number of layers".into()));
+                return Err(Error::Hook(
+                    "KV cache has the wrong number of layers".into(),
+                ));
             }
         }
         let ctx = self.forward_ctx(batch, seq, offset)?;
@@ -181,18 +228,44 @@ impl Transformer {
             let skip_attn_here = skip_attention && l == first_layer;
             if !skip_attn_here {
                 if in_capture {
-                    capture(&mut trace, &cap.resid_pre, &x, 1, hook_name(l, "hook_resid_pre"))?;
+                    capture(
+                        &mut trace,
+                        &cap.resid_pre,
+                        &x,
+                        1,
+                        hook_name(l, "hook_resid_pre"),
+                    )?;
                 }
                 let normed = self.rms_norm(&x, &lw.attn_norm)?;
                 let past_kv = past.map(|p| &p.layers[l]);
-                let rows = if l + 1 == a.num_layers { final_rows.as_deref() } else { None };
-                let (attn_out, kv) =
-                    self.attention(l, lw, &normed, past_kv, &ctx, hooks, ablated_layers[l], in_capture, rows, &mut trace)?;
+                let rows = if l + 1 == a.num_layers {
+                    final_rows.as_deref()
+                } else {
+                    None
+                };
+                let (attn_out, kv) = self.attention(
+                    l,
+                    lw,
+                    &normed,
+                    past_kv,
+                    &ctx,
+                    hooks,
+                    ablated_layers[l],
+                    in_capture,
+                    rows,
+                    &mut trace,
+                )?;
                 if cap.kv_cache {
                     new_cache.push(kv);
                 }
                 if in_capture {
-                    capture(&mut trace, &cap.attn_out, &attn_out, 1, hook_name(l, "hook_attn_out"))?;
+                    capture(
+                        &mut trace,
+                        &cap.attn_out,
+                        &attn_out,
+                        1,
+                        hook_name(l, "hook_attn_out"),
+                    )?;
                 }
                 if let Some(rows) = rows {
                     x = index_positions(&x, rows, 1)?;
@@ -202,16 +275,31 @@ impl Transformer {
                 x = index_positions(&x, rows, 1)?;
             }
             if in_capture {
-                capture(&mut trace, &cap.resid_mid, &x, 1, hook_name(l, "hook_resid_mid"))?;
+                capture(
+                    &mut trace,
+                    &cap.resid_mid,
+                    &x,
+                    1,
+                    hook_name(l, "hook_resid_mid"),
+                )?;
             }
             let normed = self.rms_norm(&x, &lw.mlp_norm)?;
             let mut mlp_out = self.mlp(lw, &normed)?;
             if let Some(mask) = &hooks.mlp_mask {
-                let m = mask.i((.., l))?.to_dtype(self.dtype)?.reshape((batch, 1, 1))?;
+                let m = mask
+                    .i((.., l))?
+                    .to_dtype(self.dtype)?
+                    .reshape((batch, 1, 1))?;
                 mlp_out = mlp_out.broadcast_mul(&m)?;
             }
             if in_capture {
-                capture(&mut trace, &cap.mlp_out, &mlp_out, 1, hook_name(l, "hook_mlp_out"))?;
+                capture(
+                    &mut trace,
+                    &cap.mlp_out,
+                    &mlp_out,
+                    1,
+                    hook_name(l, "hook_mlp_out"),
+                )?;
             }
             let mlp_out = match &lw.post_mlp_norm {
                 Some(w) => self.rms_norm(&mlp_out, w)?,
@@ -219,7 +307,13 @@ impl Transformer {
             };
             x = (x + mlp_out)?;
             if in_capture {
-                capture(&mut trace, &cap.resid_post, &x, 1, hook_name(l, "hook_resid_post"))?;
+                capture(
+                    &mut trace,
+                    &cap.resid_post,
+                    &x,
+                    1,
+                    hook_name(l, "hook_resid_post"),
+                )?;
             }
         }
 
@@ -239,11 +333,20 @@ impl Transformer {
     /// When only some positions' logits are wanted and nothing else is asked of the last layer, that
     /// layer computes queries, `o_proj` and the MLP for those rows only (keys and values still cover
     /// every position). `None`: the last layer runs in full.
-    fn final_layer_rows(&self, hooks: &Hooks, seq: usize, ablated_layers: &[bool]) -> Result<Option<Vec<usize>>> {
+    fn final_layer_rows(
+        &self,
+        hooks: &Hooks,
+        seq: usize,
+        ablated_layers: &[bool],
+    ) -> Result<Option<Vec<usize>>> {
         let last = self.arch.num_layers - 1;
         let cap = &hooks.capture;
-        let Some(positions) = &cap.logits else { return Ok(None) };
-        let Some(rows) = positions.resolve(seq)? else { return Ok(None) };
+        let Some(positions) = &cap.logits else {
+            return Ok(None);
+        };
+        let Some(rows) = positions.resolve(seq)? else {
+            return Ok(None);
+        };
         let captures_last = cap.layers.as_ref().map_or(true, |r| r.contains(&last))
             && (cap.attn_rows.is_some()
                 || cap.attn_span_sums.is_some()
@@ -287,7 +390,11 @@ impl Transformer {
             seq,
             offset,
             causal_mask: build(None)?,
-            sliding_mask: if any_sliding { build(a.sliding_window)? } else { None },
+            sliding_mask: if any_sliding {
+                build(a.sliding_window)?
+            } else {
+                None
+            },
             cos: self.cos.narrow(0, offset, seq)?,
             sin: self.sin.narrow(0, offset, seq)?,
         })
@@ -296,7 +403,9 @@ impl Transformer {
     /// Which layers have at least one ablated head in some row (one host read per forward).
     fn ablated_layers(&self, hooks: &Hooks, batch: usize) -> Result<Vec<bool>> {
         let a = &self.arch;
-        let Some(ab) = &hooks.head_ablation else { return Ok(vec![false; a.num_layers]) };
+        let Some(ab) = &hooks.head_ablation else {
+            return Ok(vec![false; a.num_layers]);
+        };
         let dims = ab.mask.dims();
         if dims != [batch, a.num_layers, a.num_heads] {
             return Err(Error::Hook(format!(
@@ -304,7 +413,12 @@ impl Transformer {
                 a.num_layers, a.num_heads
             )));
         }
-        let min_per_layer = ab.mask.to_dtype(DType::F32)?.min(2)?.min(0)?.to_vec1::<f32>()?;
+        let min_per_layer = ab
+            .mask
+            .to_dtype(DType::F32)?
+            .min(2)?
+            .min(0)?
+            .to_vec1::<f32>()?;
         Ok(min_per_layer.into_iter().map(|m| m < 1.0).collect())
     }
 
@@ -325,21 +439,26 @@ impl Transformer {
         let a = &self.arch;
         let (b, t) = (ctx.batch, ctx.seq);
         let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
-        let rep = h / kv;
         let qkv = linear(x, &lw.qkv_weight, lw.qkv_bias.as_ref())?;
         let split = |start: usize, heads: usize| -> Result<Tensor> {
-            Ok(qkv.narrow(2, start * dh, heads * dh)?.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()?)
+            Ok(qkv
+                .narrow(2, start * dh, heads * dh)?
+                .reshape((b, t, heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = split(0, h)?;
         let k = split(h, kv)?;
         let v = split(h + kv, kv)?;
         let (q, k) = match a.rope_style {
-            RopeStyle::RotateHalf => {
-                (candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?, candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?)
-            }
-            RopeStyle::Interleaved => {
-                (candle_nn::rotary_emb::rope_i(&q, &ctx.cos, &ctx.sin)?, candle_nn::rotary_emb::rope_i(&k, &ctx.cos, &ctx.sin)?)
-            }
+            RopeStyle::RotateHalf => (
+                candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?,
+                candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?,
+            ),
+            RopeStyle::Interleaved => (
+                candle_nn::rotary_emb::rope_i(&q, &ctx.cos, &ctx.sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &ctx.cos, &ctx.sin)?,
+            ),
         };
         // Only some query rows wanted (the last layer when only some logits are): keys and values
         // still cover every position.
@@ -355,14 +474,106 @@ impl Transformer {
             }
             None => (k, v),
         };
-        let tk = k.dims()[2];
-        // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
-        // are stacked along the query axis.
-        // The score scale is folded into q (t·d_h multiplies instead of t·T_k).
-        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
-        let scores = qg.matmul(&k.t()?)?.reshape((b, h, tq, tk))?.to_dtype(DType::F32)?;
         let window = a.is_sliding(l);
-        let mask = if window.is_some() { ctx.sliding_mask.as_ref() } else { ctx.causal_mask.as_ref() };
+        let cap = &hooks.capture;
+        let wants_probs = in_capture
+            && (cap.full_patterns || cap.attn_rows.is_some() || cap.attn_span_sums.is_some());
+        let uniform_ablation = ablated
+            && matches!(
+                hooks.head_ablation.as_ref().map(|ab| &ab.kind),
+                Some(AblationKind::UniformPattern)
+            );
+        let mut z = if query_rows.is_none()
+            && !wants_probs
+            && !uniform_ablation
+            && tq >= 2 * ATTENTION_CHUNK
+        {
+            self.chunked_attention(&q, &k, &v, ctx, window)?
+        } else {
+            self.attention_probs_then_z(
+                l, &q, &k, &v, ctx, window, query_rows, hooks, ablated, in_capture, trace,
+            )?
+        };
+
+        if ablated {
+            let ab = hooks
+                .head_ablation
+                .as_ref()
+                .expect("ablated implies a head ablation");
+            let keep = ab
+                .mask
+                .i((.., l, ..))?
+                .to_dtype(self.dtype)?
+                .reshape((b, h, 1, 1))?;
+            let drop = (1.0 - &keep)?;
+            match &ab.kind {
+                AblationKind::Zero => z = z.broadcast_mul(&keep)?,
+                AblationKind::Mean(means) => {
+                    let mean = means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?;
+                    z = (z.broadcast_mul(&keep)? + mean.broadcast_mul(&drop)?)?;
+                }
+                // Applied where the probabilities are (`attention_probs_then_z`).
+                AblationKind::UniformPattern => {}
+            }
+        }
+        let patches: Vec<_> = hooks.patches.iter().filter(|p| p.layer == l).collect();
+        if !patches.is_empty() {
+            z = self.apply_patches(z, &patches, b, t)?;
+        }
+
+        // [b, H, t, d_h] → [b, t, H, d_h]
+        let z_bthd = z.transpose(1, 2)?.contiguous()?;
+        if in_capture {
+            capture(trace, &cap.z, &z_bthd, 1, hook_name(l, "attn.hook_z"))?;
+            if let Some(pos) = &cap.head_results {
+                let zs = match pos.resolve(t)? {
+                    None => z_bthd.clone(),
+                    Some(list) => index_positions(&z_bthd, &list, 1)?,
+                };
+                let results = self.head_results(l, &zs)?;
+                trace
+                    .activations
+                    .insert(hook_name(l, "attn.hook_result"), results);
+            }
+        }
+        let attn_out = linear(&z_bthd.reshape((b, tq, h * dh))?, &lw.o_weight, None)?;
+        Ok((attn_out, (k, v)))
+    }
+
+    /// Attention that materialises the probabilities `[b, H, t_q, T_k]` (for captures, the
+    /// uniform-pattern ablation and selected query rows); returns `z` `[b, H, t_q, d_h]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_probs_then_z(
+        &self,
+        l: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        ctx: &ForwardCtx,
+        window: Option<usize>,
+        query_rows: Option<&[usize]>,
+        hooks: &Hooks,
+        ablated: bool,
+        in_capture: bool,
+        trace: &mut Trace,
+    ) -> Result<Tensor> {
+        let a = &self.arch;
+        let (b, tq, tk) = (ctx.batch, q.dims()[2], k.dims()[2]);
+        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let rep = h / kv;
+        // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
+        // are stacked along the query axis. The score scale is folded into q (t·d_h multiplies
+        // instead of t·T_k).
+        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
+        let scores = qg
+            .matmul(&k.t()?)?
+            .reshape((b, h, tq, tk))?
+            .to_dtype(DType::F32)?;
+        let mask = if window.is_some() {
+            ctx.sliding_mask.as_ref()
+        } else {
+            ctx.causal_mask.as_ref()
+        };
         let mask = match (mask, query_rows) {
             (Some(m), Some(rows)) => Some(index_positions(m, rows, 0)?),
             (m, _) => m.cloned(),
@@ -387,57 +598,85 @@ impl Transformer {
             }
         };
 
-        let cap = &hooks.capture;
         if in_capture {
-            self.capture_patterns(l, &probs, cap, trace)?;
+            self.capture_patterns(l, &probs, &hooks.capture, trace)?;
         }
         let pv = |p: &Tensor| -> Result<Tensor> {
             let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * tq, tk))?;
-            Ok(p.matmul(&v)?.reshape((b, h, tq, dh))?)
+            Ok(p.matmul(v)?.reshape((b, h, tq, dh))?)
         };
         let mut z = pv(&probs)?;
-
-        if ablated {
-            let ab = hooks.head_ablation.as_ref().expect("ablated implies a head ablation");
-            let keep = ab.mask.i((.., l, ..))?.to_dtype(self.dtype)?.reshape((b, h, 1, 1))?;
-            let drop = (1.0 - &keep)?;
-            let replacement = match &ab.kind {
-                AblationKind::Zero => None,
-                AblationKind::Mean(means) => Some(means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?),
-                AblationKind::UniformPattern => {
-                    let uniform = match mask {
-                        Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
-                        None => Tensor::full(1.0 / tk as f32, (t, tk), &self.device)?,
-                    };
-                    let uniform = uniform.unsqueeze(0)?.unsqueeze(0)?.broadcast_as((b, h, t, tk))?;
-                    Some(pv(&uniform)?)
-                }
-            };
-            z = z.broadcast_mul(&keep)?;
-            if let Some(r) = replacement {
-                z = (z + r.broadcast_mul(&drop)?)?;
-            }
-        }
-        let patches: Vec<_> = hooks.patches.iter().filter(|p| p.layer == l).collect();
-        if !patches.is_empty() {
-            z = self.apply_patches(z, &patches, b, t)?;
-        }
-
-        // [b, H, t, d_h] → [b, t, H, d_h]
-        let z_bthd = z.transpose(1, 2)?.contiguous()?;
-        if in_capture {
-            capture(trace, &cap.z, &z_bthd, 1, hook_name(l, "attn.hook_z"))?;
-            if let Some(pos) = &cap.head_results {
-                let zs = match pos.resolve(t)? {
-                    None => z_bthd.clone(),
-                    Some(list) => index_positions(&z_bthd, &list, 1)?,
+        if let (true, Some(ab)) = (ablated, &hooks.head_ablation) {
+            if let AblationKind::UniformPattern = ab.kind {
+                // Replace the ablated heads' pattern by the uniform distribution over visible keys.
+                let uniform = match mask {
+                    Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
+                    None => Tensor::full(1.0 / tk as f32, (tq, tk), &self.device)?,
                 };
-                let results = self.head_results(l, &zs)?;
-                trace.activations.insert(hook_name(l, "attn.hook_result"), results);
+                let uniform = uniform
+                    .unsqueeze(0)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, h, tq, tk))?;
+                let keep = ab
+                    .mask
+                    .i((.., l, ..))?
+                    .to_dtype(self.dtype)?
+                    .reshape((b, h, 1, 1))?;
+                let drop = (1.0 - &keep)?;
+                z = (z.broadcast_mul(&keep)? + pv(&uniform)?.broadcast_mul(&drop)?)?;
             }
         }
-        let attn_out = linear(&z_bthd.reshape((b, tq, h * dh))?, &lw.o_weight, None)?;
-        Ok((attn_out, (k, v)))
+        Ok(z)
+    }
+
+    /// Causal attention in blocks of query rows: block c only meets the keys it may see (up to its
+    /// last row, and from the window's start on sliding layers), which skips most of the masked
+    /// upper triangle of `QKᵀ` and of `P·V`. Same result as the full computation.
+    fn chunked_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        ctx: &ForwardCtx,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        let a = &self.arch;
+        let (b, t) = (ctx.batch, q.dims()[2]);
+        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let rep = h / kv;
+        let q = (q * a.attn_scale)?;
+        let mut blocks = Vec::new();
+        let mut r0 = 0;
+        while r0 < t {
+            let n = ATTENTION_CHUNK.min(t - r0);
+            let first_q = ctx.offset + r0;
+            let hi = first_q + n;
+            let lo = window.map_or(0, |w| (first_q + 1).saturating_sub(w));
+            let qc = q
+                .narrow(2, r0, n)?
+                .contiguous()?
+                .reshape((b, kv, rep * n, dh))?;
+            let kc = k.narrow(2, lo, hi - lo)?.contiguous()?;
+            let vc = v.narrow(2, lo, hi - lo)?.contiguous()?;
+            let scores = qc.matmul(&kc.t()?)?.reshape((b, h, n, hi - lo))?;
+            let op = CausalSoftmax {
+                offset: first_q - lo,
+                query_rows: None,
+                window,
+                softcap: a.attn_logit_softcap.map(|c| c as f32),
+            };
+            let probs = match causal_softmax(scores, op)? {
+                Ok(p) => p,
+                Err(_) => return Err(Error::Hook("chunked attention needs f32 on the CPU".into())),
+            };
+            let z = probs
+                .reshape((b, kv, rep * n, hi - lo))?
+                .matmul(&vc)?
+                .reshape((b, h, n, dh))?;
+            blocks.push(z);
+            r0 += n;
+        }
+        Ok(Tensor::cat(&blocks, 2)?)
     }
 
     /// Per-head contributions to the residual stream: `z [b, n, H, d_h]` → `[b, n, H, d]`
@@ -450,16 +689,26 @@ impl Transformer {
         Ok(z.broadcast_matmul(&o)?.reshape((b, n, h, d))?)
     }
 
-    fn capture_patterns(&self, l: usize, probs: &Tensor, cap: &Capture, trace: &mut Trace) -> Result<()> {
+    fn capture_patterns(
+        &self,
+        l: usize,
+        probs: &Tensor,
+        cap: &Capture,
+        trace: &mut Trace,
+    ) -> Result<()> {
         let t = probs.dims()[2];
         if cap.full_patterns {
-            trace.activations.insert(hook_name(l, "attn.hook_pattern"), probs.clone());
+            trace
+                .activations
+                .insert(hook_name(l, "attn.hook_pattern"), probs.clone());
         } else if let Some(rows) = &cap.attn_rows {
             let rows = match rows.resolve(t)? {
                 None => probs.clone(),
                 Some(list) => index_positions(probs, &list, 2)?,
             };
-            trace.activations.insert(hook_name(l, "attn.hook_pattern"), rows);
+            trace
+                .activations
+                .insert(hook_name(l, "attn.hook_pattern"), rows);
         }
         if let Some((rows, spans)) = &cap.attn_span_sums {
             let rows = match rows.resolve(t)? {
@@ -470,7 +719,9 @@ impl Transformer {
             let mut sums = Vec::with_capacity(spans.len());
             for s in spans {
                 if s.end > tk || s.start > s.end {
-                    return Err(Error::Hook(format!("key span {s:?} is outside the {tk} keys")));
+                    return Err(Error::Hook(format!(
+                        "key span {s:?} is outside the {tk} keys"
+                    )));
                 }
                 sums.push(if s.is_empty() {
                     rows.narrow(3, 0, 1)?.zeros_like()?
@@ -479,28 +730,47 @@ impl Transformer {
                 });
             }
             if !sums.is_empty() {
-                trace.activations.insert(hook_name(l, "attn.hook_pattern_span_sum"), Tensor::cat(&sums, 3)?);
+                trace.activations.insert(
+                    hook_name(l, "attn.hook_pattern_span_sum"),
+                    Tensor::cat(&sums, 3)?,
+                );
             }
         }
         Ok(())
     }
 
-    fn apply_patches(&self, z: Tensor, patches: &[&super::hooks::HeadPatch], b: usize, t: usize) -> Result<Tensor> {
+    fn apply_patches(
+        &self,
+        z: Tensor,
+        patches: &[&super::hooks::HeadPatch],
+        b: usize,
+        t: usize,
+    ) -> Result<Tensor> {
         let (h, dh) = (self.arch.num_heads, self.arch.head_dim);
         let mut keep = vec![1f32; b * h * t * dh];
         let mut values = vec![0f32; b * h * t * dh];
         for p in patches {
             if p.row >= b || p.head >= h {
-                return Err(Error::Hook(format!("patch row {} / head {} out of range", p.row, p.head)));
+                return Err(Error::Hook(format!(
+                    "patch row {} / head {} out of range",
+                    p.row, p.head
+                )));
             }
             let vals = p.z.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
             let vals = vals.reshape((p.positions.len(), dh)).map_err(|_| {
-                Error::Hook(format!("patch for L{}H{} needs z of shape [{}, {dh}]", p.layer, p.head, p.positions.len()))
+                Error::Hook(format!(
+                    "patch for L{}H{} needs z of shape [{}, {dh}]",
+                    p.layer,
+                    p.head,
+                    p.positions.len()
+                ))
             })?;
             let vals = vals.to_vec2::<f32>()?;
             for (i, &pos) in p.positions.iter().enumerate() {
                 if pos >= t {
-                    return Err(Error::Hook(format!("patch position {pos} is outside the {t}-token input")));
+                    return Err(Error::Hook(format!(
+                        "patch position {pos} is outside the {t}-token input"
+                    )));
                 }
                 let base = ((p.row * h + p.head) * t + pos) * dh;
                 keep[base..base + dh].fill(0.0);
@@ -550,7 +820,10 @@ fn broadcast_batch(t: &Tensor, b: usize) -> Result<Tensor> {
         return Ok(t.clone());
     }
     if dims[0] != 1 {
-        return Err(Error::Hook(format!("KV cache batch {} cannot serve a batch of {b}", dims[0])));
+        return Err(Error::Hook(format!(
+            "KV cache batch {} cannot serve a batch of {b}",
+            dims[0]
+        )));
     }
     let mut target = dims.to_vec();
     target[0] = b;
@@ -563,7 +836,13 @@ fn index_positions(x: &Tensor, positions: &[usize], dim: usize) -> Result<Tensor
     Ok(x.index_select(&idx, dim)?)
 }
 
-fn capture(trace: &mut Trace, positions: &Option<Positions>, x: &Tensor, dim: usize, name: String) -> Result<()> {
+fn capture(
+    trace: &mut Trace,
+    positions: &Option<Positions>,
+    x: &Tensor,
+    dim: usize,
+    name: String,
+) -> Result<()> {
     let Some(pos) = positions else { return Ok(()) };
     let kept = match pos.resolve(x.dims()[dim])? {
         None => x.clone(),

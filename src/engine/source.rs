@@ -9,7 +9,10 @@ use crate::{Error, Result};
 pub enum ModelSource {
     Gguf(PathBuf),
     /// A Hugging Face folder: `config.json`, tokenizer files, safetensors weights.
-    Folder { dir: PathBuf, weights: Vec<PathBuf> },
+    Folder {
+        dir: PathBuf,
+        weights: Vec<PathBuf>,
+    },
 }
 
 impl ModelSource {
@@ -52,7 +55,9 @@ pub fn resolve(model: &str, offline: bool) -> Result<ModelSource> {
 }
 
 fn env_flag(name: &str) -> bool {
-    std::env::var(name).map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")).unwrap_or(false)
+    std::env::var(name)
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
 }
 
 fn expand_home(s: &str) -> PathBuf {
@@ -63,14 +68,22 @@ fn expand_home(s: &str) -> PathBuf {
 }
 
 fn looks_like_path(s: &str) -> bool {
-    s.starts_with('.') || s.starts_with('/') || s.starts_with('~') || s.ends_with(".gguf") || s.ends_with(".safetensors")
+    s.starts_with('.')
+        || s.starts_with('/')
+        || s.starts_with('~')
+        || s.ends_with(".gguf")
+        || s.ends_with(".safetensors")
         || s.matches('/').count() > 1
 }
 
 fn is_hub_id(s: &str) -> bool {
     let mut parts = s.split('/');
     let ok = |p: Option<&str>| {
-        p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
@@ -81,14 +94,22 @@ fn repo_folder(id: &str) -> String {
 
 /// The hub cache, as huggingface_hub resolves it.
 pub fn hub_cache_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
         return p;
     }
     if let Some(home) = var("HF_HOME") {
         return home.join("hub");
     }
-    let base = var("XDG_CACHE_HOME").unwrap_or_else(|| var("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache"));
+    let base = var("XDG_CACHE_HOME").unwrap_or_else(|| {
+        var("HOME")
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".cache")
+    });
     base.join("huggingface").join("hub")
 }
 
@@ -102,25 +123,37 @@ fn cached_snapshot(cache: &Path, id: &str) -> Option<PathBuf> {
 
 fn resolve_path(path: &Path) -> Result<ModelSource> {
     if path.is_file() {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if ext == "gguf" {
             return Ok(ModelSource::Gguf(path.to_path_buf()));
         }
         if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
-            return Err(Error::PickleRefused { path: path.to_path_buf() });
+            return Err(Error::PickleRefused {
+                path: path.to_path_buf(),
+            });
         }
         if ext == "safetensors" || path.file_name().is_some_and(|n| n == "config.json") {
             let dir = path.parent().unwrap_or(Path::new("."));
             return resolve_folder(dir);
         }
-        return Err(Error::invalid_model(path, "expected a .gguf file, a .safetensors file or a model folder"));
+        return Err(Error::invalid_model(
+            path,
+            "expected a .gguf file, a .safetensors file or a model folder",
+        ));
     }
     resolve_folder(path)
 }
 
 fn resolve_folder(dir: &Path) -> Result<ModelSource> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     let weights = safetensors_files(dir, &names)?;
     if weights.is_empty() {
@@ -129,41 +162,65 @@ fn resolve_folder(dir: &Path) -> Result<ModelSource> {
             return Ok(ModelSource::Gguf(dir.join(ggufs[0])));
         }
         if let Some(pickle) = names.iter().find(|n| {
-            Path::new(n).extension().and_then(|e| e.to_str()).is_some_and(|e| PICKLE_EXTENSIONS.contains(&e))
+            Path::new(n)
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| PICKLE_EXTENSIONS.contains(&e))
         }) {
-            return Err(Error::PickleRefused { path: dir.join(pickle) });
+            return Err(Error::PickleRefused {
+                path: dir.join(pickle),
+            });
         }
-        return Err(Error::invalid_model(dir, "no model.safetensors, model-*.safetensors shards or single .gguf file in this folder"));
+        return Err(Error::invalid_model(
+            dir,
+            "no model.safetensors, model-*.safetensors shards or single .gguf file in this folder",
+        ));
     }
     if !dir.join("config.json").is_file() {
-        return Err(Error::invalid_model(dir, "folder has safetensors weights but no config.json"));
+        return Err(Error::invalid_model(
+            dir,
+            "folder has safetensors weights but no config.json",
+        ));
     }
-    Ok(ModelSource::Folder { dir: dir.to_path_buf(), weights })
+    Ok(ModelSource::Folder {
+        dir: dir.to_path_buf(),
+        weights,
+    })
 }
 
 fn safetensors_files(dir: &Path, names: &[String]) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::invalid_model(&index, format!("invalid JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid_model(&index, format!("invalid JSON: {e}")))?;
         let map = json
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::invalid_model(&index, "no `weight_map` object"))?;
-        let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
         files.sort();
         files.dedup();
         let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
         if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-            return Err(Error::invalid_model(&index, format!("shard {} is missing", missing.display())));
+            return Err(Error::invalid_model(
+                &index,
+                format!("shard {} is missing", missing.display()),
+            ));
         }
         return Ok(paths);
     }
     if names.iter().any(|n| n == "model.safetensors") {
         return Ok(vec![dir.join("model.safetensors")]);
     }
-    Ok(names.iter().filter(|n| n.starts_with("model-") && n.ends_with(".safetensors")).map(|n| dir.join(n)).collect())
+    Ok(names
+        .iter()
+        .filter(|n| n.starts_with("model-") && n.ends_with(".safetensors"))
+        .map(|n| dir.join(n))
+        .collect())
 }
 
 #[cfg(feature = "hub")]
@@ -175,7 +232,10 @@ fn download(id: &str, cache: &Path) -> Result<ModelSource> {
         .build()
         .map_err(|e| Error::ModelNotFound(format!("{id}: cannot start the hub client: {e}")))?;
     let repo = api.model(id.to_string());
-    let fetch = |name: &str| repo.get(name).map_err(|e| Error::ModelNotFound(format!("{id}: downloading {name}: {e}")));
+    let fetch = |name: &str| {
+        repo.get(name)
+            .map_err(|e| Error::ModelNotFound(format!("{id}: downloading {name}: {e}")))
+    };
     let config = fetch("config.json")?;
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
     fetch("tokenizer.json")?;
@@ -185,11 +245,15 @@ fn download(id: &str, cache: &Path) -> Result<ModelSource> {
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::invalid_model(&index, e.to_string()))?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::invalid_model(&index, e.to_string()))?;
             let mut shards: Vec<String> = json["weight_map"]
                 .as_object()
-                .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             shards.sort();
             shards.dedup();
@@ -227,7 +291,10 @@ mod tests {
     #[test]
     fn cached_snapshot_follows_refs_main() {
         let tmp = std::env::temp_dir().join(format!("headscope-cache-{}", std::process::id()));
-        let snap = tmp.join("models--org--tiny").join("snapshots").join("abc123");
+        let snap = tmp
+            .join("models--org--tiny")
+            .join("snapshots")
+            .join("abc123");
         std::fs::create_dir_all(&snap).unwrap();
         std::fs::create_dir_all(tmp.join("models--org--tiny/refs")).unwrap();
         std::fs::write(tmp.join("models--org--tiny/refs/main"), "abc123\n").unwrap();
@@ -244,8 +311,13 @@ mod tests {
         let p = tmp.join("pytorch_model.bin");
         std::fs::write(&p, b"not really").unwrap();
         let err = resolve(p.to_str().unwrap(), true).unwrap_err().to_string();
-        assert!(err.contains("executes arbitrary code") && err.contains("safetensors"), "{err}");
-        let err = resolve(tmp.to_str().unwrap(), true).unwrap_err().to_string();
+        assert!(
+            err.contains("executes arbitrary code") && err.contains("safetensors"),
+            "{err}"
+        );
+        let err = resolve(tmp.to_str().unwrap(), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pickle"), "{err}");
         std::fs::remove_dir_all(&tmp).unwrap();
     }

@@ -116,13 +116,20 @@ struct Loader<'a, S: TensorStore> {
 impl<S: TensorStore> Loader<'_, S> {
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         if !self.store.contains(name) {
-            return Err(Error::invalid_model(self.store.path(), format!("missing tensor `{name}`")));
+            return Err(Error::invalid_model(
+                self.store.path(),
+                format!("missing tensor `{name}`"),
+            ));
         }
         let t = self.store.load(name)?;
         if t.dims() != shape {
             return Err(Error::invalid_model(
                 self.store.path(),
-                format!("tensor `{name}` has shape {:?}, expected {:?}", t.dims(), shape),
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    t.dims(),
+                    shape
+                ),
             ));
         }
         Ok(t)
@@ -134,7 +141,11 @@ impl<S: TensorStore> Loader<'_, S> {
 
     fn norm(&mut self, name: &str) -> Result<Tensor> {
         let t = self.tensor(name, &[self.arch.hidden_size])?;
-        let t = if self.arch.norm_weight_offset != 0.0 { (t + self.arch.norm_weight_offset)? } else { t };
+        let t = if self.arch.norm_weight_offset != 0.0 {
+            (t + self.arch.norm_weight_offset)?
+        } else {
+            t
+        };
         self.finish(t)
     }
 
@@ -165,24 +176,56 @@ impl<S: TensorStore> Loader<'_, S> {
             qkv_weight,
             qkv_bias,
             o_weight: self.finish(o)?,
-            post_attn_norm: if sandwich { Some(self.norm(&n(f, l, Role::PostAttnNorm, false))?) } else { None },
+            post_attn_norm: if sandwich {
+                Some(self.norm(&n(f, l, Role::PostAttnNorm, false))?)
+            } else {
+                None
+            },
             mlp_norm: self.norm(&n(f, l, Role::MlpNorm, false))?,
-            post_mlp_norm: if sandwich { Some(self.norm(&n(f, l, Role::PostMlpNorm, false))?) } else { None },
+            post_mlp_norm: if sandwich {
+                Some(self.norm(&n(f, l, Role::PostMlpNorm, false))?)
+            } else {
+                None
+            },
             gate_up_weight: self.finish(Tensor::cat(&[gate, up], 0)?)?,
             down_weight: self.finish(down)?,
         })
     }
 
-    fn model(&mut self, embed: &str, final_norm: &str, lm_head: &str) -> Result<(ModelWeights, bool)> {
+    fn model(
+        &mut self,
+        embed: &str,
+        final_norm: &str,
+        lm_head: &str,
+    ) -> Result<(ModelWeights, bool)> {
         let a = self.arch;
         let embed_t = self.tensor(embed, &[a.vocab_size, a.hidden_size])?;
         let tied = !self.store.contains(lm_head);
-        let lm_head_t = if tied { embed_t.clone() } else { self.tensor(lm_head, &[a.vocab_size, a.hidden_size])? };
-        let layers = (0..a.num_layers).map(|l| self.layer(l)).collect::<Result<Vec<_>>>()?;
+        let lm_head_t = if tied {
+            embed_t.clone()
+        } else {
+            self.tensor(lm_head, &[a.vocab_size, a.hidden_size])?
+        };
+        let layers = (0..a.num_layers)
+            .map(|l| self.layer(l))
+            .collect::<Result<Vec<_>>>()?;
         let final_norm = self.norm(final_norm)?;
         let embed = self.finish(embed_t)?;
-        let lm_head = if tied { embed.clone() } else { self.finish(lm_head_t)? };
-        Ok((ModelWeights { embed, layers, final_norm, lm_head, rope_freq_factors: None }, tied))
+        let lm_head = if tied {
+            embed.clone()
+        } else {
+            self.finish(lm_head_t)?
+        };
+        Ok((
+            ModelWeights {
+                embed,
+                layers,
+                final_norm,
+                lm_head,
+                rope_freq_factors: None,
+            },
+            tied,
+        ))
     }
 }
 
@@ -208,14 +251,22 @@ impl TensorStore for SafetensorsStore {
             .map_err(|e| Error::invalid_model(&self.path, format!("tensor `{name}`: {e}")))?;
         let dtype = t.dtype();
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-            return Err(Error::invalid_model(&self.path, format!("tensor `{name}` has unsupported dtype {dtype:?}")));
+            return Err(Error::invalid_model(
+                &self.path,
+                format!("tensor `{name}` has unsupported dtype {dtype:?}"),
+            ));
         }
         Ok(t.to_dtype(DType::F32)?)
     }
 }
 
 /// Loads HF safetensors files (one file, or every shard) for `arch`.
-pub fn load_safetensors(files: &[PathBuf], arch: &mut Arch, device: &Device, dtype: DType) -> Result<ModelWeights> {
+pub fn load_safetensors(
+    files: &[PathBuf],
+    arch: &mut Arch,
+    device: &Device,
+    dtype: DType,
+) -> Result<ModelWeights> {
     let label = files.first().cloned().unwrap_or_default();
     for f in files {
         check_safetensors_header(f)?;
@@ -225,10 +276,24 @@ pub fn load_safetensors(files: &[PathBuf], arch: &mut Arch, device: &Device, dty
     let mmaped = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
         .map_err(|e| Error::invalid_model(&label, e.to_string()))?;
     let names = mmaped.tensors().into_iter().map(|(n, _)| n).collect();
-    let store = SafetensorsStore { path: label, files: mmaped, names };
+    let store = SafetensorsStore {
+        path: label,
+        files: mmaped,
+        names,
+    };
     let snapshot = arch.clone();
-    let mut loader = Loader { store, arch: &snapshot, device, dtype, name: hf_name };
-    let (weights, tied) = loader.model("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")?;
+    let mut loader = Loader {
+        store,
+        arch: &snapshot,
+        device,
+        dtype,
+        name: hf_name,
+    };
+    let (weights, tied) = loader.model(
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    )?;
     arch.tie_word_embeddings = tied;
     Ok(weights)
 }
@@ -239,11 +304,17 @@ fn check_safetensors_header(path: &Path) -> Result<()> {
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut n = [0u8; 8];
     if len < 8 || f.read_exact(&mut n).is_err() {
-        return Err(Error::invalid_model(path, "file is empty or truncated (no safetensors header)"));
+        return Err(Error::invalid_model(
+            path,
+            "file is empty or truncated (no safetensors header)",
+        ));
     }
     let header_len = u64::from_le_bytes(n);
     if header_len > len - 8 {
-        return Err(Error::invalid_model(path, "truncated safetensors file (header runs past the end)"));
+        return Err(Error::invalid_model(
+            path,
+            "truncated safetensors file (header runs past the end)",
+        ));
     }
     let mut header = vec![0u8; header_len as usize];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
@@ -255,7 +326,11 @@ fn check_safetensors_header(path: &Path) -> Result<()> {
             if name == "__metadata__" {
                 continue;
             }
-            let end = info.get("data_offsets").and_then(|o| o.get(1)).and_then(|v| v.as_u64()).unwrap_or(0);
+            let end = info
+                .get("data_offsets")
+                .and_then(|o| o.get(1))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
             if end > data_len {
                 return Err(Error::invalid_model(
                     path,
@@ -303,7 +378,11 @@ impl GgufFile {
                 ));
             }
         }
-        Ok(GgufFile { path: path.to_path_buf(), content, file })
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            content,
+            file,
+        })
     }
 }
 
@@ -320,7 +399,9 @@ impl TensorStore for GgufStore<'_> {
     }
     fn load(&mut self, name: &str) -> Result<Tensor> {
         let g = &mut *self.gguf;
-        g.file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(&g.path, e))?;
+        g.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(&g.path, e))?;
         let q = g
             .content
             .tensor(&mut g.file, name, &Device::Cpu)
@@ -334,19 +415,43 @@ fn gguf_layer_name(_: Family, layer: usize, role: Role, bias: bool) -> String {
 }
 
 /// Loads and dequantizes every tensor of a GGUF file for `arch`.
-pub fn load_gguf(gguf: &mut GgufFile, arch: &mut Arch, device: &Device, dtype: DType) -> Result<ModelWeights> {
+pub fn load_gguf(
+    gguf: &mut GgufFile,
+    arch: &mut Arch,
+    device: &Device,
+    dtype: DType,
+) -> Result<ModelWeights> {
     let snapshot = arch.clone();
     let freq_factors = if gguf.content.tensor_infos.contains_key("rope_freqs.weight") {
         let mut store = GgufStore { gguf };
-        Some(store.load("rope_freqs.weight")?.flatten_all()?.to_vec1::<f32>()?)
+        Some(
+            store
+                .load("rope_freqs.weight")?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        )
     } else {
         None
     };
-    let mut loader = Loader { store: GgufStore { gguf }, arch: &snapshot, device, dtype, name: gguf_layer_name };
-    let (mut weights, tied) = loader.model("token_embd.weight", "output_norm.weight", "output.weight")?;
+    let mut loader = Loader {
+        store: GgufStore { gguf },
+        arch: &snapshot,
+        device,
+        dtype,
+        name: gguf_layer_name,
+    };
+    let (mut weights, tied) =
+        loader.model("token_embd.weight", "output_norm.weight", "output.weight")?;
     if let Some(f) = &freq_factors {
         if f.len() != snapshot.head_dim / 2 {
-            return Err(Error::invalid_model(&gguf.path, format!("rope_freqs.weight has {} entries, expected {}", f.len(), snapshot.head_dim / 2)));
+            return Err(Error::invalid_model(
+                &gguf.path,
+                format!(
+                    "rope_freqs.weight has {} entries, expected {}",
+                    f.len(),
+                    snapshot.head_dim / 2
+                ),
+            ));
         }
     }
     weights.rope_freq_factors = freq_factors;
