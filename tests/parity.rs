@@ -237,7 +237,7 @@ fn gemma2_gguf_matches_transformers() {
 
 /// Internal consistency of the interventions the analyses rely on, on every family.
 fn check_engine_invariants(family: &str) {
-    let engine = load(family, false);
+    let mut engine = load(family, false);
     let exp = expected(family);
     let ids = input_ids(&exp);
     let t = ids.dims()[1];
@@ -295,7 +295,9 @@ fn check_engine_invariants(family: &str) {
         &exp["logits"].index_select(&idx, 0).unwrap(),
     );
 
-    // Long inputs take the chunked causal attention; capturing full patterns forces the plain path.
+    // Long inputs take the chunked causal attention (blocks of 24 rows here, so that the tiny
+    // models' contexts hold several); capturing full patterns forces the plain path.
+    engine.model.set_attention_chunk(24);
     let long_len = arch.max_position_embeddings.min(300);
     let long_ids: Vec<u32> = (0..long_len as u32)
         .map(|i| 3 + (i * 37 + 11) % (arch.vocab_size as u32 - 3))
@@ -314,6 +316,9 @@ fn check_engine_invariants(family: &str) {
         },
     );
     assert_close("chunked attention over a long input", &chunked, &plain);
+    engine
+        .model
+        .set_attention_chunk(headscope::engine::model::DEFAULT_ATTENTION_CHUNK);
 
     // Starting at layer l from a cached resid_pre reproduces the full forward.
     let l = arch.num_layers - 1;
