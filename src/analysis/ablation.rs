@@ -41,8 +41,10 @@ pub fn head_ablation_sweep(
     }
     let arch = engine.arch();
     let (layers, heads) = (arch.num_layers, arch.num_heads);
+    // The last answer token is never a query or key of a position whose logits are scored
+    // (causality), so the input stops just before it.
     let mut ids = prompt_ids.to_vec();
-    ids.extend_from_slice(answer_ids);
+    ids.extend_from_slice(&answer_ids[..answer_ids.len() - 1]);
     let p = prompt_ids.len();
     let answer_rows = Positions::Range(p - 1..p - 1 + answer_ids.len());
     let dev = engine.model.device();
