@@ -4,6 +4,8 @@
 //! The model is fetched by scripts/fetch-model.sh (CI does it). Without it these tests print a note
 //! and pass, unless HEADSCOPE_REQUIRE_MODEL=1 (as in CI), where a missing model fails them.
 
+mod common;
+
 use std::path::PathBuf;
 
 use headscope::engine::{Engine, GenerationConfig, LoadOptions};
@@ -11,23 +13,7 @@ use headscope::prompt::{load_samples, PromptStyle, RagPrompt};
 use serde_json::Value;
 
 fn model_path() -> Option<PathBuf> {
-    let cache = std::env::var_os("HEADSCOPE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/headscope")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("HEADSCOPE_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("{} is missing; run scripts/fetch-model.sh", p.display());
-    }
-    eprintln!(
-        "note: {} is missing; SmolLM2 tests skipped (run scripts/fetch-model.sh)",
-        p.display()
-    );
-    None
+    common::smollm2_path("SmolLM2 tests")
 }
 
 fn fixture(name: &str) -> PathBuf {

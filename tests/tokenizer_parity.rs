@@ -6,6 +6,8 @@
 //! a note and passes, unless HEADSCOPE_REQUIRE_MODEL=1 (as in CI), where a missing model fails it.
 //! The tiny qwen2/llama/gemma2 fixtures are in the repository and always tested.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -17,23 +19,7 @@ use headscope::engine::tokenizer::{
 use tokenizers::Tokenizer;
 
 fn model_path() -> Option<PathBuf> {
-    let cache = std::env::var_os("HEADSCOPE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/headscope")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("HEADSCOPE_REQUIRE_MODEL").as_deref() == Ok("1") {
-        panic!("{} is missing; run scripts/fetch-model.sh", p.display());
-    }
-    eprintln!(
-        "note: {} is missing; tokenizer parity test skipped (run scripts/fetch-model.sh)",
-        p.display()
-    );
-    None
+    common::smollm2_path("tokenizer parity test")
 }
 
 #[derive(serde::Deserialize)]

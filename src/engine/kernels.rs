@@ -217,6 +217,19 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn generic(scores: &Tensor, offset: usize, window: Option<usize>, cap: Option<f32>) -> Tensor {
         let (t, tk) = (scores.dims()[2], scores.dims()[3]);
         let mut m = vec![0f32; t * tk];
@@ -264,16 +277,7 @@ mod tests {
             .unwrap()
             .unwrap();
             let want = generic(&scores, offset, window, cap);
-            let d = (fused - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&fused, &want);
             assert!(
                 d < 1e-6,
                 "offset {offset} window {window:?} cap {cap:?}: {d}"
@@ -303,16 +307,7 @@ mod tests {
                 softcap: None,
             };
             let got = causal_softmax(picked, op).unwrap().unwrap();
-            let d = (got - full)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&got, &full);
             assert!(d < 1e-6, "window {window:?}: {d}");
         }
     }
@@ -348,16 +343,7 @@ mod tests {
             let got = gated_activation(&gu, GatedActivation { ff: 37, gelu })
                 .unwrap()
                 .unwrap();
-            let d = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = max_abs_diff(&got, &want);
             assert!(d < 1e-5, "gelu={gelu}: {d}");
         }
     }

@@ -509,12 +509,7 @@ impl Transformer {
                 .head_ablation
                 .as_ref()
                 .expect("ablated implies a head ablation");
-            let keep = ab
-                .mask
-                .i((.., l, ..))?
-                .to_dtype(self.dtype)?
-                .reshape((b, h, 1, 1))?;
-            let drop = (1.0 - &keep)?;
+            let (keep, drop) = self.keep_and_drop(ab, l, b)?;
             match &ab.kind {
                 AblationKind::Zero => z = z.broadcast_mul(&keep)?,
                 AblationKind::Mean(means) => {
@@ -626,12 +621,7 @@ impl Transformer {
                     .unsqueeze(0)?
                     .unsqueeze(0)?
                     .broadcast_as((b, h, tq, tk))?;
-                let keep = ab
-                    .mask
-                    .i((.., l, ..))?
-                    .to_dtype(self.dtype)?
-                    .reshape((b, h, 1, 1))?;
-                let drop = (1.0 - &keep)?;
+                let (keep, drop) = self.keep_and_drop(ab, l, b)?;
                 z = (z.broadcast_mul(&keep)? + pv(&uniform)?.broadcast_mul(&drop)?)?;
             }
         }
@@ -686,6 +676,23 @@ impl Transformer {
             r0 += n;
         }
         Ok(Tensor::cat(&blocks, 2)?)
+    }
+
+    /// Layer `l` of a head mask as `[b, H, 1, 1]` multipliers: (keep, 1 − keep).
+    fn keep_and_drop(
+        &self,
+        ab: &super::hooks::HeadAblation,
+        l: usize,
+        b: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let keep = ab.mask.i((.., l, ..))?.to_dtype(self.dtype)?.reshape((
+            b,
+            self.arch.num_heads,
+            1,
+            1,
+        ))?;
+        let drop = (1.0 - &keep)?;
+        Ok((keep, drop))
     }
 
     /// Per-head contributions to the residual stream: `z [b, n, H, d_h]` → `[b, n, H, d]`
