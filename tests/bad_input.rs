@@ -158,20 +158,30 @@ fn empty_and_truncated_gguf() {
     assert!(err.contains("GGUF") || err.contains("truncated"), "{err}");
 }
 
+/// A copy of the tiny Qwen2 fixture folder in a fresh temporary directory, its config edited by `edit`.
+fn tiny_model_copy(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let d = tmp_dir(name);
+    let src = fixtures().join("qwen2");
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    d
+}
+
 #[test]
 fn empty_and_truncated_safetensors() {
     for (name, cut) in [("empty", 0usize), ("truncated", 1000)] {
-        let d = tmp_dir(&format!("st-{name}"));
-        let src = fixtures().join("qwen2");
-        for f in [
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "generation_config.json",
-        ] {
-            std::fs::copy(src.join(f), d.join(f)).unwrap();
-        }
-        let weights = std::fs::read(src.join("model.safetensors")).unwrap();
+        let d = tiny_model_copy(&format!("st-{name}"), |_| {});
+        let weights = std::fs::read(fixtures().join("qwen2/model.safetensors")).unwrap();
         let kept = if cut == 0 { 0 } else { weights.len() - cut };
         std::fs::write(d.join("model.safetensors"), &weights[..kept]).unwrap();
         let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
@@ -226,18 +236,9 @@ fn unknown_architecture() {
         "{err}"
     );
 
-    let src = fixtures().join("qwen2");
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "model.safetensors",
-    ] {
-        std::fs::copy(src.join(f), d.join(f)).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["architectures"] = serde_json::json!(["MambaForCausalLM"]);
-    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    let d = tiny_model_copy("arch-folder", |c| {
+        c["architectures"] = serde_json::json!(["MambaForCausalLM"])
+    });
     let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
     assert!(
         err.contains("MambaForCausalLM") && err.contains("supported"),
@@ -258,20 +259,9 @@ fn pickle_checkpoint_refused() {
 
 #[test]
 fn prompt_longer_than_context() {
-    let d = tmp_dir("ctx");
-    let src = fixtures().join("qwen2");
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "model.safetensors",
-        "generation_config.json",
-    ] {
-        std::fs::copy(src.join(f), d.join(f)).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["max_position_embeddings"] = serde_json::json!(16);
-    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+    let d = tiny_model_copy("ctx", |c| {
+        c["max_position_embeddings"] = serde_json::json!(16)
+    });
     let err = fails(&["run", "--model", d.to_str().unwrap(), &good_sample()]);
     assert!(
         err.contains("longer than the model's context of 16"),

@@ -41,34 +41,12 @@ fn load_err(name: &str, bytes: &[u8]) -> String {
     err
 }
 
-/// GPT-2's byte-to-unicode table.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
-
 /// A tiny byte-level BPE tokenizer with Qwen2's pre-tokenizer, built in memory: every byte is a
 /// token, plus merges for a few words (with and without a leading space) and for `".\n"`,
 /// `".\n\n"` and `"\n\n"`, so that, as with Qwen, a document's final period and the newline
 /// after it are one token.
 fn tiny_tokenizer() -> Tokenizer {
-    let table = byte_chars();
+    let table = headscope::engine::tokenizer::byte_level_alphabet();
     let bl =
         |s: &str| -> Vec<String> { s.bytes().map(|b| table[b as usize].to_string()).collect() };
     let mut vocab: Vec<String> = vec!["<|im_start|>".into(), "<|im_end|>".into()];

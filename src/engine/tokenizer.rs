@@ -464,34 +464,35 @@ pub fn encode_with_offsets(tok: &Tokenizer, text: &str) -> Result<(Vec<u32>, Vec
     Ok((ids, offsets))
 }
 
+/// GPT-2's byte-to-unicode table: the character each byte becomes in a byte-level BPE vocabulary
+/// (useful to build vocabularies in tests and to read raw tokens).
+pub fn byte_level_alphabet() -> Vec<char> {
+    let mut bytes: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars = bytes.clone();
+    let mut next = 0;
+    for b in 0..256u32 {
+        if !bytes.contains(&b) {
+            bytes.push(b);
+            chars.push(256 + next);
+            next += 1;
+        }
+    }
+    let mut table = vec![' '; 256];
+    for (b, c) in bytes.iter().zip(chars) {
+        table[*b as usize] = char::from_u32(c).expect("code points below 512 are valid chars");
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// GPT-2's byte-to-unicode table (the alphabet of every byte-level BPE vocabulary).
-    fn byte_chars() -> Vec<char> {
-        let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-            .chain(0xA1..=0xAC)
-            .chain(0xAE..=0xFF)
-            .collect();
-        let mut cs = bs.clone();
-        let mut n = 0;
-        for b in 0..256u32 {
-            if !bs.contains(&b) {
-                bs.push(b);
-                cs.push(256 + n);
-                n += 1;
-            }
-        }
-        let mut table = vec![' '; 256];
-        for (b, c) in bs.iter().zip(cs) {
-            table[*b as usize] = char::from_u32(c).unwrap();
-        }
-        table
-    }
-
     fn bl(s: &str) -> String {
-        let t = byte_chars();
+        let t = byte_level_alphabet();
         s.bytes().map(|b| t[b as usize]).collect()
     }
 
@@ -507,7 +508,7 @@ mod tests {
     /// Same, with merges already in byte-level symbols.
     fn metadata_bl(pre: Option<&str>, merges: &[(String, String)]) -> HashMap<String, Value> {
         let mut tokens: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
-        tokens.extend(byte_chars().into_iter().map(|c| c.to_string()));
+        tokens.extend(byte_level_alphabet().into_iter().map(|c| c.to_string()));
         let mut merge_strs = Vec::new();
         for (a, b) in merges {
             let merged = format!("{a}{b}");
@@ -670,7 +671,7 @@ mod tests {
 
     #[test]
     fn offsets_round_trip_ascii_multibyte_and_specials() {
-        let t = byte_chars();
+        let t = byte_level_alphabet();
         let b = |bytes: &[u8]| -> String { bytes.iter().map(|x| t[*x as usize]).collect() };
         let e_acute = "é".as_bytes();
         let ri = "日".as_bytes();
@@ -695,7 +696,7 @@ mod tests {
     #[test]
     fn offsets_of_a_token_splitting_a_character() {
         // "é" is C3 A9; merge "h" with the first byte only, so the character is split.
-        let t = byte_chars();
+        let t = byte_level_alphabet();
         let tok = tokenizer_from_gguf(&metadata_bl(
             Some("smollm"),
             &[(bl("h"), t[0xC3].to_string())],
