@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use headscope::analysis::ablation::CurveAblation;
+use headscope::analysis::divergence::Divergence;
+use headscope::analysis::report::Method;
 use headscope::engine::{parse_dtype, DeviceChoice};
-use headscope::prompt::PromptStyle;
+use headscope::prompt::{Granularity, PromptStyle};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate an answer for a sample (or score its `output`) and print per-token probabilities.
     Run(RunArgs),
+    /// Run analysis methods (logit lens, head scores, source attributions, ablation curves) on a
+    /// sample and print a summary or write JSON.
+    Analyze(Box<AnalyzeArgs>),
     /// Measure the engine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -138,4 +144,133 @@ pub struct BenchSweepArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
+}
+
+/// `--method a,b,c`.
+#[derive(Clone, Debug)]
+pub struct MethodList(pub Vec<Method>);
+
+impl std::str::FromStr for MethodList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Method::parse_list(s).map(MethodList)
+    }
+}
+
+/// `--curve-k 0,10,20`.
+#[derive(Clone, Debug)]
+pub struct KGrid(pub Vec<usize>);
+
+impl std::str::FromStr for KGrid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("`{p}` is not a number of heads"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(KGrid)
+    }
+}
+
+fn parse_span(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}`: write a token range as START..END"))?;
+    let a = a.trim().parse::<usize>().map_err(|_| format!("`{a}` is not a token index"))?;
+    let b = b.trim().parse::<usize>().map_err(|_| format!("`{b}` is not a token index"))?;
+    if a >= b {
+        return Err(format!("`{s}`: the range is empty"));
+    }
+    Ok((a, b))
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Analyse every sample of the file (JSON output becomes a list) instead of `--index`.
+    #[arg(long)]
+    pub all_samples: bool,
+    /// Methods, comma-separated: logit-lens, heads:arc-jsd, heads:summed-attention,
+    /// heads:retrieval, heads:qrhead, heads:ablation, heads:patching, attr:arc-jsd,
+    /// attr:context-cite, attr:mirage, attr:marginal, attr:attention, ablation-curve, or all.
+    #[arg(long, default_value = "all")]
+    pub method: MethodList,
+    /// Sources for attribution: doc or sentence.
+    #[arg(long, default_value = "document")]
+    pub granularity: Granularity,
+    /// Write the analysis as JSON to PATH (`-` for stdout). The format is documented in the README.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// jsd (bounded, default), jsd_arc_code (ARC-JSD's released code), kl or kl_rev.
+    #[arg(long, default_value = "jsd")]
+    pub divergence: Divergence,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Generate even when the sample has an `output` to score.
+    #[arg(long)]
+    pub generate: bool,
+    /// Logit-lens tokens per cell.
+    #[arg(long, default_value_t = 5)]
+    pub lens_top_k: usize,
+    /// Summed attention from every answer position, not only the last prompt token.
+    #[arg(long)]
+    pub from_answer: bool,
+    /// ContextCite: number of random ablation masks.
+    #[arg(long, default_value_t = 64)]
+    pub ablations: usize,
+    /// ContextCite: probability that a source is kept in a mask.
+    #[arg(long, default_value_t = 0.5)]
+    pub keep_prob: f64,
+    /// ContextCite: Lasso regularisation.
+    #[arg(long, default_value_t = 0.01)]
+    pub lasso_alpha: f64,
+    /// ContextCite: explain only answer tokens START..END (a refit from cached ablations).
+    #[arg(long, value_parser = parse_span)]
+    pub answer_span: Option<(usize, usize)>,
+    /// Seed for ContextCite masks and random heads.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// MIRAGE: CTI threshold in standard deviations above the mean.
+    #[arg(long, default_value_t = 1.0)]
+    pub cti: f64,
+    /// MIRAGE: CCI filter (negative: top |CCI| % of the range; 0: mean; positive: top-k tokens).
+    #[arg(long, default_value_t = -5.0, allow_hyphen_values = true)]
+    pub cci: f64,
+    /// Ablation curve: numbers of heads, comma-separated.
+    #[arg(long, default_value = "0,10,20,30,40,50")]
+    pub curve_k: KGrid,
+    /// Ablation curve: random head sets per k.
+    #[arg(long, default_value_t = 5)]
+    pub curve_draws: usize,
+    /// Ablation curve: zero, mean or uniform.
+    #[arg(long, default_value = "zero")]
+    pub curve_ablation: CurveAblation,
+    /// Ablation curve: the head score that ranks heads (arc_jsd, summed_attention, retrieval,
+    /// qrhead, ablation, patching).
+    #[arg(long, default_value = "arc_jsd")]
+    pub curve_score: String,
+    /// Ablation curve: skip regenerating the answer under each ablation.
+    #[arg(long)]
+    pub no_regenerate: bool,
+    /// Skip the faithfulness metrics (top-k drop, LDS, top-1 accuracy).
+    #[arg(long)]
+    pub no_faithfulness: bool,
+    /// LDS: number of held-out masks.
+    #[arg(long, default_value_t = 32)]
+    pub lds_masks: usize,
+    /// Ablated variants per forward in head sweeps.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Recompute everything and store nothing.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where cached results live (default: $HEADSCOPE_CACHE/analysis or ~/.cache/headscope/analysis).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
 }

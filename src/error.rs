@@ -38,6 +38,10 @@ pub enum Error {
     #[error("invalid hook or intervention: {0}")]
     Hook(String),
 
+    /// An analysis cannot run on this input (no sources, an empty answer, misaligned prompts, ...).
+    #[error("analysis: {0}")]
+    Analysis(String),
+
     #[error("cancelled")]
     Cancelled,
 

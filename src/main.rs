@@ -22,6 +22,7 @@ fn main() {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => commands::run(args),
+        cli::Command::Analyze(args) => commands::analyze::analyze(*args),
         cli::Command::Bench(cmd) => commands::bench(cmd),
     };
     if let Err(err) = result {

@@ -1017,6 +1017,11 @@ impl RagPrompt {
         }
     }
 
+    /// The span of a byte range of the prompt text, by the token rule above.
+    pub fn span_of(&self, chars: Range<usize>) -> Span {
+        to_span(&token_anchors(&self.text, &self.token_offsets), chars)
+    }
+
     /// The prompt text of a span.
     pub fn span_text(&self, span: &Span) -> &str {
         self.text.get(span.chars.clone()).unwrap_or("")

@@ -10,6 +10,9 @@
 //!   recomputed: the variant starts at `resid_mid` = `resid_pre + norm?(attn_out − result_h)`;
 //! * **batching** — the heads of one layer run side by side as batch rows;
 //! * only the answer-predicting positions are unembedded.
+//!
+//! Also here: the top-k vs random-k ablation curve ([`ablation_curve`]), with zero, mean or
+//! uniform-pattern ablation.
 
 use candle_core::Tensor;
 use serde::Serialize;
@@ -18,15 +21,14 @@ use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::{Capture, Engine, Hooks, Positions, Start};
 use crate::{Error, Result};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct HeadSweep {
     /// `[layers][heads]`: summed answer log-prob with the head zeroed, minus the clean one.
     pub delta_logprob: Vec<Vec<f64>>,
     pub clean_logprob: f64,
 }
 
-/// Progress callback: `(done, total)` in heads; return `false` to cancel.
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+pub use super::Progress;
 
 /// Δ answer log-prob for zero-ablating each head, `max_batch` variants per forward.
 pub fn head_ablation_sweep(
@@ -37,7 +39,7 @@ pub fn head_ablation_sweep(
     progress: Progress,
 ) -> Result<HeadSweep> {
     if answer_ids.is_empty() {
-        return Err(Error::Hook("the answer is empty: nothing to score".into()));
+        return Err(Error::Analysis("the answer is empty: nothing to score".into()));
     }
     let arch = engine.arch();
     let (layers, heads) = (arch.num_layers, arch.num_heads);
@@ -91,19 +93,7 @@ pub fn head_ablation_sweep(
         while h0 < heads {
             let n = batch.min(heads - h0);
             let ablated_out = attn_out.broadcast_sub(&results.narrow(0, h0, n)?)?;
-            let resid_mid = engine
-                .model
-                .post_attention(l, ablated_out)?
-                .broadcast_add(resid_pre)?;
-            let trace = engine.forward(
-                Start::ResidMid {
-                    layer: l,
-                    resid: resid_mid,
-                },
-                None,
-                &tail_hooks,
-            )?;
-            let lp = answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer_ids)?;
+            let lp = score_attn_out_variants(engine, l, resid_pre, ablated_out, &tail_hooks, answer_ids)?;
             for (i, v) in lp.into_iter().enumerate() {
                 delta[l][h0 + i] = v - clean_logprob;
             }
@@ -116,5 +106,269 @@ pub fn head_ablation_sweep(
     Ok(HeadSweep {
         delta_logprob: delta,
         clean_logprob,
+    })
+}
+
+/// Summed answer log-prob for each variant of layer `l`'s attention output `[n, T, d]`, the layers
+/// below taken from a clean run (`resid_pre` `[1, T, d]`): the forward starts at `resid_mid`.
+pub(crate) fn score_attn_out_variants(
+    engine: &Engine,
+    l: usize,
+    resid_pre: &Tensor,
+    attn_out: Tensor,
+    tail_hooks: &Hooks,
+    answer_ids: &[u32],
+) -> Result<Vec<f64>> {
+    let resid_mid = engine
+        .model
+        .post_attention(l, attn_out)?
+        .broadcast_add(resid_pre)?;
+    let trace = engine.forward(
+        Start::ResidMid {
+            layer: l,
+            resid: resid_mid,
+        },
+        None,
+        tail_hooks,
+    )?;
+    answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer_ids)
+}
+
+/// How the heads of an ablation curve are knocked out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurveAblation {
+    /// `z_h = 0`.
+    #[default]
+    Zero,
+    /// `z_h` replaced by its mean over this prompt's positions.
+    Mean,
+    /// The head's pattern replaced by the uniform distribution over visible keys (the retrieval-head
+    /// paper's masking).
+    Uniform,
+}
+
+impl std::str::FromStr for CurveAblation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "zero" => Ok(CurveAblation::Zero),
+            "mean" => Ok(CurveAblation::Mean),
+            "uniform" | "uniform-pattern" | "uniform_pattern" => Ok(CurveAblation::Uniform),
+            _ => Err(format!("unknown ablation `{s}` (use zero, mean or uniform)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct CurveConfig {
+    /// Numbers of ablated heads (capped at layers × heads).
+    pub ks: Vec<usize>,
+    /// Random head sets per k.
+    pub draws: usize,
+    pub seed: u64,
+    pub kind: CurveAblation,
+    /// Regenerate the answer under each ablation and check it against the sample's `answers`.
+    pub regenerate: bool,
+    pub max_new_tokens: usize,
+}
+
+impl Default for CurveConfig {
+    fn default() -> Self {
+        CurveConfig {
+            ks: vec![0, 10, 20, 30, 40, 50],
+            draws: 5,
+            seed: 0,
+            kind: CurveAblation::Zero,
+            regenerate: true,
+            max_new_tokens: 32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct CurvePoint {
+    pub k: usize,
+    /// Answer log-prob with the top-k heads ablated.
+    pub top_logprob: f64,
+    /// The regenerated answer under the top-k ablation, and whether it is still correct.
+    pub top_answer: Option<String>,
+    pub top_correct: Option<bool>,
+    /// Answer log-prob per random draw, their mean and sample standard deviation.
+    pub random_logprobs: Vec<f64>,
+    pub random_logprob_mean: f64,
+    pub random_logprob_sd: f64,
+    /// Fraction of random draws whose regenerated answer is still correct.
+    pub random_correct_rate: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct AblationCurve {
+    /// The head score that ranks the heads.
+    pub score: String,
+    pub config: CurveConfig,
+    pub clean_logprob: f64,
+    /// The heads in ranking order, `(layer, head)`, as far as the largest k.
+    pub ranked_heads: Vec<(usize, usize)>,
+    pub points: Vec<CurvePoint>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, sd)
+}
+
+/// Top-k vs random-k head ablation curve (Wu et al. 2024's masking experiment, generalised to any
+/// head score). `importance[l][h]`: higher = ablated earlier.
+pub fn ablation_curve(
+    engine: &Engine,
+    subject: &super::Subject,
+    importance: &[Vec<f64>],
+    score_name: &str,
+    cfg: &CurveConfig,
+    progress: Progress,
+) -> Result<AblationCurve> {
+    use crate::engine::generate::generate_ablated;
+    use crate::engine::{AblationKind, HeadAblation};
+
+    let arch = engine.arch();
+    let (layers, heads) = (arch.num_layers, arch.num_heads);
+    let total = layers * heads;
+    let ranked: Vec<(usize, usize)> = super::top_heads(importance, total)
+        .into_iter()
+        .map(|(l, h, _)| (l, h))
+        .collect();
+    if ranked.len() != total {
+        return Err(Error::Analysis(format!(
+            "the `{score_name}` head score has {} usable values for {total} heads",
+            ranked.len()
+        )));
+    }
+    let mut ks: Vec<usize> = cfg.ks.iter().map(|&k| k.min(total)).collect();
+    ks.dedup();
+    let answer = subject.answer_ids();
+    let p = subject.prompt.ids.len();
+    let mut ids = subject.prompt.ids.clone();
+    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let dev = engine.model.device();
+
+    let kind = match cfg.kind {
+        CurveAblation::Zero => AblationKind::Zero,
+        CurveAblation::Uniform => AblationKind::UniformPattern,
+        CurveAblation::Mean => {
+            // Each head's z averaged over this prompt's positions: [L, H, d_head].
+            let trace = engine.forward(
+                Start::Tokens(&Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?),
+                None,
+                &Hooks {
+                    capture: Capture {
+                        z: Some(Positions::All),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )?;
+            let means = (0..layers)
+                .map(|l| Ok(trace.get(&format!("blocks.{l}.attn.hook_z"))?.squeeze(0)?.mean(0)?))
+                .collect::<Result<Vec<_>>>()?;
+            AblationKind::Mean(Tensor::stack(&means, 0)?)
+        }
+    };
+    let clean = engine.score(&subject.prompt.ids, answer, 0)?.total_logprob();
+    let answers_given = !subject.sample.answers().is_empty();
+    let mut rng = super::rng::SplitMix64::new(cfg.seed);
+    let mut points = Vec::with_capacity(ks.len());
+    for (step, &k) in ks.iter().enumerate() {
+        // Row 0: the top-k heads; rows 1..: random k heads from outside the top-k.
+        let mut sets = vec![ranked[..k].to_vec()];
+        if k > 0 && k < total {
+            for _ in 0..cfg.draws {
+                sets.push(rng.choose(&ranked[k..], k));
+            }
+        }
+        let rows = sets.len();
+        let mut mask = vec![1f32; rows * total];
+        for (r, set) in sets.iter().enumerate() {
+            for &(l, h) in set {
+                mask[r * total + l * heads + h] = 0.0;
+            }
+        }
+        let ablation = HeadAblation {
+            mask: Tensor::from_vec(mask, (rows, layers, heads), dev)?,
+            kind: kind.clone(),
+        };
+        let input = Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?
+            .broadcast_as((rows, ids.len()))?
+            .contiguous()?;
+        let trace = engine.forward(
+            Start::Tokens(&input),
+            None,
+            &Hooks {
+                head_ablation: Some(ablation.clone()),
+                capture: Capture {
+                    logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )?;
+        let lp = answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer)?;
+        let (texts, correct) = if cfg.regenerate && answers_given {
+            let outs = generate_ablated(
+                &engine.model,
+                &subject.prompt.ids,
+                &engine.stop_ids,
+                cfg.max_new_tokens,
+                &ablation,
+                || true,
+            )?;
+            engine.count_forwards(1 + outs.iter().map(Vec::len).max().unwrap_or(0));
+            let texts = outs
+                .iter()
+                .map(|o| engine.decode(o))
+                .collect::<Result<Vec<_>>>()?;
+            let correct: Vec<bool> = texts
+                .iter()
+                .map(|t| super::answer_is_correct(&subject.sample, t).unwrap_or(false))
+                .collect();
+            (Some(texts), Some(correct))
+        } else {
+            (None, None)
+        };
+        let random = if rows > 1 { lp[1..].to_vec() } else { vec![lp[0]] };
+        let (mean, sd) = mean_sd(&random);
+        points.push(CurvePoint {
+            k,
+            top_logprob: lp[0],
+            top_answer: texts.as_ref().map(|t| t[0].clone()),
+            top_correct: correct.as_ref().map(|c| c[0]),
+            random_logprob_mean: mean,
+            random_logprob_sd: sd,
+            random_correct_rate: correct.as_ref().map(|c| {
+                let r = if rows > 1 { &c[1..] } else { &c[..] };
+                r.iter().filter(|&&x| x).count() as f64 / r.len() as f64
+            }),
+            random_logprobs: random,
+        });
+        if !progress(step + 1, ks.len()) {
+            return Err(Error::Cancelled);
+        }
+    }
+    let kmax = ks.iter().copied().max().unwrap_or(0);
+    Ok(AblationCurve {
+        score: score_name.to_string(),
+        config: cfg.clone(),
+        clean_logprob: clean,
+        ranked_heads: ranked[..kmax].to_vec(),
+        points,
     })
 }

@@ -175,6 +175,73 @@ pub fn generate(
     Ok(out)
 }
 
+/// Greedy decoding of `rows` copies of one prompt side by side, row `r` under row `r` of a head
+/// ablation (`mask [rows, L, H]`), for the whole prompt and every new token. Rows stop
+/// independently; a finished row keeps being fed its stop token until all rows are done.
+/// Returns each row's answer ids (stop token excluded).
+pub fn generate_ablated(
+    model: &Transformer,
+    prompt_ids: &[u32],
+    stop_ids: &[u32],
+    max_new_tokens: usize,
+    ablation: &super::hooks::HeadAblation,
+    mut keep_going: impl FnMut() -> bool,
+) -> Result<Vec<Vec<u32>>> {
+    if prompt_ids.is_empty() {
+        return Err(Error::Hook("cannot generate from an empty prompt".into()));
+    }
+    let rows = ablation.mask.dims()[0];
+    let context = model.arch.max_position_embeddings;
+    let hooks = |logit_pos: usize| Hooks {
+        head_ablation: Some(ablation.clone()),
+        capture: Capture {
+            logits: Some(Positions::List(vec![logit_pos])),
+            kv_cache: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ids = ids_tensor(prompt_ids, model.device())?
+        .broadcast_as((rows, prompt_ids.len()))?
+        .contiguous()?;
+    let mut trace = model.forward(Start::Tokens(&ids), None, &hooks(prompt_ids.len() - 1))?;
+    let mut answers = vec![Vec::new(); rows];
+    let mut done = vec![false; rows];
+    let max_new = max_new_tokens.min(context.saturating_sub(prompt_ids.len()));
+    for _ in 0..max_new {
+        let logits = trace
+            .logits
+            .take()
+            .expect("logits were requested")
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .reshape((rows, ()))?
+            .to_vec2::<f32>()?;
+        let mut next = Vec::with_capacity(rows);
+        for (r, row) in logits.iter().enumerate() {
+            let id = top_k(row, 1)[0].0;
+            if !done[r] {
+                if stop_ids.contains(&id) {
+                    done[r] = true;
+                } else {
+                    answers[r].push(id);
+                }
+            }
+            next.push(if done[r] { stop_ids.first().copied().unwrap_or(id) } else { id });
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        if !keep_going() {
+            return Err(Error::Cancelled);
+        }
+        let cache = trace.kv_cache.take().expect("kv cache was requested");
+        let step = Tensor::from_vec(next, (rows, 1), model.device())?;
+        trace = model.forward(Start::Tokens(&step), Some(&cache), &hooks(0))?;
+    }
+    Ok(answers)
+}
+
 /// Teacher-forced scoring: the log-prob of every answer token after `prompt_ids`, one forward.
 pub fn score(
     model: &Transformer,

@@ -145,6 +145,10 @@ pub struct Hooks {
     pub mlp_mask: Option<Tensor>,
     pub patches: Vec<HeadPatch>,
     pub capture: Capture,
+    /// Use only ops that candle's autograd can follow (slow RMS norm and RoPE, an explicit masked
+    /// softmax, no chunked attention, no fused kernels), so gradients w.r.t. a `Var` input exist.
+    /// Same results as the fast path up to rounding; slower and more memory-hungry.
+    pub differentiable: bool,
 }
 
 pub fn hook_name(layer: usize, point: &str) -> String {

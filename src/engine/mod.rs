@@ -100,7 +100,7 @@ impl LoadOptions {
 }
 
 /// What a run reports about the model it used.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub model: String,
     pub path: PathBuf,
@@ -122,6 +122,8 @@ pub struct Engine {
     pub info: ModelInfo,
     /// Generation stops on any of these: the model's EOS ids and the template's end-of-turn token.
     pub stop_ids: Vec<u32>,
+    /// Forward calls made through this engine (a decoding step counts as one), for cost reports.
+    forwards: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -177,6 +179,7 @@ impl Engine {
             template,
             info,
             stop_ids,
+            forwards: Default::default(),
         })
     }
 
@@ -186,7 +189,19 @@ impl Engine {
 
     /// One hooked forward (see [`Transformer::forward`]).
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        self.count_forwards(1);
         self.model.forward(start, past, hooks)
+    }
+
+    /// Forward calls made so far (see [`Engine::count_forwards`]).
+    pub fn forward_count(&self) -> usize {
+        self.forwards.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records forwards run on `self.model` directly.
+    pub fn count_forwards(&self, n: usize) {
+        self.forwards
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn generate(
@@ -195,7 +210,9 @@ impl Engine {
         cfg: &GenerationConfig,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<ScoredAnswer> {
-        generate::generate(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)
+        let out = generate::generate(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)?;
+        self.count_forwards(out.answer_ids.len() + 1);
+        Ok(out)
     }
 
     pub fn score(
@@ -204,6 +221,7 @@ impl Engine {
         answer_ids: &[u32],
         top_k: usize,
     ) -> Result<ScoredAnswer> {
+        self.count_forwards(1);
         generate::score(&self.model, prompt_ids, answer_ids, top_k)
     }
 

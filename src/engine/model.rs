@@ -4,8 +4,14 @@
 //! Every family difference comes from [`Arch`]. Attention is the explicit
 //! `softmax(QKᵀ·scale + mask)·V` so probabilities can be captured and patterns replaced; softmax,
 //! norms and soft-caps run in f32 whatever the working dtype.
+//!
+//! The fast path uses fused ops without a backward pass (the in-place causal softmax, the gated
+//! activation, candle's `rms_norm` and `rope`). [`Hooks::differentiable`] swaps them for candle
+//! primitives that autograd can follow, and [`Transformer::embedding_gradient`] uses that to
+//! differentiate a function of the logits w.r.t. the input embeddings (gradient saliency).
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
+use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
 use super::hooks::{hook_name, AblationKind, Capture, Hooks, KvCache, Positions, Trace};
@@ -53,6 +59,20 @@ struct ForwardCtx {
     sliding_mask: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
+    /// Only ops with a backward pass (see [`Hooks::differentiable`]).
+    differentiable: bool,
+}
+
+/// The gradient of a scalar function of the last position's logits w.r.t. the input embeddings.
+#[derive(Debug)]
+pub struct EmbeddingGradient {
+    /// The function's value.
+    pub value: f64,
+    /// The last input position's logits `[b, vocab]`, f32.
+    pub logits: Tensor,
+    /// `∂f/∂e_j` `[b, t, d]` in f32, `e_j` the embedding-table row of input position `j` (before
+    /// Gemma 2's √d scale, which the chain rule folds in).
+    pub grad: Tensor,
 }
 
 impl Transformer {
@@ -140,10 +160,14 @@ impl Transformer {
     /// The logit lens: final norm + unembedding (+ Gemma 2's final soft-cap) of any residual-space
     /// tensor `[.., d]`, returned in f32.
     pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        self.unembed_with(x, false)
+    }
+
+    fn unembed_with(&self, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         let d = self.arch.hidden_size;
         let dims = x.dims().to_vec();
         let flat = x.reshape(((), d))?.to_dtype(self.dtype)?;
-        let normed = self.rms_norm(&flat, &self.weights.final_norm)?;
+        let normed = self.norm(&flat, &self.weights.final_norm, differentiable)?;
         let logits = normed
             .matmul(&self.weights.lm_head.t()?)?
             .to_dtype(DType::F32)?;
@@ -159,10 +183,31 @@ impl Transformer {
     /// What the attention sublayer adds to the residual stream given its output (Gemma 2's
     /// post-attention norm, or the output itself).
     pub fn post_attention(&self, layer: usize, attn_out: Tensor) -> Result<Tensor> {
+        self.post_attention_with(layer, attn_out, false)
+    }
+
+    fn post_attention_with(
+        &self,
+        layer: usize,
+        attn_out: Tensor,
+        differentiable: bool,
+    ) -> Result<Tensor> {
         match &self.weights.layers[layer].post_attn_norm {
-            Some(w) => self.rms_norm(&attn_out, w),
+            Some(w) => self.norm(&attn_out, w, differentiable),
             None => Ok(attn_out),
         }
+    }
+
+    /// RMS norm in f32; `differentiable` uses candle's slow version (same formula and eps), which
+    /// autograd can follow.
+    fn norm(&self, x: &Tensor, w: &Tensor, differentiable: bool) -> Result<Tensor> {
+        if !differentiable {
+            return self.rms_norm(x, w);
+        }
+        let eps = self.arch.rms_norm_eps as f32;
+        let y =
+            candle_nn::ops::rms_norm_slow(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?, eps)?;
+        Ok(y.to_dtype(self.dtype)?)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -224,7 +269,8 @@ impl Transformer {
                 ));
             }
         }
-        let ctx = self.forward_ctx(batch, seq, offset)?;
+        let diff = hooks.differentiable;
+        let ctx = self.forward_ctx(batch, seq, offset, diff)?;
         let ablated_layers = self.ablated_layers(hooks, batch)?;
         let cap = &hooks.capture;
         let mut trace = Trace::default();
@@ -245,7 +291,7 @@ impl Transformer {
                         hook_name(l, "hook_resid_pre"),
                     )?;
                 }
-                let normed = self.rms_norm(&x, &lw.attn_norm)?;
+                let normed = self.norm(&x, &lw.attn_norm, diff)?;
                 let past_kv = past.map(|p| &p.layers[l]);
                 let rows = if l + 1 == a.num_layers {
                     final_rows.as_deref()
@@ -279,7 +325,7 @@ impl Transformer {
                 if let Some(rows) = rows {
                     x = index_positions(&x, rows, 1)?;
                 }
-                x = (x + self.post_attention(l, attn_out)?)?;
+                x = (x + self.post_attention_with(l, attn_out, diff)?)?;
             } else if let (true, Some(rows)) = (l + 1 == a.num_layers, &final_rows) {
                 x = index_positions(&x, rows, 1)?;
             }
@@ -292,8 +338,8 @@ impl Transformer {
                     hook_name(l, "hook_resid_mid"),
                 )?;
             }
-            let normed = self.rms_norm(&x, &lw.mlp_norm)?;
-            let mut mlp_out = self.mlp(lw, &normed)?;
+            let normed = self.norm(&x, &lw.mlp_norm, diff)?;
+            let mut mlp_out = self.mlp(lw, &normed, diff)?;
             if let Some(mask) = &hooks.mlp_mask {
                 let m = mask
                     .i((.., l))?
@@ -311,7 +357,7 @@ impl Transformer {
                 )?;
             }
             let mlp_out = match &lw.post_mlp_norm {
-                Some(w) => self.rms_norm(&mlp_out, w)?,
+                Some(w) => self.norm(&mlp_out, w, diff)?,
                 None => mlp_out,
             };
             x = (x + mlp_out)?;
@@ -331,12 +377,70 @@ impl Transformer {
                 (Some(_), _) | (None, None) => x.clone(), // already only the wanted rows
                 (None, Some(list)) => index_positions(&x, &list, 1)?,
             };
-            trace.logits = Some(self.unembed(&selected)?);
+            trace.logits = Some(self.unembed_with(&selected, diff)?);
         }
         if cap.kv_cache {
             trace.kv_cache = Some(KvCache { layers: new_cache });
         }
         Ok(trace)
+    }
+
+    /// Differentiates `f(logits)` w.r.t. the input embeddings of `ids` `[b, t]`, where `logits`
+    /// `[b, vocab]` (f32) are the last position's and `f` returns a scalar tensor. One
+    /// differentiable forward (no KV cache) and one backward pass. candle's autograd also forms
+    /// the (discarded) gradients of every weight matrix, so a backward costs about two forwards.
+    pub fn embedding_gradient(
+        &self,
+        ids: &Tensor,
+        f: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<EmbeddingGradient> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 {
+            return Err(Error::Hook("cannot differentiate an empty input".into()));
+        }
+        let rows = self
+            .weights
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.arch.hidden_size))?;
+        // The variable is the unscaled row, so the gradient is w.r.t. the embedding table.
+        let var = Var::from_tensor(&rows)?;
+        let resid = match self.arch.embedding_scale {
+            Some(s) => (var.as_tensor() * s)?,
+            None => var.as_tensor().clone(),
+        };
+        let hooks = Hooks {
+            differentiable: true,
+            capture: Capture {
+                logits: Some(Positions::List(vec![t - 1])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let trace = self.forward(Start::ResidPre { layer: 0, resid }, None, &hooks)?;
+        let logits = trace
+            .logits
+            .ok_or_else(|| Error::Hook("the forward returned no logits".into()))?
+            .squeeze(1)?;
+        let out = f(&logits)?;
+        if out.elem_count() != 1 {
+            return Err(Error::Hook(format!(
+                "the differentiated function must return a scalar, not shape {:?}",
+                out.dims()
+            )));
+        }
+        let value = out.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
+        let grads = out.backward()?;
+        let grad = match grads.get(var.as_tensor()) {
+            Some(g) => g.to_dtype(DType::F32)?,
+            // `f` ignores the logits: the gradient is zero.
+            None => Tensor::zeros((b, t, self.arch.hidden_size), DType::F32, &self.device)?,
+        };
+        Ok(EmbeddingGradient {
+            value,
+            logits: logits.detach(),
+            grad,
+        })
     }
 
     /// When only some positions' logits are wanted and nothing else is asked of the last layer, that
@@ -374,7 +478,13 @@ impl Transformer {
         Ok(Some(rows))
     }
 
-    fn forward_ctx(&self, batch: usize, seq: usize, offset: usize) -> Result<ForwardCtx> {
+    fn forward_ctx(
+        &self,
+        batch: usize,
+        seq: usize,
+        offset: usize,
+        differentiable: bool,
+    ) -> Result<ForwardCtx> {
         let a = &self.arch;
         let total = offset + seq;
         let build = |window: Option<usize>| -> Result<Option<Tensor>> {
@@ -406,6 +516,7 @@ impl Transformer {
             },
             cos: self.cos.narrow(0, offset, seq)?,
             sin: self.sin.narrow(0, offset, seq)?,
+            differentiable,
         })
     }
 
@@ -459,16 +570,16 @@ impl Transformer {
         let q = split(0, h)?;
         let k = split(h, kv)?;
         let v = split(h + kv, kv)?;
-        let (q, k) = match a.rope_style {
-            RopeStyle::RotateHalf => (
-                candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?,
-                candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?,
-            ),
-            RopeStyle::Interleaved => (
-                candle_nn::rotary_emb::rope_i(&q, &ctx.cos, &ctx.sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &ctx.cos, &ctx.sin)?,
-            ),
+        let rotate = match (a.rope_style, ctx.differentiable) {
+            (RopeStyle::RotateHalf, false) => rope,
+            (RopeStyle::Interleaved, false) => rope_i,
+            (RopeStyle::RotateHalf, true) => rope_slow,
+            (RopeStyle::Interleaved, true) => rope_i_slow,
         };
+        let (q, k) = (
+            rotate(&q, &ctx.cos, &ctx.sin)?,
+            rotate(&k, &ctx.cos, &ctx.sin)?,
+        );
         // Only some query rows wanted (the last layer when only some logits are): keys and values
         // still cover every position.
         let (q, tq) = match query_rows {
@@ -493,6 +604,7 @@ impl Transformer {
                 Some(AblationKind::UniformPattern)
             );
         let mut z = if query_rows.is_none()
+            && !ctx.differentiable
             && !wants_probs
             && !uniform_ablation
             && tq >= 2 * self.attention_chunk
@@ -589,7 +701,12 @@ impl Transformer {
             window,
             softcap: a.attn_logit_softcap.map(|c| c as f32),
         };
-        let probs = match causal_softmax(scores, fused)? {
+        let fused_or_scores = if ctx.differentiable {
+            Err(scores)
+        } else {
+            causal_softmax(scores, fused)?
+        };
+        let probs = match fused_or_scores {
             Ok(p) => p,
             Err(mut scores) => {
                 if let Some(cap) = a.attn_logit_softcap {
@@ -598,7 +715,12 @@ impl Transformer {
                 if let Some(m) = mask {
                     scores = scores.broadcast_add(m)?;
                 }
-                candle_nn::ops::softmax_last_dim(&scores)?
+                if ctx.differentiable {
+                    // Built from max/exp/sum, which have backward passes.
+                    candle_nn::ops::softmax(&scores, D::Minus1)?
+                } else {
+                    candle_nn::ops::softmax_last_dim(&scores)?
+                }
             }
         };
 
@@ -798,17 +920,19 @@ impl Transformer {
         Ok(((z * keep)? + values)?)
     }
 
-    fn mlp(&self, lw: &LayerWeights, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, lw: &LayerWeights, x: &Tensor, differentiable: bool) -> Result<Tensor> {
         let ff = self.arch.intermediate_size;
         let gu = linear(x, &lw.gate_up_weight, None)?;
         let gelu = self.arch.activation == Activation::GeluTanh;
-        if let Some(act_up) = gated_activation(&gu, GatedActivation { ff, gelu })? {
-            return linear(&act_up, &lw.down_weight, None);
+        if !differentiable {
+            if let Some(act_up) = gated_activation(&gu, GatedActivation { ff, gelu })? {
+                return linear(&act_up, &lw.down_weight, None);
+            }
         }
         let gate = gu.narrow(D::Minus1, 0, ff)?;
         let up = gu.narrow(D::Minus1, ff, ff)?;
         let act = match self.arch.activation {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
+            Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gate.gelu()?,
         };
         linear(&(act * up)?, &lw.down_weight, None)

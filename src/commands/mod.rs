@@ -1,5 +1,7 @@
 //! The headless commands. Each loads the engine, calls library functions and writes text or JSON.
 
+pub mod analyze;
+
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -9,13 +11,14 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use headscope::analysis::ablation::head_ablation_sweep;
+use headscope::analysis::AnswerSource;
 use headscope::engine::generate::{GenerationConfig, ScoredAnswer};
 use headscope::engine::{Capture, Engine, Hooks, LoadOptions, ModelInfo, Positions, Start};
 use headscope::prompt::{load_samples, RagPrompt, Sample};
 
 use crate::cli::{BenchCommand, BenchForwardArgs, BenchSweepArgs, ModelArgs, PromptArgs, RunArgs};
 
-fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
+pub(crate) fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
     let name = args.model_name();
     let opts = LoadOptions {
         model: name.clone(),
@@ -74,32 +77,21 @@ fn obtain_answer(
     force_generate: bool,
     mut on_token: impl FnMut(&str),
 ) -> Result<(ScoredAnswer, &'static str)> {
-    match (&sample.output, force_generate) {
-        (Some(output), false) => {
-            let enc = engine
-                .tokenizer
-                .encode(output.as_str(), false)
-                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-            let ids = enc.get_ids().to_vec();
-            if ids.is_empty() {
-                bail!("the sample's `output` is empty: nothing to score (use --generate)");
-            }
-            Ok((
-                engine.score(&prompt.ids, &ids, cfg.top_k_alternatives)?,
-                "scored",
-            ))
-        }
-        _ => {
-            let answer = engine.generate(&prompt.ids, cfg, |id| {
-                on_token(&engine.token_texts(&[id])[0]);
-                true
-            })?;
-            Ok((answer, "generated"))
-        }
-    }
+    let (answer, source) =
+        headscope::analysis::obtain_answer(engine, sample, prompt, cfg, force_generate, |id| {
+            on_token(&engine.token_texts(&[id])[0]);
+            true
+        })?;
+    Ok((
+        answer,
+        match source {
+            AnswerSource::Given => "scored",
+            AnswerSource::Generated => "generated",
+        },
+    ))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     if path.as_os_str() == "-" {
         println!("{text}");
@@ -466,25 +458,29 @@ fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
 }
 
 /// A one-line progress bar on stderr (redrawn in place when stderr is a terminal).
-struct ProgressBar {
-    label: &'static str,
+/// A progress bar on stderr that appears only once a job has run for a second.
+pub(crate) struct ProgressBar {
+    label: String,
     start: Instant,
     last_draw: Option<Instant>,
     tty: bool,
 }
 
 impl ProgressBar {
-    fn new(label: &'static str, _total: usize) -> Self {
+    pub(crate) fn new(label: impl Into<String>, _total: usize) -> Self {
         use std::io::IsTerminal;
         ProgressBar {
-            label,
+            label: label.into(),
             start: Instant::now(),
             last_draw: None,
             tty: std::io::stderr().is_terminal(),
         }
     }
-    fn set(&mut self, done: usize, total: usize) {
+    pub(crate) fn set(&mut self, done: usize, total: usize) {
         let now = Instant::now();
+        if now.duration_since(self.start).as_secs_f64() < 1.0 {
+            return;
+        }
         let due = self.last_draw.map_or(true, |t| {
             now.duration_since(t).as_millis() >= if self.tty { 100 } else { 5000 }
         });
@@ -514,8 +510,8 @@ impl ProgressBar {
             eprintln!("{line}");
         }
     }
-    fn finish(&mut self) {
-        if self.tty {
+    pub(crate) fn finish(&mut self) {
+        if self.tty && self.last_draw.is_some() {
             eprintln!();
         }
     }

@@ -1,0 +1,124 @@
+//! Retrieval heads (Wu, Wang, Xiao, Peng, Fu, "Retrieval Head Mechanistically Explains Long-Context
+//! Factuality", arXiv 2404.15574, §4.3 of METHODS.md): a head earns `1/|needle|` at each answer
+//! step where its most-attended key lies inside the needle and holds the very token being produced
+//! (copy-paste behaviour).
+//!
+//! Differences from the released detector: the answer is scored teacher-forced in one forward
+//! (identical attention rows to greedy decoding of the same answer); one sample, so there is no
+//! ROUGE > 50 gate over many needle tests (the report states whether the answer is correct);
+//! the needle is located by character offsets (the target document, or the sample's `needle`
+//! text), never by Llama-2 token-id constants.
+
+use std::ops::Range;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use super::scoring::ids_tensor;
+use super::{Progress, Subject};
+use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetrievalScores {
+    /// Token range of the needle in the prompt.
+    pub needle: Range<usize>,
+    /// `needle` (the sample's field) or `target_document`.
+    pub needle_from: String,
+    /// `[layers][heads]`.
+    pub scores: Vec<Vec<f64>>,
+}
+
+/// The needle's token span: the sample's `needle` text where it occurs in the prompt, else the
+/// target document's span.
+pub fn needle_span(subject: &Subject, target_doc: usize) -> (Range<usize>, String) {
+    if let Some(needle) = subject.sample.extra.get("needle").and_then(|v| v.as_str()) {
+        let needle = needle.trim();
+        if !needle.is_empty() {
+            let start = subject.prompt.user_message_start;
+            if let Some(at) = subject.prompt.text[start..].find(needle) {
+                let span = subject
+                    .prompt
+                    .span_of(start + at..start + at + needle.len());
+                if !span.is_empty() {
+                    return (span.tokens, "needle".into());
+                }
+            }
+        }
+    }
+    (
+        subject.prompt.docs[target_doc].tokens.clone(),
+        "target_document".into(),
+    )
+}
+
+pub fn retrieval_scores(
+    engine: &Engine,
+    subject: &Subject,
+    needle: Range<usize>,
+    needle_from: String,
+    progress: Progress,
+) -> Result<RetrievalScores> {
+    if needle.is_empty() {
+        return Err(Error::Analysis("the needle span is empty".into()));
+    }
+    let answer = subject.answer_ids();
+    let p = subject.prompt.ids.len();
+    let ids = {
+        let mut v = subject.prompt.ids.clone();
+        v.extend_from_slice(&answer[..answer.len() - 1]);
+        v
+    };
+    let hooks = Hooks {
+        capture: Capture {
+            attn_rows: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+    let layers = engine.arch().num_layers;
+    let gain = 1.0 / needle.len() as f64;
+    let mut scores = Vec::with_capacity(layers);
+    for l in 0..layers {
+        // [1, H, A, T] → argmax over keys, first index on ties.
+        let rows = trace
+            .get(&format!("blocks.{l}.attn.hook_pattern"))?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .to_vec3::<f32>()?;
+        scores.push(
+            rows.iter()
+                .map(|head| {
+                    head.iter()
+                        .zip(answer)
+                        .filter(|(row, &tok)| {
+                            let j = argmax_first(row);
+                            needle.contains(&j) && ids[j] == tok
+                        })
+                        .count() as f64
+                        * gain
+                })
+                .collect(),
+        );
+        if !progress(l + 1, layers) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(RetrievalScores {
+        needle,
+        needle_from,
+        scores,
+    })
+}
+
+fn argmax_first(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = j;
+        }
+    }
+    best
+}

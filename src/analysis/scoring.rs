@@ -1,0 +1,172 @@
+//! The teacher-forced scoring core shared by every perturbation method (METHODS.md §0.2, §10.1):
+//! the same answer ids re-scored after many prompt variants, each variant reusing the keys and
+//! values of the full prompt up to the first token where it differs.
+
+use std::cell::Cell;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::divergence::{logit_prob, token_logprob};
+use crate::engine::{Capture, Engine, Hooks, KvCache, Positions, Start};
+use crate::{Error, Result};
+
+/// Logits at the answer-predicting positions: row `t` predicts answer token `t`.
+#[derive(Clone, Debug)]
+pub struct AnswerLogits {
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl AnswerLogits {
+    /// From a `[1, A, V]` (or `[A, V]`) logits tensor.
+    pub fn from_tensor(t: &Tensor) -> Result<AnswerLogits> {
+        let t = t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let t = if t.rank() == 3 { t.squeeze(0)? } else { t };
+        Ok(AnswerLogits {
+            rows: t.to_vec2::<f32>()?,
+        })
+    }
+
+    /// Log-prob of each answer token.
+    pub fn token_logprobs(&self, answer: &[u32]) -> Vec<f64> {
+        self.rows
+            .iter()
+            .zip(answer)
+            .map(|(r, &id)| token_logprob(r, id))
+            .collect()
+    }
+
+    /// ContextCite's logit-probability of each answer token.
+    pub fn logit_probs(&self, answer: &[u32]) -> Vec<f64> {
+        self.rows
+            .iter()
+            .zip(answer)
+            .map(|(r, &id)| logit_prob(r, id))
+            .collect()
+    }
+}
+
+/// How much model work a scorer did (for the cost columns of reports).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ScoringStats {
+    /// Forwards run (the base one included).
+    pub forwards: usize,
+    /// Token positions computed, summed over forwards (a full forward of the base counts its length).
+    pub tokens: usize,
+}
+
+/// Re-scores a fixed answer after prompt variants, reusing the base prompt's KV cache.
+pub struct PrefixScorer<'a> {
+    engine: &'a Engine,
+    /// Base prompt ids followed by every answer token but the last.
+    base: Vec<u32>,
+    answer: Vec<u32>,
+    cache: KvCache,
+    base_logits: AnswerLogits,
+    stats: Cell<ScoringStats>,
+}
+
+impl<'a> PrefixScorer<'a> {
+    /// One forward of `prompt ++ answer` keeping its keys and values.
+    pub fn new(engine: &'a Engine, prompt: &[u32], answer: &[u32]) -> Result<PrefixScorer<'a>> {
+        check_inputs(prompt, answer)?;
+        let mut base = prompt.to_vec();
+        base.extend_from_slice(&answer[..answer.len() - 1]);
+        let p = prompt.len();
+        let hooks = Hooks {
+            capture: Capture {
+                logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &base)?), None, &hooks)?;
+        let base_logits = AnswerLogits::from_tensor(trace.logits.as_ref().expect("requested"))?;
+        Ok(PrefixScorer {
+            engine,
+            cache: trace.kv_cache.expect("requested"),
+            stats: Cell::new(ScoringStats {
+                forwards: 1,
+                tokens: base.len(),
+            }),
+            base,
+            answer: answer.to_vec(),
+            base_logits,
+        })
+    }
+
+    pub fn answer(&self) -> &[u32] {
+        &self.answer
+    }
+
+    /// The answer's logits after the base prompt.
+    pub fn base(&self) -> &AnswerLogits {
+        &self.base_logits
+    }
+
+    pub fn stats(&self) -> ScoringStats {
+        self.stats.get()
+    }
+
+    /// The answer's logits after `prompt`: only the tokens after the prefix `prompt` shares with
+    /// the base prompt are computed.
+    pub fn score(&self, prompt: &[u32]) -> Result<AnswerLogits> {
+        check_inputs(prompt, &self.answer)?;
+        let mut ids = prompt.to_vec();
+        ids.extend_from_slice(&self.answer[..self.answer.len() - 1]);
+        let shared = ids
+            .iter()
+            .zip(&self.base)
+            .take_while(|(a, b)| a == b)
+            .count()
+            // The first answer-predicting position must be computed.
+            .min(prompt.len() - 1);
+        let past = self.cache.truncate(shared)?;
+        self.run(&ids[shared..], prompt.len() - 1 - shared, Some(&past))
+    }
+
+    /// The answer's logits after `prompt`, from scratch (no prefix reuse): the baseline the
+    /// reuse is measured against.
+    pub fn score_from_scratch(&self, prompt: &[u32]) -> Result<AnswerLogits> {
+        check_inputs(prompt, &self.answer)?;
+        let mut ids = prompt.to_vec();
+        ids.extend_from_slice(&self.answer[..self.answer.len() - 1]);
+        self.run(&ids, prompt.len() - 1, None)
+    }
+
+    fn run(&self, ids: &[u32], first_row: usize, past: Option<&KvCache>) -> Result<AnswerLogits> {
+        let hooks = Hooks {
+            capture: Capture {
+                logits: Some(Positions::Range(first_row..first_row + self.answer.len())),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let trace = self
+            .engine
+            .forward(Start::Tokens(&ids_tensor(self.engine, ids)?), past, &hooks)?;
+        let mut s = self.stats.get();
+        s.forwards += 1;
+        s.tokens += ids.len();
+        self.stats.set(s);
+        AnswerLogits::from_tensor(trace.logits.as_ref().expect("requested"))
+    }
+}
+
+fn check_inputs(prompt: &[u32], answer: &[u32]) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::Analysis("cannot score after an empty prompt".into()));
+    }
+    if answer.is_empty() {
+        return Err(Error::Analysis("the answer is empty: nothing to score".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn ids_tensor(engine: &Engine, ids: &[u32]) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        ids.to_vec(),
+        (1, ids.len()),
+        engine.model.device(),
+    )?)
+}

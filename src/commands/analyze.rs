@@ -1,0 +1,293 @@
+//! `headscope analyze`: the analysis methods on one sample (or every sample of a file), a
+//! readable summary on stdout, JSON with `--json`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use headscope::analysis::ablation::CurveConfig;
+use headscope::analysis::cache::ResultCache;
+use headscope::analysis::context_cite::ContextCiteConfig;
+use headscope::analysis::faithfulness::LdsConfig;
+use headscope::analysis::mirage::MirageConfig;
+use headscope::analysis::report::{analyze as run_analysis, AnalysisReport, AnalyzeOptions};
+use headscope::analysis::{ranking, top_heads, Subject};
+use headscope::engine::generate::GenerationConfig;
+use headscope::prompt::load_samples;
+
+use super::{load_engine, write_json, ProgressBar};
+use crate::cli::AnalyzeArgs;
+
+fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
+    AnalyzeOptions {
+        methods: args.method.0.clone(),
+        granularity: args.granularity,
+        divergence: args.divergence,
+        lens_top_k: args.lens_top_k,
+        attention_from_answer: args.from_answer,
+        context_cite: ContextCiteConfig {
+            num_ablations: args.ablations,
+            keep_prob: args.keep_prob,
+            seed: args.seed,
+            lasso_alpha: args.lasso_alpha,
+            masks: None,
+        },
+        mirage: MirageConfig {
+            cti: args.cti,
+            cci: args.cci,
+            ..MirageConfig::default()
+        },
+        curve: CurveConfig {
+            ks: args.curve_k.0.clone(),
+            draws: args.curve_draws,
+            seed: args.seed,
+            kind: args.curve_ablation,
+            regenerate: !args.no_regenerate,
+            ..CurveConfig::default()
+        },
+        curve_score: args.curve_score.replace('-', "_"),
+        faithfulness: !args.no_faithfulness,
+        lds: LdsConfig {
+            num_masks: args.lds_masks,
+            ..LdsConfig::default()
+        },
+        batch: args.batch,
+        answer_span: args.answer_span,
+        ..AnalyzeOptions::default()
+    }
+}
+
+pub fn analyze(args: AnalyzeArgs) -> Result<()> {
+    let (engine, _) = load_engine(&args.model)?;
+    let samples = load_samples(&args.prompt.sample)?;
+    let chosen: Vec<usize> = if args.all_samples {
+        (0..samples.len()).collect()
+    } else {
+        if args.prompt.index >= samples.len() {
+            bail!(
+                "{}: has {} sample(s); --index {} is out of range",
+                args.prompt.sample.display(),
+                samples.len(),
+                args.prompt.index
+            );
+        }
+        vec![args.prompt.index]
+    };
+    let cache = match (&args.no_cache, &args.cache_dir) {
+        (true, _) => ResultCache::disabled(),
+        (false, Some(dir)) => ResultCache::at(dir),
+        (false, None) => ResultCache::at(ResultCache::default_dir()),
+    };
+    let opts = options(&args);
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        ..GenerationConfig::default()
+    };
+    let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let mut reports = Vec::with_capacity(chosen.len());
+    for &i in &chosen {
+        let sample = samples[i].clone();
+        let name = sample.id().unwrap_or_else(|| format!("sample {i}"));
+        eprintln!("── {name}");
+        let t = Instant::now();
+        let subject = Subject::prepare(
+            &engine,
+            sample,
+            args.prompt.prompt_style,
+            &cfg,
+            args.generate,
+            |_| true,
+        )?;
+        let answer_s = t.elapsed().as_secs_f64();
+        let mut bar: Option<(String, ProgressBar)> = None;
+        let report = run_analysis(&engine, &subject, &opts, &cache, &mut |method, done, total| {
+            match &mut bar {
+                Some((m, b)) if m == method => b.set(done, total),
+                _ => {
+                    if let Some((_, b)) = &mut bar {
+                        b.finish();
+                    }
+                    let mut b = ProgressBar::new(method.to_string(), total);
+                    b.set(done, total);
+                    bar = Some((method.to_string(), b));
+                }
+            }
+            true
+        })?;
+        if let Some((_, b)) = &mut bar {
+            b.finish();
+        }
+        if !json_to_stdout {
+            print_summary(&report, answer_s);
+        }
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        if args.all_samples {
+            write_json(path, &reports)?;
+        } else {
+            write_json(path, &reports[0])?;
+        }
+    }
+    if args.all_samples && !json_to_stdout {
+        print_accuracy(&reports);
+    }
+    Ok(())
+}
+
+fn fmt_score(v: f64) -> String {
+    if v == 0.0 || (v.abs() >= 1e-3 && v.abs() < 1e4) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+fn print_summary(r: &AnalysisReport, answer_s: f64) {
+    let correct = match r.answer_correct {
+        Some(true) => " (correct)",
+        Some(false) => " (not correct)",
+        None => "",
+    };
+    println!(
+        "answer ({:?}, {answer_s:.1}s): {:?}{correct}",
+        r.answer_source, r.answer_text
+    );
+    if let Some(t) = &r.target_document {
+        println!(
+            "target document: D{} (chosen by {})",
+            t.index + 1,
+            t.chosen_by
+        );
+    }
+    if let Some(lens) = &r.logit_lens {
+        // The first layer output at which each answer token is the lens's top-1.
+        let firsts: Vec<String> = (0..lens.answer_tokens.len())
+            .map(|t| {
+                lens.rows
+                    .iter()
+                    .find(|row| row.point == "post" && row.cells[t].answer_rank == 0)
+                    .map_or("-".to_string(), |row| row.layer.to_string())
+            })
+            .collect();
+        println!(
+            "logit lens: first layer where each answer token is top-1: {}",
+            lens.answer_tokens
+                .iter()
+                .zip(&firsts)
+                .map(|(tok, l)| format!("{tok:?}@{l}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    for (name, m) in &r.head_scores {
+        let top = top_heads(m, 5)
+            .into_iter()
+            .map(|(l, h, v)| format!("L{l}H{h} {}", fmt_score(v)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("heads {name:<17} top: {top}");
+    }
+    for (name, scores) in &r.attribution {
+        let ranked = ranking(scores)
+            .into_iter()
+            .map(|i| format!("{} {}", r.sources[i].label, fmt_score(scores[i])))
+            .collect::<Vec<_>>()
+            .join(" > ");
+        let f = r.faithfulness.get(name);
+        let extra = f
+            .map(|f| {
+                let top1 = match f.top1_correct {
+                    Some(true) => "top-1 gold ✓",
+                    Some(false) => "top-1 gold ✗",
+                    None => "",
+                };
+                let lds = f.lds.map(|v| format!(", LDS {v:.2}")).unwrap_or_default();
+                let drop = f
+                    .topk_drop
+                    .first()
+                    .map(|v| format!(", top-1 drop {v:.2}"))
+                    .unwrap_or_default();
+                format!("   [{top1}{lds}{drop}]")
+            })
+            .unwrap_or_default();
+        println!("attr  {name:<13} {ranked}{extra}");
+    }
+    if let Some(m) = &r.details.mirage {
+        println!("MIRAGE citations: {}", m.cited_answer);
+    }
+    if let Some(c) = &r.ablation_curve {
+        println!(
+            "ablation curve ({} ablation, heads by {}; clean log p = {:.2}):",
+            serde_json::to_value(c.config.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            c.score,
+            c.clean_logprob
+        );
+        for p in &c.points {
+            let ok = |b: Option<bool>| match b {
+                Some(true) => "correct",
+                Some(false) => "wrong",
+                None => "",
+            };
+            let rate = p
+                .random_correct_rate
+                .map(|x| format!(", {:.0}% correct", 100.0 * x))
+                .unwrap_or_default();
+            println!(
+                "  k={:<3} top-k {:>8.2} {:<8} random {:>8.2} ± {:.2}{rate}",
+                p.k,
+                p.top_logprob,
+                ok(p.top_correct),
+                p.random_logprob_mean,
+                p.random_logprob_sd
+            );
+        }
+    }
+    let total: f64 = r.costs.values().map(|c| c.seconds).sum();
+    let costs = r
+        .costs
+        .iter()
+        .map(|(k, c)| {
+            format!(
+                "{k} {:.1}s{}",
+                c.seconds,
+                if c.cached { " (cached)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("time: {total:.1}s — {costs}");
+}
+
+/// Over several samples: per attribution, how often the top source is the gold document (on all
+/// samples and on those the model answers correctly).
+fn print_accuracy(reports: &[AnalysisReport]) {
+    let mut names: Vec<&String> = reports
+        .iter()
+        .flat_map(|r| r.faithfulness.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    println!("\ntop-1 = gold, per attribution ({} samples):", reports.len());
+    for name in names {
+        let mut all = (0, 0);
+        let mut when_correct = (0, 0);
+        for r in reports {
+            if let Some(ok) = r.faithfulness.get(name).and_then(|f| f.top1_correct) {
+                all.1 += 1;
+                all.0 += usize::from(ok);
+                if r.answer_correct == Some(true) {
+                    when_correct.1 += 1;
+                    when_correct.0 += usize::from(ok);
+                }
+            }
+        }
+        println!(
+            "  {name:<13} {}/{} (answer correct: {}/{})",
+            all.0, all.1, when_correct.0, when_correct.1
+        );
+    }
+}
