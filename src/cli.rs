@@ -179,8 +179,14 @@ fn parse_span(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s
         .split_once("..")
         .ok_or_else(|| format!("`{s}`: write a token range as START..END"))?;
-    let a = a.trim().parse::<usize>().map_err(|_| format!("`{a}` is not a token index"))?;
-    let b = b.trim().parse::<usize>().map_err(|_| format!("`{b}` is not a token index"))?;
+    let a = a
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{a}` is not a token index"))?;
+    let b = b
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{b}` is not a token index"))?;
     if a >= b {
         return Err(format!("`{s}`: the range is empty"));
     }

@@ -14,40 +14,15 @@ use headscope::engine::{Capture, Engine, GenerationConfig, Hooks, LoadOptions, P
 use headscope::prompt::{Document, Granularity, PromptStyle, RagPrompt, Sample};
 use headscope::Error;
 
+mod common;
+
 const OUTPUT: &str = "Cats eat fish. Dogs like bones.";
 
 /// The qwen2 fixture with a 512-token context instead of 128 (three `Document [i](Title: T): `
-/// lines already take ~140 tokens of its 300-token vocabulary). Same weights; RoPE is defined at
-/// every position.
+/// lines already take ~140 tokens of its 300-token vocabulary).
 fn model_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2");
-        let dst = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mirage-qwen2-512");
-        std::fs::create_dir_all(&dst).unwrap();
-        for name in [
-            "config.json",
-            "generation_config.json",
-            "model.safetensors",
-            "tokenizer.json",
-            "tokenizer_config.json",
-        ] {
-            let mut bytes = std::fs::read(src.join(name)).unwrap();
-            if name == "config.json" {
-                let mut config: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                config["max_position_embeddings"] = 512.into();
-                bytes = serde_json::to_vec_pretty(&config).unwrap();
-            }
-            // Rewritten only when different, through a rename, so concurrent runs never see a
-            // half-written file.
-            if std::fs::read(dst.join(name)).ok().as_deref() != Some(&bytes[..]) {
-                let tmp = dst.join(format!("{name}.{}.tmp", std::process::id()));
-                std::fs::write(&tmp, &bytes).unwrap();
-                std::fs::rename(&tmp, dst.join(name)).unwrap();
-            }
-        }
-        dst
-    })
+    DIR.get_or_init(|| common::fixture_with_context("qwen2", 512))
 }
 
 fn engine() -> Engine {
@@ -212,7 +187,8 @@ fn check_citations(r: &MirageResult, n_docs: usize) {
 fn citations_are_rethresholded_from_cached_scores() {
     let engine = engine();
     let subject = subject(&engine);
-    let dir = std::env::temp_dir().join(format!("headscope-mirage-test-{}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("mirage-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cache = ResultCache::at(&dir);
     let g = Granularity::Document;

@@ -39,7 +39,9 @@ pub fn head_ablation_sweep(
     progress: Progress,
 ) -> Result<HeadSweep> {
     if answer_ids.is_empty() {
-        return Err(Error::Analysis("the answer is empty: nothing to score".into()));
+        return Err(Error::Analysis(
+            "the answer is empty: nothing to score".into(),
+        ));
     }
     let arch = engine.arch();
     let (layers, heads) = (arch.num_layers, arch.num_heads);
@@ -93,7 +95,14 @@ pub fn head_ablation_sweep(
         while h0 < heads {
             let n = batch.min(heads - h0);
             let ablated_out = attn_out.broadcast_sub(&results.narrow(0, h0, n)?)?;
-            let lp = score_attn_out_variants(engine, l, resid_pre, ablated_out, &tail_hooks, answer_ids)?;
+            let lp = score_attn_out_variants(
+                engine,
+                l,
+                resid_pre,
+                ablated_out,
+                &tail_hooks,
+                answer_ids,
+            )?;
             for (i, v) in lp.into_iter().enumerate() {
                 delta[l][h0 + i] = v - clean_logprob;
             }
@@ -155,7 +164,9 @@ impl std::str::FromStr for CurveAblation {
             "zero" => Ok(CurveAblation::Zero),
             "mean" => Ok(CurveAblation::Mean),
             "uniform" | "uniform-pattern" | "uniform_pattern" => Ok(CurveAblation::Uniform),
-            _ => Err(format!("unknown ablation `{s}` (use zero, mean or uniform)")),
+            _ => Err(format!(
+                "unknown ablation `{s}` (use zero, mean or uniform)"
+            )),
         }
     }
 }
@@ -238,7 +249,6 @@ pub fn ablation_curve(
     progress: Progress,
 ) -> Result<AblationCurve> {
     use crate::engine::generate::generate_ablated;
-    use crate::engine::{AblationKind, HeadAblation};
 
     let arch = engine.arch();
     let (layers, heads) = (arch.num_layers, arch.num_heads);
@@ -256,34 +266,10 @@ pub fn ablation_curve(
     let mut ks: Vec<usize> = cfg.ks.iter().map(|&k| k.min(total)).collect();
     ks.dedup();
     let answer = subject.answer_ids();
-    let p = subject.prompt.ids.len();
-    let mut ids = subject.prompt.ids.clone();
-    ids.extend_from_slice(&answer[..answer.len() - 1]);
-    let dev = engine.model.device();
-
-    let kind = match cfg.kind {
-        CurveAblation::Zero => AblationKind::Zero,
-        CurveAblation::Uniform => AblationKind::UniformPattern,
-        CurveAblation::Mean => {
-            // Each head's z averaged over this prompt's positions: [L, H, d_head].
-            let trace = engine.forward(
-                Start::Tokens(&Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?),
-                None,
-                &Hooks {
-                    capture: Capture {
-                        z: Some(Positions::All),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )?;
-            let means = (0..layers)
-                .map(|l| Ok(trace.get(&format!("blocks.{l}.attn.hook_z"))?.squeeze(0)?.mean(0)?))
-                .collect::<Result<Vec<_>>>()?;
-            AblationKind::Mean(Tensor::stack(&means, 0)?)
-        }
-    };
-    let clean = engine.score(&subject.prompt.ids, answer, 0)?.total_logprob();
+    let kind = ablation_kind(engine, subject, cfg.kind)?;
+    let clean = engine
+        .score(&subject.prompt.ids, answer, 0)?
+        .total_logprob();
     let answers_given = !subject.sample.answers().is_empty();
     let mut rng = super::rng::SplitMix64::new(cfg.seed);
     let mut points = Vec::with_capacity(ks.len());
@@ -296,32 +282,8 @@ pub fn ablation_curve(
             }
         }
         let rows = sets.len();
-        let mut mask = vec![1f32; rows * total];
-        for (r, set) in sets.iter().enumerate() {
-            for &(l, h) in set {
-                mask[r * total + l * heads + h] = 0.0;
-            }
-        }
-        let ablation = HeadAblation {
-            mask: Tensor::from_vec(mask, (rows, layers, heads), dev)?,
-            kind: kind.clone(),
-        };
-        let input = Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?
-            .broadcast_as((rows, ids.len()))?
-            .contiguous()?;
-        let trace = engine.forward(
-            Start::Tokens(&input),
-            None,
-            &Hooks {
-                head_ablation: Some(ablation.clone()),
-                capture: Capture {
-                    logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )?;
-        let lp = answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer)?;
+        let ablation = head_set_ablation(engine, &sets, &kind)?;
+        let lp = ablated_answer_logprobs(engine, subject, &ablation)?;
         let (texts, correct) = if cfg.regenerate && answers_given {
             let outs = generate_ablated(
                 &engine.model,
@@ -344,7 +306,11 @@ pub fn ablation_curve(
         } else {
             (None, None)
         };
-        let random = if rows > 1 { lp[1..].to_vec() } else { vec![lp[0]] };
+        let random = if rows > 1 {
+            lp[1..].to_vec()
+        } else {
+            vec![lp[0]]
+        };
         let (mean, sd) = mean_sd(&random);
         points.push(CurvePoint {
             k,
@@ -371,4 +337,99 @@ pub fn ablation_curve(
         ranked_heads: ranked[..kmax].to_vec(),
         points,
     })
+}
+
+/// The engine's ablation for a curve's kind; `Mean` averages each head's `z` over every input
+/// position of the subject's teacher-forced run.
+pub fn ablation_kind(
+    engine: &Engine,
+    subject: &super::Subject,
+    kind: CurveAblation,
+) -> Result<crate::engine::AblationKind> {
+    use crate::engine::AblationKind;
+    Ok(match kind {
+        CurveAblation::Zero => AblationKind::Zero,
+        CurveAblation::Uniform => AblationKind::UniformPattern,
+        CurveAblation::Mean => {
+            let answer = subject.answer_ids();
+            let mut ids = subject.prompt.ids.clone();
+            ids.extend_from_slice(&answer[..answer.len() - 1]);
+            let trace = engine.forward(
+                Start::Tokens(&super::scoring::ids_tensor(engine, &ids)?),
+                None,
+                &Hooks {
+                    capture: Capture {
+                        z: Some(Positions::All),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )?;
+            // [L, H, d_head]
+            let means = (0..engine.arch().num_layers)
+                .map(|l| {
+                    Ok(trace
+                        .get(&format!("blocks.{l}.attn.hook_z"))?
+                        .squeeze(0)?
+                        .mean(0)?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            AblationKind::Mean(Tensor::stack(&means, 0)?)
+        }
+    })
+}
+
+/// A batched head ablation: row `r` ablates the `(layer, head)` pairs of `sets[r]`.
+pub fn head_set_ablation(
+    engine: &Engine,
+    sets: &[Vec<(usize, usize)>],
+    kind: &crate::engine::AblationKind,
+) -> Result<crate::engine::HeadAblation> {
+    let arch = engine.arch();
+    let (layers, heads) = (arch.num_layers, arch.num_heads);
+    let total = layers * heads;
+    let mut mask = vec![1f32; sets.len() * total];
+    for (r, set) in sets.iter().enumerate() {
+        for &(l, h) in set {
+            if l >= layers || h >= heads {
+                return Err(Error::Analysis(format!(
+                    "head L{l}H{h} does not exist ({layers} layers × {heads} heads)"
+                )));
+            }
+            mask[r * total + l * heads + h] = 0.0;
+        }
+    }
+    Ok(crate::engine::HeadAblation {
+        mask: Tensor::from_vec(mask, (sets.len(), layers, heads), engine.model.device())?,
+        kind: kind.clone(),
+    })
+}
+
+/// Teacher-forced answer log-prob under each row of a batched head ablation (one forward).
+pub fn ablated_answer_logprobs(
+    engine: &Engine,
+    subject: &super::Subject,
+    ablation: &crate::engine::HeadAblation,
+) -> Result<Vec<f64>> {
+    let answer = subject.answer_ids();
+    let p = subject.prompt.ids.len();
+    let mut ids = subject.prompt.ids.clone();
+    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let rows = ablation.mask.dims()[0];
+    let input = super::scoring::ids_tensor(engine, &ids)?
+        .broadcast_as((rows, ids.len()))?
+        .contiguous()?;
+    let trace = engine.forward(
+        Start::Tokens(&input),
+        None,
+        &Hooks {
+            head_ablation: Some(ablation.clone()),
+            capture: Capture {
+                logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer)
 }

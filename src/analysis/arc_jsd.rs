@@ -48,10 +48,17 @@ pub fn attribution(
 ) -> Result<ArcJsdAttribution> {
     let n = subject.sources(granularity).len();
     if n == 0 {
-        return Err(Error::Analysis("the sample has no sources to attribute".into()));
+        return Err(Error::Analysis(
+            "the sample has no sources to attribute".into(),
+        ));
     }
     let before = scorer.stats();
-    let base: Vec<Vec<f64>> = scorer.base().rows.par_iter().map(|r| log_softmax(r)).collect();
+    let base: Vec<Vec<f64>> = scorer
+        .base()
+        .rows
+        .par_iter()
+        .map(|r| log_softmax(r))
+        .collect();
     let mut per_token = Vec::with_capacity(n);
     for i in 0..n {
         let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
@@ -121,7 +128,11 @@ fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Com
     let mut heads = Vec::with_capacity(layers);
     let mut mlp = Vec::with_capacity(layers);
     for l in 0..layers {
-        heads.push(trace.get(&format!("blocks.{l}.attn.hook_result"))?.squeeze(0)?);
+        heads.push(
+            trace
+                .get(&format!("blocks.{l}.attn.hook_result"))?
+                .squeeze(0)?,
+        );
         mlp.push(trace.get(&format!("blocks.{l}.hook_mlp_out"))?.squeeze(0)?);
     }
     Ok(Components { heads, mlp })

@@ -78,7 +78,13 @@ impl CacheKey {
         let safe: String = self
             .what
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("{safe}-{:016x}.json", fnv1a64(text.as_bytes()))
     }

@@ -196,7 +196,10 @@ mod tests {
         for lp in [-1e-9, -0.1, -0.69, -0.7, -5.0, -40.0] {
             let p: f64 = f64::exp(lp);
             let want = lp - (1.0 - p).ln();
-            assert!((span_logit(lp) - want).abs() < 1e-6 * want.abs().max(1.0), "{lp}");
+            assert!(
+                (span_logit(lp) - want).abs() < 1e-6 * want.abs().max(1.0),
+                "{lp}"
+            );
         }
     }
 }

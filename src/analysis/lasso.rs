@@ -364,6 +364,12 @@ mod tests {
             assert!(close(*w, *want, 1e-9), "{w} vs {want}");
         }
         assert!(close(fit.intercept, SK_B, 1e-9));
+        assert!(
+            fit.sweeps < 1000 && fit.gap < 1e-10,
+            "{} sweeps, gap {}",
+            fit.sweeps,
+            fit.gap
+        );
         let big = lasso_standardized(&x, &SK_Y, 0.3).unwrap();
         for (w, want) in big.weights.iter().zip(&SK_W_03) {
             assert!(close(*w, *want, 1e-9), "{w} vs {want}");

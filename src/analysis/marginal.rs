@@ -34,7 +34,11 @@ fn prior(subject: &Subject, n: usize) -> Result<Vec<f64>> {
         .map(|a| a.iter().map(|v| v.as_f64()).collect::<Option<Vec<_>>>())
         .unwrap_or(None);
     match weights {
-        Some(w) if w.len() == n && w.iter().all(|x| *x >= 0.0 && x.is_finite()) && w.iter().sum::<f64>() > 0.0 => {
+        Some(w)
+            if w.len() == n
+                && w.iter().all(|x| *x >= 0.0 && x.is_finite())
+                && w.iter().sum::<f64>() > 0.0 =>
+        {
             let total: f64 = w.iter().sum();
             Ok(w.iter().map(|x| x / total).collect())
         }
@@ -58,9 +62,8 @@ pub fn marginal(
     }
     let prior = prior(subject, n)?;
     let answer = subject.answer_ids();
-    let total = |ids: &[u32]| -> Result<f64> {
-        Ok(scorer.score(ids)?.token_logprobs(answer).iter().sum())
-    };
+    let total =
+        |ids: &[u32]| -> Result<f64> { Ok(scorer.score(ids)?.token_logprobs(answer).iter().sum()) };
     let mut loglik = Vec::with_capacity(n);
     for k in 0..n {
         let keep: Vec<bool> = (0..n).map(|j| j == k).collect();
@@ -76,7 +79,13 @@ pub fn marginal(
     let logits: Vec<f64> = prior
         .iter()
         .zip(&loglik)
-        .map(|(p, l)| if *p > 0.0 { p.ln() + l } else { f64::NEG_INFINITY })
+        .map(|(p, l)| {
+            if *p > 0.0 {
+                p.ln() + l
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
         .collect();
     let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let z: f64 = logits.iter().map(|x| (x - max).exp()).sum();

@@ -49,7 +49,10 @@ pub fn patching(
     let k = (clean.ids.len() - clean.question.tokens.start) + (a - 1);
     let tail_c = clean.ids.len() - clean.question.tokens.start;
     let tail_r = corrupted.ids.len() - corrupted.question.tokens.start;
-    if tail_c != tail_r || clean.ids[clean.question.tokens.start..] != corrupted.ids[corrupted.question.tokens.start..] {
+    if tail_c != tail_r
+        || clean.ids[clean.question.tokens.start..]
+            != corrupted.ids[corrupted.question.tokens.start..]
+    {
         return Err(Error::Analysis(
             "the question and prompt suffix tokenise differently without the document; \
              positions cannot be aligned for patching"

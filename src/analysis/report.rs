@@ -373,9 +373,11 @@ pub fn analyze(
     let mut spans = src_spans.clone();
     spans.extend(doc_spans.iter().cloned());
     let attention = if needs_attention {
-        Some(run.step("attention", (g, opts.attention_from_answer), |e, s, _| {
-            span_attention(e, s, &spans)
-        })?)
+        Some(
+            run.step("attention", (g, opts.attention_from_answer), |e, s, _| {
+                span_attention(e, s, &spans)
+            })?,
+        )
     } else {
         None
     };
@@ -395,7 +397,9 @@ pub fn analyze(
     }
     let target_index = target.as_ref().map(|t| t.index);
 
-    if want(Method::HeadsSummedAttention) || opts.curve_score == "summed_attention" && want(Method::AblationCurve) {
+    if want(Method::HeadsSummedAttention)
+        || opts.curve_score == "summed_attention" && want(Method::AblationCurve)
+    {
         let att = attention.as_ref().expect("computed above");
         let t = n_src + target_index.expect("target computed with attention");
         report.head_scores.insert(
@@ -431,23 +435,29 @@ pub fn analyze(
         None
     };
 
-    let wants_arc_heads = want(Method::HeadsArcJsd)
-        || (want(Method::AblationCurve) && opts.curve_score == "arc_jsd");
+    let wants_arc_heads =
+        want(Method::HeadsArcJsd) || (want(Method::AblationCurve) && opts.curve_score == "arc_jsd");
     if want(Method::AttrArcJsd) || wants_arc_heads {
         let scorer = scorer.as_ref().expect("built above");
         let attr = run.step("attr:arc-jsd", (g, opts.divergence), |e, s, p| {
             super::arc_jsd::attribution(e, s, g, opts.divergence, scorer, p)
         })?;
         if want(Method::AttrArcJsd) {
-            report.attribution.insert("arc_jsd".into(), attr.scores.clone());
+            report
+                .attribution
+                .insert("arc_jsd".into(), attr.scores.clone());
         }
         if wants_arc_heads {
             let top = attr.top;
             let heads = run.step("heads:arc-jsd", (g, opts.divergence, top), |e, s, p| {
                 super::arc_jsd::heads(e, s, g, top, opts.divergence, p)
             })?;
-            report.head_scores.insert("arc_jsd".into(), heads.heads.clone());
-            report.mlp_scores.insert("arc_jsd".into(), heads.mlp.clone());
+            report
+                .head_scores
+                .insert("arc_jsd".into(), heads.heads.clone());
+            report
+                .mlp_scores
+                .insert("arc_jsd".into(), heads.mlp.clone());
             report.details.arc_jsd_heads = Some(heads);
         }
         report.details.arc_jsd = Some(attr);
@@ -456,34 +466,48 @@ pub fn analyze(
     let target_needed = |name: &str| -> Result<usize> {
         target_index.ok_or_else(|| Error::Analysis(format!("{name} needs a target document")))
     };
-    if want(Method::HeadsRetrieval) || (want(Method::AblationCurve) && opts.curve_score == "retrieval") {
+    if want(Method::HeadsRetrieval)
+        || (want(Method::AblationCurve) && opts.curve_score == "retrieval")
+    {
         let t = target_needed("heads:retrieval")?;
         let (needle, from) = super::retrieval::needle_span(subject, t);
         let r = run.step("heads:retrieval", (&needle, &from), |e, s, p| {
             super::retrieval::retrieval_scores(e, s, needle.clone(), from.clone(), p)
         })?;
-        report.head_scores.insert("retrieval".into(), r.scores.clone());
+        report
+            .head_scores
+            .insert("retrieval".into(), r.scores.clone());
         report.details.retrieval = Some(r);
     }
     if want(Method::HeadsQrHead) || (want(Method::AblationCurve) && opts.curve_score == "qrhead") {
         let t = target_needed("heads:qrhead")?;
-        let q = run.step("heads:qrhead", t, |e, s, p| super::qrhead::qrhead(e, s, t, p))?;
+        let q = run.step("heads:qrhead", t, |e, s, p| {
+            super::qrhead::qrhead(e, s, t, p)
+        })?;
         report.head_scores.insert("qrhead".into(), q.scores.clone());
         report.details.qrhead = Some(q);
     }
-    if want(Method::HeadsAblation) || (want(Method::AblationCurve) && opts.curve_score == "ablation") {
+    if want(Method::HeadsAblation)
+        || (want(Method::AblationCurve) && opts.curve_score == "ablation")
+    {
         let sweep = run.step("heads:ablation", (), |e, s, p| {
             head_ablation_sweep(e, &s.prompt.ids, s.answer_ids(), opts.batch, p)
         })?;
-        report.head_scores.insert("ablation".into(), sweep.delta_logprob.clone());
+        report
+            .head_scores
+            .insert("ablation".into(), sweep.delta_logprob.clone());
         report.details.ablation = Some(sweep);
     }
-    if want(Method::HeadsPatching) || (want(Method::AblationCurve) && opts.curve_score == "patching") {
+    if want(Method::HeadsPatching)
+        || (want(Method::AblationCurve) && opts.curve_score == "patching")
+    {
         let t = target_needed("heads:patching")?;
         let pt = run.step("heads:patching", t, |e, s, p| {
             super::patching::patching(e, s, t, opts.batch, p)
         })?;
-        report.head_scores.insert("patching".into(), pt.effect.clone());
+        report
+            .head_scores
+            .insert("patching".into(), pt.effect.clone());
         report.details.patching = Some(pt);
     }
 
@@ -506,21 +530,23 @@ pub fn analyze(
             None => 0..ablations.answer_len(),
         };
         let cc = super::context_cite::fit(&ablations, span, opts.context_cite.lasso_alpha)?;
-        run.record("attr:context-cite", t, before, engine.forward_count() == before);
-        report.attribution.insert("context_cite".into(), cc.scores.clone());
+        run.record(
+            "attr:context-cite",
+            t,
+            before,
+            engine.forward_count() == before,
+        );
+        report
+            .attribution
+            .insert("context_cite".into(), cc.scores.clone());
         report.details.context_cite = Some(cc);
     }
     if want(Method::AttrMirage) {
         let t = Instant::now();
         let before = engine.forward_count();
-        let m = super::mirage::mirage(
-            engine,
-            subject,
-            g,
-            &opts.mirage,
-            cache,
-            &mut |d, n| (run.progress)("attr:mirage", d, n),
-        )?;
+        let m = super::mirage::mirage(engine, subject, g, &opts.mirage, cache, &mut |d, n| {
+            (run.progress)("attr:mirage", d, n)
+        })?;
         run.record("attr:mirage", t, before, engine.forward_count() == before);
         report.attribution.insert("mirage".into(), m.scores.clone());
         report.details.mirage = Some(m);
@@ -530,24 +556,34 @@ pub fn analyze(
         let m = run.step("attr:marginal", g, |e, s, p| {
             super::marginal::marginal(e, s, g, scorer, p)
         })?;
-        report.attribution.insert("marginal".into(), m.posterior.clone());
+        report
+            .attribution
+            .insert("marginal".into(), m.posterior.clone());
         report.details.marginal = Some(m);
     }
 
     if want(Method::AblationCurve) {
         let scores = report.head_scores.get(&opts.curve_score).ok_or_else(|| {
-            Error::Analysis(format!("head score `{}` was not computed", opts.curve_score))
+            Error::Analysis(format!(
+                "head score `{}` was not computed",
+                opts.curve_score
+            ))
         })?;
         // Higher = more important; an ablation Δ is negative for heads the answer needs.
         let importance: Vec<Vec<f64>> = if opts.curve_score == "ablation" {
-            scores.iter().map(|r| r.iter().map(|v| -v).collect()).collect()
+            scores
+                .iter()
+                .map(|r| r.iter().map(|v| -v).collect())
+                .collect()
         } else {
             scores.clone()
         };
         let name = opts.curve_score.clone();
-        let curve = run.step("ablation-curve", (&name, &opts.curve, &importance), |e, s, p| {
-            ablation_curve(e, s, &importance, &name, &opts.curve, p)
-        })?;
+        let curve = run.step(
+            "ablation-curve",
+            (&name, &opts.curve, &importance),
+            |e, s, p| ablation_curve(e, s, &importance, &name, &opts.curve, p),
+        )?;
         report.ablation_curve = Some(curve);
     }
 

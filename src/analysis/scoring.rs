@@ -142,9 +142,9 @@ impl<'a> PrefixScorer<'a> {
             },
             ..Default::default()
         };
-        let trace = self
-            .engine
-            .forward(Start::Tokens(&ids_tensor(self.engine, ids)?), past, &hooks)?;
+        let trace =
+            self.engine
+                .forward(Start::Tokens(&ids_tensor(self.engine, ids)?), past, &hooks)?;
         let mut s = self.stats.get();
         s.forwards += 1;
         s.tokens += ids.len();
@@ -158,7 +158,9 @@ fn check_inputs(prompt: &[u32], answer: &[u32]) -> Result<()> {
         return Err(Error::Analysis("cannot score after an empty prompt".into()));
     }
     if answer.is_empty() {
-        return Err(Error::Analysis("the answer is empty: nothing to score".into()));
+        return Err(Error::Analysis(
+            "the answer is empty: nothing to score".into(),
+        ));
     }
     Ok(())
 }

@@ -100,20 +100,26 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
         )?;
         let answer_s = t.elapsed().as_secs_f64();
         let mut bar: Option<(String, ProgressBar)> = None;
-        let report = run_analysis(&engine, &subject, &opts, &cache, &mut |method, done, total| {
-            match &mut bar {
-                Some((m, b)) if m == method => b.set(done, total),
-                _ => {
-                    if let Some((_, b)) = &mut bar {
-                        b.finish();
+        let report = run_analysis(
+            &engine,
+            &subject,
+            &opts,
+            &cache,
+            &mut |method, done, total| {
+                match &mut bar {
+                    Some((m, b)) if m == method => b.set(done, total),
+                    _ => {
+                        if let Some((_, b)) = &mut bar {
+                            b.finish();
+                        }
+                        let mut b = ProgressBar::new(method.to_string(), total);
+                        b.set(done, total);
+                        bar = Some((method.to_string(), b));
                     }
-                    let mut b = ProgressBar::new(method.to_string(), total);
-                    b.set(done, total);
-                    bar = Some((method.to_string(), b));
                 }
-            }
-            true
-        })?;
+                true
+            },
+        )?;
         if let Some((_, b)) = &mut bar {
             b.finish();
         }
@@ -265,13 +271,13 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
 /// Over several samples: per attribution, how often the top source is the gold document (on all
 /// samples and on those the model answers correctly).
 fn print_accuracy(reports: &[AnalysisReport]) {
-    let mut names: Vec<&String> = reports
-        .iter()
-        .flat_map(|r| r.faithfulness.keys())
-        .collect();
+    let mut names: Vec<&String> = reports.iter().flat_map(|r| r.faithfulness.keys()).collect();
     names.sort();
     names.dedup();
-    println!("\ntop-1 = gold, per attribution ({} samples):", reports.len());
+    println!(
+        "\ntop-1 = gold, per attribution ({} samples):",
+        reports.len()
+    );
     for name in names {
         let mut all = (0, 0);
         let mut when_correct = (0, 0);

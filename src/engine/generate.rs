@@ -227,7 +227,11 @@ pub fn generate_ablated(
                     answers[r].push(id);
                 }
             }
-            next.push(if done[r] { stop_ids.first().copied().unwrap_or(id) } else { id });
+            next.push(if done[r] {
+                stop_ids.first().copied().unwrap_or(id)
+            } else {
+                id
+            });
         }
         if done.iter().all(|&d| d) {
             break;

@@ -626,7 +626,9 @@ impl Transformer {
                 AblationKind::Zero => z = z.broadcast_mul(&keep)?,
                 AblationKind::Mean(means) => {
                     let mean = means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?;
-                    z = (z.broadcast_mul(&keep)? + mean.broadcast_mul(&drop)?)?;
+                    z = z
+                        .broadcast_mul(&keep)?
+                        .broadcast_add(&mean.broadcast_mul(&drop)?)?;
                 }
                 // Applied where the probabilities are (`attention_probs_then_z`).
                 AblationKind::UniformPattern => {}

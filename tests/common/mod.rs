@@ -23,3 +23,37 @@ pub fn smollm2_path(what: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// A copy of the tiny fixture model `family` (`tests/fixtures/<family>`) with its context raised to
+/// `context` positions (the fixtures' configs say 128; a three-document prompt needs more). Same
+/// weights; RoPE is defined at every position. Files are rewritten only when different, through a
+/// rename, so concurrent test binaries never see a half-written file.
+#[allow(dead_code)]
+pub fn fixture_with_context(family: &str, context: usize) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(family);
+    let dst = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{family}-ctx{context}"));
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.ends_with(".json") || name == "model.safetensors") || name.starts_with("expected")
+        {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if name == "config.json" {
+            let mut config: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let current = config["max_position_embeddings"].as_u64().unwrap_or(0) as usize;
+            config["max_position_embeddings"] = current.max(context).into();
+            bytes = serde_json::to_vec_pretty(&config).unwrap();
+        }
+        if std::fs::read(dst.join(&name)).ok().as_deref() != Some(&bytes[..]) {
+            let tmp = dst.join(format!("{name}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, &bytes).unwrap();
+            std::fs::rename(&tmp, dst.join(&name)).unwrap();
+        }
+    }
+    dst
+}
