@@ -117,6 +117,25 @@ pub enum BenchCommand {
     Forward(BenchForwardArgs),
     /// Zero-ablate every head once; Δ summed answer log-prob per head, batched with prefix reuse.
     Sweep(BenchSweepArgs),
+    /// ARC-JSD source attribution with prefix reuse against its n + 1 forwards run one by one.
+    Attribution(BenchAttributionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAttributionArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A sample file; every sample in it is measured.
+    pub samples: PathBuf,
+    #[arg(long, default_value = "document")]
+    pub granularity: Granularity,
+    /// Interleaved rounds of the three ways.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

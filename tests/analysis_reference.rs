@@ -165,7 +165,7 @@ fn check_family(family: &str) {
     }
 
     let g = Granularity::Document;
-    let scorer = PrefixScorer::new(e, &s.prompt.ids, s.answer_ids()).unwrap();
+    let scorer = PrefixScorer::for_subject(e, s).unwrap();
 
     // ARC-JSD attribution (three divergences) and head / MLP localisation.
     let attr = |d| arc_jsd::attribution(e, s, g, d, &scorer, &mut no_progress).unwrap();

@@ -119,8 +119,8 @@ pub struct MirageResult {
     pub cached: bool,
 }
 
-/// Computes CTI and CCI: 2 teacher-forced forwards (full prompt, and the prompt with every
-/// document removed, reusing the full prompt's shared prefix), then one differentiable
+/// Computes CTI and CCI: 2 teacher-forced runs (the full prompt, taken from the subject's answer
+/// state when it has one, and the prompt with every document removed, reusing the shared prefix), then one differentiable
 /// forward + backward per selected token. Progress counts the selected tokens.
 pub fn scores(engine: &Engine, subject: &Subject, progress: Progress) -> Result<MirageScores> {
     let n_docs = subject.prompt.docs.len();
@@ -129,7 +129,7 @@ pub fn scores(engine: &Engine, subject: &Subject, progress: Progress) -> Result<
     }
     let answer = subject.answer_ids();
     let prompt = &subject.prompt.ids;
-    let scorer = PrefixScorer::new(engine, prompt, answer)?;
+    let scorer = PrefixScorer::for_subject(engine, subject)?;
     let noctx = subject.leave_out(engine, &vec![false; n_docs], Granularity::Document)?;
     let noctx_logits = scorer.score(&noctx.ids)?;
     let mut cti = Vec::with_capacity(answer.len());

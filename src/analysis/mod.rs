@@ -39,7 +39,7 @@ pub mod scoring;
 
 use serde::Serialize;
 
-use crate::engine::generate::{GenerationConfig, ScoredAnswer};
+use crate::engine::generate::{AnswerState, GenerationConfig, ScoredAnswer};
 use crate::engine::Engine;
 use crate::prompt::{Granularity, PromptStyle, RagPrompt, Sample, Span};
 use crate::{Error, Result};
@@ -70,6 +70,9 @@ pub struct Subject {
     pub prompt: RagPrompt,
     pub answer: ScoredAnswer,
     pub answer_source: AnswerSource,
+    /// Keys, values and logit rows of `prompt ++ answer` left by the pass that produced the
+    /// answer: the base of every re-scoring ([`scoring::PrefixScorer::for_subject`]).
+    pub state: Option<AnswerState>,
 }
 
 impl Subject {
@@ -92,8 +95,8 @@ impl Subject {
                 context,
             });
         }
-        let (answer, answer_source) =
-            obtain_answer(engine, &sample, &prompt, cfg, force_generate, on_token)?;
+        let (answer, answer_source, state) =
+            answer_with_state(engine, &sample, &prompt, cfg, force_generate, on_token)?;
         if answer.answer_ids.is_empty() {
             return Err(Error::Analysis(
                 "the model produced an empty answer (it stopped at once): nothing to analyse"
@@ -105,6 +108,7 @@ impl Subject {
             prompt,
             answer,
             answer_source,
+            state,
         })
     }
 
@@ -156,6 +160,19 @@ pub fn obtain_answer(
     force_generate: bool,
     on_token: impl FnMut(u32) -> bool,
 ) -> Result<(ScoredAnswer, AnswerSource)> {
+    let (answer, source, _) =
+        answer_with_state(engine, sample, prompt, cfg, force_generate, on_token)?;
+    Ok((answer, source))
+}
+
+fn answer_with_state(
+    engine: &Engine,
+    sample: &Sample,
+    prompt: &RagPrompt,
+    cfg: &GenerationConfig,
+    force_generate: bool,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<(ScoredAnswer, AnswerSource, Option<AnswerState>)> {
     match (&sample.output, force_generate) {
         (Some(output), false) => {
             let enc = engine
@@ -168,15 +185,14 @@ pub fn obtain_answer(
                     "the sample's `output` is empty: nothing to score (use --generate)".into(),
                 ));
             }
-            Ok((
-                engine.score(&prompt.ids, &ids, cfg.top_k_alternatives)?,
-                AnswerSource::Given,
-            ))
+            let (answer, state) =
+                engine.score_with_state(&prompt.ids, &ids, cfg.top_k_alternatives)?;
+            Ok((answer, AnswerSource::Given, state))
         }
-        _ => Ok((
-            engine.generate(&prompt.ids, cfg, on_token)?,
-            AnswerSource::Generated,
-        )),
+        _ => {
+            let (answer, state) = engine.generate_with_state(&prompt.ids, cfg, on_token)?;
+            Ok((answer, AnswerSource::Generated, state))
+        }
     }
 }
 

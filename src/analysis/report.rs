@@ -420,16 +420,11 @@ pub fn analyze(
         || opts.faithfulness
         || (want(Method::AblationCurve) && opts.curve_score == "arc_jsd");
     let scorer = if perturbs {
+        // Built from the answer pass's keys and values: no forward when the subject kept them.
         let t = Instant::now();
-        let s = PrefixScorer::new(engine, &subject.prompt.ids, subject.answer_ids())?;
-        run.costs.insert(
-            "scorer".into(),
-            MethodCost {
-                seconds: t.elapsed().as_secs_f64(),
-                forwards: 1,
-                cached: false,
-            },
-        );
+        let before = engine.forward_count();
+        let s = PrefixScorer::for_subject(engine, subject)?;
+        run.record("scorer", t, before, false);
         Some(s)
     } else {
         None

@@ -95,6 +95,31 @@ impl<'a> PrefixScorer<'a> {
         })
     }
 
+    /// The scorer for a subject, from the state the answer's own pass left (no forward), or one
+    /// forward when there is none.
+    pub fn for_subject(engine: &'a Engine, subject: &super::Subject) -> Result<PrefixScorer<'a>> {
+        let (prompt, answer) = (&subject.prompt.ids, subject.answer_ids());
+        let Some(state) = &subject.state else {
+            return PrefixScorer::new(engine, prompt, answer);
+        };
+        check_inputs(prompt, answer)?;
+        let mut base = prompt.to_vec();
+        base.extend_from_slice(&answer[..answer.len() - 1]);
+        if state.kv_cache.len() != base.len() || state.logits.len() != answer.len() {
+            return PrefixScorer::new(engine, prompt, answer);
+        }
+        Ok(PrefixScorer {
+            engine,
+            cache: state.kv_cache.clone(),
+            stats: Cell::new(ScoringStats::default()),
+            base,
+            answer: answer.to_vec(),
+            base_logits: AnswerLogits {
+                rows: state.logits.clone(),
+            },
+        })
+    }
+
     pub fn answer(&self) -> &[u32] {
         &self.answer
     }

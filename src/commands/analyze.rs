@@ -16,7 +16,7 @@ use headscope::engine::generate::GenerationConfig;
 use headscope::prompt::load_samples;
 
 use super::{load_engine, write_json, ProgressBar};
-use crate::cli::AnalyzeArgs;
+use crate::cli::{AnalyzeArgs, BenchAttributionArgs};
 
 fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
     AnalyzeOptions {
@@ -296,4 +296,195 @@ fn print_accuracy(reports: &[AnalysisReport]) {
             all.0, all.1, when_correct.0, when_correct.1
         );
     }
+}
+
+#[derive(serde::Serialize, Default)]
+struct AttributionTimes {
+    /// n leave-one-out re-scores from the prefix kept by the answer pass (`PrefixScorer::for_subject`).
+    prefix_reuse_s: Vec<f64>,
+    /// n + 1 forwards from scratch, one by one, logits at every position (ARC-JSD's code).
+    full_forwards_s: Vec<f64>,
+    /// n + 1 forwards from scratch, logits only at the answer-predicting positions.
+    full_forwards_answer_rows_s: Vec<f64>,
+}
+
+#[derive(serde::Serialize)]
+struct AttributionBench {
+    model: String,
+    samples: usize,
+    granularity: String,
+    repeats: usize,
+    /// Seconds per round, summed over samples.
+    times: AttributionTimes,
+    /// Median prefix reuse / median full forwards.
+    ratio_vs_full_forwards: f64,
+    ratio_vs_full_forwards_answer_rows: f64,
+    /// Largest |Δ score| between the ways (they compute the same numbers).
+    max_score_difference: f64,
+    /// Token positions computed per round: with prefix reuse, and n + 1 forwards from scratch.
+    tokens_prefix_reuse: usize,
+    tokens_full_forwards: usize,
+    prompt_tokens: Vec<usize>,
+    sources: Vec<usize>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// ARC-JSD attribution of each sample three ways, interleaved round by round so machine drift
+/// favours none: with prefix reuse (what `analyze` does), and as `n + 1` independent forwards.
+pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
+    use headscope::analysis::arc_jsd;
+    use headscope::analysis::divergence::{log_softmax, Divergence};
+    use headscope::analysis::no_progress;
+    use headscope::analysis::scoring::{AnswerLogits, PrefixScorer};
+    use headscope::engine::{Capture, Hooks, Positions, Start};
+
+    let (engine, _) = load_engine(&args.model)?;
+    let samples = load_samples(&args.samples)?;
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        ..GenerationConfig::default()
+    };
+    let g = args.granularity;
+    let mut subjects = Vec::new();
+    for s in samples {
+        subjects.push(Subject::prepare(
+            &engine,
+            s,
+            headscope::prompt::PromptStyle::Mirage,
+            &cfg,
+            true,
+            |_| true,
+        )?);
+    }
+    // One from-scratch forward of `prompt ++ answer[..-1]`; `all_rows`: logits everywhere.
+    let forward = |prompt: &[u32], answer: &[u32], all_rows: bool| -> Result<AnswerLogits> {
+        let mut ids = prompt.to_vec();
+        ids.extend_from_slice(&answer[..answer.len() - 1]);
+        let p = prompt.len();
+        let rows = p - 1..p - 1 + answer.len();
+        let hooks = Hooks {
+            capture: Capture {
+                logits: Some(if all_rows {
+                    Positions::All
+                } else {
+                    Positions::Range(rows.clone())
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t = candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), engine.model.device())?;
+        let trace = engine.forward(Start::Tokens(&t), None, &hooks)?;
+        let logits = trace.logits.expect("requested");
+        let logits = if all_rows {
+            logits.narrow(1, rows.start, rows.len())?
+        } else {
+            logits
+        };
+        Ok(AnswerLogits::from_tensor(&logits)?)
+    };
+    let one_by_one = |subject: &Subject, all_rows: bool| -> Result<Vec<f64>> {
+        let answer = subject.answer_ids();
+        let base = forward(&subject.prompt.ids, answer, all_rows)?;
+        let base: Vec<Vec<f64>> = base.rows.iter().map(|r| log_softmax(r)).collect();
+        let n = subject.sources(g).len();
+        (0..n)
+            .map(|i| {
+                let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
+                let prompt = subject.leave_out(&engine, &keep, g)?;
+                let rows = forward(&prompt.ids, answer, all_rows)?;
+                Ok(rows
+                    .rows
+                    .iter()
+                    .zip(&base)
+                    .map(|(r, lp)| Divergence::Jsd.between_log_probs(lp, &log_softmax(r)))
+                    .sum())
+            })
+            .collect()
+    };
+    let mut times = AttributionTimes::default();
+    let mut max_diff: f64 = 0.0;
+    let (mut tokens_reuse, mut tokens_full) = (0, 0);
+    let mut bar = ProgressBar::new("bench attribution", args.repeats);
+    for round in 0..args.repeats {
+        let mut t_reuse = 0.0;
+        let mut t_full = 0.0;
+        let mut t_rows = 0.0;
+        for subject in &subjects {
+            let t = Instant::now();
+            let scorer = PrefixScorer::for_subject(&engine, subject)?;
+            let reuse = arc_jsd::attribution(
+                &engine,
+                subject,
+                g,
+                Divergence::Jsd,
+                &scorer,
+                &mut no_progress,
+            )?;
+            t_reuse += t.elapsed().as_secs_f64();
+            if round == 0 {
+                tokens_reuse += scorer.stats().tokens;
+                let n = subject.sources(g).len();
+                let a = subject.answer_ids().len() - 1;
+                tokens_full += subject.prompt.ids.len() + a;
+                for i in 0..n {
+                    let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
+                    tokens_full += subject.leave_out(&engine, &keep, g)?.ids.len() + a;
+                }
+            }
+            let t = Instant::now();
+            let full = one_by_one(subject, true)?;
+            t_full += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let rows = one_by_one(subject, false)?;
+            t_rows += t.elapsed().as_secs_f64();
+            for ((a, b), c) in reuse.scores.iter().zip(&full).zip(&rows) {
+                max_diff = max_diff.max((a - b).abs()).max((a - c).abs());
+            }
+        }
+        times.prefix_reuse_s.push(t_reuse);
+        times.full_forwards_s.push(t_full);
+        times.full_forwards_answer_rows_s.push(t_rows);
+        bar.set(round + 1, args.repeats);
+    }
+    bar.finish();
+    let out = AttributionBench {
+        model: engine.info.model.clone(),
+        samples: subjects.len(),
+        granularity: g.name().into(),
+        repeats: args.repeats,
+        ratio_vs_full_forwards: median(&times.prefix_reuse_s) / median(&times.full_forwards_s),
+        ratio_vs_full_forwards_answer_rows: median(&times.prefix_reuse_s)
+            / median(&times.full_forwards_answer_rows_s),
+        times,
+        max_score_difference: max_diff,
+        tokens_prefix_reuse: tokens_reuse,
+        tokens_full_forwards: tokens_full,
+        prompt_tokens: subjects.iter().map(|s| s.prompt.ids.len()).collect(),
+        sources: subjects.iter().map(|s| s.sources(g).len()).collect(),
+    };
+    println!(
+        "ARC-JSD attribution, {} samples ({} sources each on average), median of {} rounds:\n  \
+         prefix reuse {:.2}s, n+1 full forwards {:.2}s (ratio {:.2}), n+1 forwards with answer rows only {:.2}s (ratio {:.2}); max |Δ score| {:.1e}; tokens computed {} vs {}",
+        out.samples,
+        out.sources.iter().sum::<usize>() as f64 / out.samples.max(1) as f64,
+        out.repeats,
+        median(&out.times.prefix_reuse_s),
+        median(&out.times.full_forwards_s),
+        out.ratio_vs_full_forwards,
+        median(&out.times.full_forwards_answer_rows_s),
+        out.ratio_vs_full_forwards_answer_rows,
+        out.max_score_difference,
+        out.tokens_prefix_reuse,
+        out.tokens_full_forwards
+    );
+    if let Some(path) = &args.json {
+        write_json(path, &out)?;
+    }
+    Ok(())
 }

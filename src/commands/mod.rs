@@ -266,6 +266,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Forward(args) => bench_forward(args),
         BenchCommand::Sweep(args) => bench_sweep(args),
+        BenchCommand::Attribution(args) => analyze::bench_attribution(args),
     }
 }
 

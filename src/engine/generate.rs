@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
-use super::hooks::{Capture, Hooks, Positions};
+use super::hooks::{Capture, Hooks, KvCache, Positions};
 use super::model::{Start, Transformer};
 use crate::{Error, Result};
 
@@ -96,8 +96,28 @@ pub fn generate(
     prompt_ids: &[u32],
     stop_ids: &[u32],
     cfg: &GenerationConfig,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<ScoredAnswer> {
+    Ok(generate_with_state(model, prompt_ids, stop_ids, cfg, on_token)?.0)
+}
+
+/// What a generation or a teacher-forced score leaves behind for re-scoring the same answer:
+/// the keys and values of `prompt ++ answer[..A−1]` and the answer's logit rows (row `t` predicts
+/// answer token `t`). Leave-out analyses start from it instead of re-running the full prompt.
+#[derive(Clone, Debug)]
+pub struct AnswerState {
+    pub kv_cache: KvCache,
+    pub logits: Vec<Vec<f32>>,
+}
+
+/// [`generate`], also returning the [`AnswerState`] (`None` for an empty answer).
+pub fn generate_with_state(
+    model: &Transformer,
+    prompt_ids: &[u32],
+    stop_ids: &[u32],
+    cfg: &GenerationConfig,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<(ScoredAnswer, Option<AnswerState>)> {
     if prompt_ids.is_empty() {
         return Err(Error::Hook("cannot generate from an empty prompt".into()));
     }
@@ -144,6 +164,7 @@ pub fn generate(
         ..Default::default()
     };
     let max_new = cfg.max_new_tokens.min(context - prompt_ids.len());
+    let mut rows = Vec::new();
     for _ in 0..max_new {
         let logits = trace
             .logits
@@ -157,7 +178,9 @@ pub fn generate(
             out.stop_id = Some(next);
             break;
         }
-        let lp = log_softmax_row(&row.to_vec1::<f32>()?);
+        let row = row.to_vec1::<f32>()?;
+        let lp = log_softmax_row(&row);
+        rows.push(row);
         out.logprobs.push(lp[next as usize]);
         out.top_alternatives
             .push(alternatives(&lp, cfg.top_k_alternatives));
@@ -172,7 +195,15 @@ pub fn generate(
             &step_hooks,
         )?;
     }
-    Ok(out)
+    // The last forward fed every answer token; the state keeps all but the last.
+    let state = match (out.answer_ids.len(), trace.kv_cache.take()) {
+        (0, _) | (_, None) => None,
+        (a, Some(cache)) => Some(AnswerState {
+            kv_cache: cache.truncate(prompt_ids.len() + a - 1)?,
+            logits: rows,
+        }),
+    };
+    Ok((out, state))
 }
 
 /// Greedy decoding of `rows` copies of one prompt side by side, row `r` under row `r` of a head
@@ -253,6 +284,17 @@ pub fn score(
     answer_ids: &[u32],
     top_k_alternatives: usize,
 ) -> Result<ScoredAnswer> {
+    Ok(score_with_state(model, prompt_ids, answer_ids, top_k_alternatives, false)?.0)
+}
+
+/// [`score`], also returning the [`AnswerState`] when `keep_state` (a non-empty answer).
+pub fn score_with_state(
+    model: &Transformer,
+    prompt_ids: &[u32],
+    answer_ids: &[u32],
+    top_k_alternatives: usize,
+    keep_state: bool,
+) -> Result<(ScoredAnswer, Option<AnswerState>)> {
     if prompt_ids.is_empty() {
         return Err(Error::Hook("cannot score after an empty prompt".into()));
     }
@@ -262,16 +304,17 @@ pub fn score(
     let hooks = Hooks {
         capture: Capture {
             logits: Some(Positions::Range(p - 1..p - 1 + answer_ids.len())),
+            kv_cache: keep_state,
             ..Default::default()
         },
         ..Default::default()
     };
-    let trace = model.forward(
+    let mut trace = model.forward(
         Start::Tokens(&ids_tensor(&ids, model.device())?),
         None,
         &hooks,
     )?;
-    let logits = trace.logits.expect("logits were requested");
+    let logits = trace.logits.take().expect("logits were requested");
     let rows = logits
         .squeeze(0)?
         .to_device(&Device::Cpu)?
@@ -288,7 +331,14 @@ pub fn score(
         out.top_alternatives
             .push(alternatives(&lp, top_k_alternatives));
     }
-    Ok(out)
+    let state = match (answer_ids.len(), trace.kv_cache.take()) {
+        (0, _) | (_, None) => None,
+        (a, Some(cache)) => Some(AnswerState {
+            kv_cache: cache.truncate(p + a - 1)?,
+            logits: rows,
+        }),
+    };
+    Ok((out, state))
 }
 
 /// Summed answer log-prob per batch row from logits `[b, A, V]` at the answer-predicting positions.

@@ -215,6 +215,30 @@ impl Engine {
         Ok(out)
     }
 
+    /// [`Engine::generate`], also keeping the state for re-scoring the answer.
+    pub fn generate_with_state(
+        &self,
+        prompt_ids: &[u32],
+        cfg: &GenerationConfig,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(ScoredAnswer, Option<generate::AnswerState>)> {
+        let out =
+            generate::generate_with_state(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)?;
+        self.count_forwards(out.0.answer_ids.len() + 1);
+        Ok(out)
+    }
+
+    /// [`Engine::score`] at once keeping the state for re-scoring the answer.
+    pub fn score_with_state(
+        &self,
+        prompt_ids: &[u32],
+        answer_ids: &[u32],
+        top_k: usize,
+    ) -> Result<(ScoredAnswer, Option<generate::AnswerState>)> {
+        self.count_forwards(1);
+        generate::score_with_state(&self.model, prompt_ids, answer_ids, top_k, true)
+    }
+
     pub fn score(
         &self,
         prompt_ids: &[u32],
