@@ -21,9 +21,8 @@ use headscope::analysis::scoring::PrefixScorer;
 use headscope::analysis::{
     arc_jsd, logit_lens, marginal, mirage, no_progress, patching, qrhead, retrieval, Subject,
 };
-use headscope::engine::generate::GenerationConfig;
-use headscope::engine::{Engine, LoadOptions};
-use headscope::prompt::{load_samples, Granularity, PromptStyle};
+use headscope::engine::Engine;
+use headscope::prompt::Granularity;
 
 mod common;
 
@@ -75,35 +74,16 @@ struct Case {
 }
 
 fn case(family: &str) -> Case {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let engine = Engine::load(&LoadOptions::new(
-        common::fixture_with_context(family, 512)
-            .to_string_lossy()
-            .to_string(),
-    ))
-    .unwrap();
-    let sample_path = root.join("analysis/sample.json");
-    let sample = load_samples(&sample_path).unwrap().remove(0);
-    let fixed: Value =
-        serde_json::from_str(&std::fs::read_to_string(&sample_path).unwrap()).unwrap();
-    let expected: Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join(format!("analysis/{family}.json"))).unwrap(),
-    )
-    .unwrap();
-    let subject = Subject::prepare(
-        &engine,
-        sample,
-        PromptStyle::Mirage,
-        &GenerationConfig::default(),
-        false,
-        |_| true,
-    )
-    .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis");
+    let (engine, subject) = common::fixture_subject(family);
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(name)).unwrap()).unwrap()
+    };
     Case {
         engine,
         subject,
-        expected,
-        fixed,
+        expected: read(&format!("{family}.json")),
+        fixed: read("sample.json"),
     }
 }
 

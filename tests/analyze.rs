@@ -14,23 +14,7 @@ use headscope::analysis::{arc_jsd, no_progress, Subject};
 use headscope::engine::{Engine, GenerationConfig, LoadOptions};
 use headscope::prompt::{load_samples, Granularity, PromptStyle};
 
-fn fixture_subject(family: &str) -> (Engine, Subject) {
-    let dir = common::fixture_with_context(family, 512);
-    let engine = Engine::load(&LoadOptions::new(dir.to_string_lossy())).unwrap();
-    let sample_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
-    let sample = load_samples(&sample_path).unwrap().remove(0);
-    let subject = Subject::prepare(
-        &engine,
-        sample,
-        PromptStyle::Mirage,
-        &GenerationConfig::default(),
-        false,
-        |_| true,
-    )
-    .unwrap();
-    (engine, subject)
-}
+use common::fixture_subject;
 
 fn all_methods_run(family: &str, granularity: Granularity) {
     let (engine, subject) = fixture_subject(family);

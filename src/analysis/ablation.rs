@@ -17,6 +17,7 @@
 use candle_core::Tensor;
 use serde::Serialize;
 
+use super::scoring::{answer_rows, teacher_forced_input};
 use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::{Capture, Engine, Hooks, Positions, Start};
 use crate::{Error, Result};
@@ -47,10 +48,8 @@ pub fn head_ablation_sweep(
     let (layers, heads) = (arch.num_layers, arch.num_heads);
     // The last answer token is never a query or key of a position whose logits are scored
     // (causality), so the input stops just before it.
-    let mut ids = prompt_ids.to_vec();
-    ids.extend_from_slice(&answer_ids[..answer_ids.len() - 1]);
-    let p = prompt_ids.len();
-    let answer_rows = Positions::Range(p - 1..p - 1 + answer_ids.len());
+    let ids = teacher_forced_input(prompt_ids, answer_ids);
+    let answer_rows = answer_rows(prompt_ids.len(), answer_ids.len());
     let dev = engine.model.device();
     let ids_t = Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?;
 
@@ -351,9 +350,7 @@ pub fn ablation_kind(
         CurveAblation::Zero => AblationKind::Zero,
         CurveAblation::Uniform => AblationKind::UniformPattern,
         CurveAblation::Mean => {
-            let answer = subject.answer_ids();
-            let mut ids = subject.prompt.ids.clone();
-            ids.extend_from_slice(&answer[..answer.len() - 1]);
+            let ids = subject.teacher_forced_ids();
             let trace = engine.forward(
                 Start::Tokens(&super::scoring::ids_tensor(engine, &ids)?),
                 None,
@@ -365,18 +362,23 @@ pub fn ablation_kind(
                     ..Default::default()
                 },
             )?;
-            // [L, H, d_head]
-            let means = (0..engine.arch().num_layers)
-                .map(|l| {
-                    Ok(trace
-                        .get(&format!("blocks.{l}.attn.hook_z"))?
-                        .squeeze(0)?
-                        .mean(0)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            AblationKind::Mean(Tensor::stack(&means, 0)?)
+            AblationKind::Mean(mean_z(engine.arch().num_layers, &trace)?)
         }
     })
+}
+
+/// Each head's `z` averaged over every input position, `[L, H, d_head]` (what mean ablation
+/// substitutes), from a one-row forward that captured `attn.hook_z` at all layers and positions.
+pub(crate) fn mean_z(layers: usize, trace: &crate::engine::Trace) -> Result<Tensor> {
+    let means = (0..layers)
+        .map(|l| {
+            Ok(trace
+                .get(&format!("blocks.{l}.attn.hook_z"))?
+                .squeeze(0)?
+                .mean(0)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&means, 0)?)
 }
 
 /// A batched head ablation: row `r` ablates the `(layer, head)` pairs of `sets[r]`.
@@ -412,9 +414,7 @@ pub fn ablated_answer_logprobs(
     ablation: &crate::engine::HeadAblation,
 ) -> Result<Vec<f64>> {
     let answer = subject.answer_ids();
-    let p = subject.prompt.ids.len();
-    let mut ids = subject.prompt.ids.clone();
-    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let ids = subject.teacher_forced_ids();
     let rows = ablation.mask.dims()[0];
     let input = super::scoring::ids_tensor(engine, &ids)?
         .broadcast_as((rows, ids.len()))?
@@ -425,7 +425,7 @@ pub fn ablated_answer_logprobs(
         &Hooks {
             head_ablation: Some(ablation.clone()),
             capture: Capture {
-                logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+                logits: Some(subject.answer_rows()),
                 ..Default::default()
             },
             ..Default::default()

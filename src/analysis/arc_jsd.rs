@@ -18,9 +18,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::divergence::{log_softmax, Divergence};
-use super::scoring::{ids_tensor, PrefixScorer, ScoringStats};
+use super::scoring::{answer_rows, ids_tensor, teacher_forced_input, PrefixScorer, ScoringStats};
 use super::{ranking, Progress, Subject};
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::prompt::Granularity;
 use crate::{Error, Result};
 
@@ -111,10 +111,8 @@ struct Components {
 }
 
 fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Components> {
-    let p = prompt_ids.len();
-    let mut ids = prompt_ids.to_vec();
-    ids.extend_from_slice(&answer[..answer.len() - 1]);
-    let rows = Positions::Range(p - 1..p - 1 + answer.len());
+    let ids = teacher_forced_input(prompt_ids, answer);
+    let rows = answer_rows(prompt_ids.len(), answer.len());
     let hooks = Hooks {
         capture: Capture {
             head_results: Some(rows.clone()),

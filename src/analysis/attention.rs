@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scoring::ids_tensor;
 use super::Subject;
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::prompt::Granularity;
 use crate::Result;
 
@@ -30,11 +30,8 @@ pub fn span_attention(
     subject: &Subject,
     spans: &[Range<usize>],
 ) -> Result<SpanAttention> {
-    let answer = subject.answer_ids();
-    let p = subject.prompt.ids.len();
-    let mut ids = subject.prompt.ids.clone();
-    ids.extend_from_slice(&answer[..answer.len() - 1]);
-    let rows = Positions::Range(p - 1..p - 1 + answer.len());
+    let ids = subject.teacher_forced_ids();
+    let rows = subject.answer_rows();
     let hooks = Hooks {
         capture: Capture {
             attn_span_sums: Some((rows, spans.to_vec())),

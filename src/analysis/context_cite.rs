@@ -70,12 +70,12 @@ impl ContextCiteConfig {
 /// `keep = u < keep_prob`, row by row).
 pub fn random_masks(n: usize, rows: usize, keep_prob: f64, seed: u64) -> Result<Vec<Vec<bool>>> {
     if !(0.0..=1.0).contains(&keep_prob) {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "keep probability must be in [0, 1], got {keep_prob}"
         )));
     }
     if rows == 0 {
-        return Err(Error::Hook("at least one ablation mask is needed".into()));
+        return Err(Error::Analysis("at least one ablation mask is needed".into()));
     }
     Ok(SplitMix64::new(seed).masks(rows, n, keep_prob))
 }
@@ -83,10 +83,10 @@ pub fn random_masks(n: usize, rows: usize, keep_prob: f64, seed: u64) -> Result<
 /// Checks there is at least one mask and every mask has one entry per source.
 pub fn check_masks(masks: &[Vec<bool>], n: usize) -> Result<()> {
     if masks.is_empty() {
-        return Err(Error::Hook("at least one ablation mask is needed".into()));
+        return Err(Error::Analysis("at least one ablation mask is needed".into()));
     }
     if let Some((k, m)) = masks.iter().enumerate().find(|(_, m)| m.len() != n) {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "mask {k} has {} entries for {n} sources",
             m.len()
         )));
@@ -126,12 +126,12 @@ pub fn ablations(
 ) -> Result<ContextCiteAblations> {
     let n = subject.sources(granularity).len();
     if n == 0 {
-        return Err(Error::Hook("the sample has no sources to attribute".into()));
+        return Err(Error::Analysis("the sample has no sources to attribute".into()));
     }
     check_masks(masks, n)?;
     let answer = subject.answer_ids();
     if scorer.answer() != answer {
-        return Err(Error::Hook(
+        return Err(Error::Analysis(
             "the scorer was built for a different answer than the subject's".into(),
         ));
     }
@@ -203,7 +203,7 @@ pub fn log_sigmoid(l: f64) -> f64 {
 /// (ContextCite's `aggregate_logit_probs`).
 pub fn span_target(logit_probs: &[f64], span: Range<usize>) -> Result<f64> {
     let row = logit_probs.get(span.clone()).ok_or_else(|| {
-        Error::Hook(format!(
+        Error::Analysis(format!(
             "answer span {span:?} is outside the answer's {} tokens",
             logit_probs.len()
         ))
@@ -221,13 +221,13 @@ pub fn fit(
 ) -> Result<ContextCiteResult> {
     let len = span.end.saturating_sub(span.start);
     if len == 0 || span.end > ablations.answer_len() {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "answer span {span:?} is empty or outside the answer's {} tokens",
             ablations.answer_len()
         )));
     }
     if ablations.logit_probs.len() != ablations.masks.len() {
-        return Err(Error::Hook(
+        return Err(Error::Analysis(
             "ablations: masks and scores differ in count".into(),
         ));
     }

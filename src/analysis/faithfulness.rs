@@ -70,7 +70,7 @@ pub fn topk_logprob_drop(
 ) -> Result<Vec<f64>> {
     let n = subject.sources(granularity).len();
     if scores.len() != n {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "{} scores for {n} sources",
             scores.len()
         )));
@@ -103,7 +103,7 @@ pub fn heldout_targets(
     progress: Progress,
 ) -> Result<Vec<f64>> {
     if span.start >= span.end || span.end > subject.answer_ids().len() {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "answer span {span:?} is empty or outside the answer's {} tokens",
             subject.answer_ids().len()
         )));
@@ -122,7 +122,7 @@ pub fn heldout_targets(
 pub fn lds(scores: &[f64], intercept: f64, masks: &[Vec<bool>], targets: &[f64]) -> Result<f64> {
     check_masks(masks, scores.len())?;
     if targets.len() != masks.len() {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "{} held-out targets for {} masks",
             targets.len(),
             masks.len()

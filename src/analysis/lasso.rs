@@ -65,19 +65,19 @@ pub const MAX_SWEEPS: usize = 100_000;
 pub fn lasso(x: &[Vec<f64>], y: &[f64], alpha: f64) -> Result<LassoFit> {
     let p = check_matrix(x)?;
     if y.len() != x.len() {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "lasso: {} targets for {} rows",
             y.len(),
             x.len()
         )));
     }
     if y.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Hook(
+        return Err(Error::Analysis(
             "lasso: a regression target is not finite".into(),
         ));
     }
     if !(alpha >= 0.0 && alpha.is_finite()) {
-        return Err(Error::Hook(format!(
+        return Err(Error::Analysis(format!(
             "lasso: alpha must be ≥ 0, got {alpha}"
         )));
     }
@@ -182,13 +182,13 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 fn check_matrix(x: &[Vec<f64>]) -> Result<usize> {
     let p = x
         .first()
-        .ok_or_else(|| Error::Hook("lasso: no rows to fit".into()))?
+        .ok_or_else(|| Error::Analysis("lasso: no rows to fit".into()))?
         .len();
     if x.iter().any(|r| r.len() != p) {
-        return Err(Error::Hook("lasso: rows of different lengths".into()));
+        return Err(Error::Analysis("lasso: rows of different lengths".into()));
     }
     if x.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(Error::Hook("lasso: a feature is not finite".into()));
+        return Err(Error::Analysis("lasso: a feature is not finite".into()));
     }
     Ok(p)
 }

@@ -10,7 +10,7 @@ use super::divergence::log_softmax;
 use super::scoring::ids_tensor;
 use super::{Progress, Subject};
 use crate::engine::generate::top_k;
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::{Error, Result};
 
 /// One decoded token.
@@ -59,10 +59,8 @@ pub fn logit_lens(
     progress: Progress,
 ) -> Result<LogitLens> {
     let answer = subject.answer_ids();
-    let p = subject.prompt.ids.len();
-    let mut ids = subject.prompt.ids.clone();
-    ids.extend_from_slice(&answer[..answer.len() - 1]);
-    let rows = Positions::Range(p - 1..p - 1 + answer.len());
+    let ids = subject.teacher_forced_ids();
+    let rows = subject.answer_rows();
     let hooks = Hooks {
         capture: Capture {
             resid_pre: Some(rows.clone()),

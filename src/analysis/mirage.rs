@@ -120,12 +120,13 @@ pub struct MirageResult {
 }
 
 /// Computes CTI and CCI: 2 teacher-forced runs (the full prompt, taken from the subject's answer
-/// state when it has one, and the prompt with every document removed, reusing the shared prefix), then one differentiable
-/// forward + backward per selected token. Progress counts the selected tokens.
+/// state when it has one, and the prompt with every document removed, reusing the shared
+/// prefix), then one differentiable forward + backward per selected token. Progress counts the
+/// selected tokens.
 pub fn scores(engine: &Engine, subject: &Subject, progress: Progress) -> Result<MirageScores> {
     let n_docs = subject.prompt.docs.len();
     if n_docs == 0 {
-        return Err(Error::Hook("MIRAGE needs a sample with documents".into()));
+        return Err(Error::Analysis("MIRAGE needs a sample with documents".into()));
     }
     let answer = subject.answer_ids();
     let prompt = &subject.prompt.ids;
@@ -316,7 +317,7 @@ fn check_scores(s: &MirageScores, answer_len: usize, prompt_len: usize) -> Resul
     if ok {
         Ok(())
     } else {
-        Err(Error::Hook(
+        Err(Error::Analysis(
             "MIRAGE scores do not match this prompt and answer".into(),
         ))
     }

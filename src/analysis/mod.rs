@@ -116,6 +116,16 @@ impl Subject {
         &self.answer.answer_ids
     }
 
+    /// The teacher-forced input `prompt ++ answer[..A−1]` ([`scoring::teacher_forced_input`]).
+    pub fn teacher_forced_ids(&self) -> Vec<u32> {
+        scoring::teacher_forced_input(&self.prompt.ids, self.answer_ids())
+    }
+
+    /// The answer-predicting positions of that input ([`scoring::answer_rows`]).
+    pub fn answer_rows(&self) -> crate::engine::Positions {
+        scoring::answer_rows(self.prompt.ids.len(), self.answer_ids().len())
+    }
+
     /// Prompt ids followed by the answer ids.
     pub fn full_ids(&self) -> Vec<u32> {
         let mut ids = self.prompt.ids.clone();

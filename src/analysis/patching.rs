@@ -14,7 +14,7 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::ablation::score_attn_out_variants;
-use super::scoring::ids_tensor;
+use super::scoring::{answer_rows, ids_tensor, teacher_forced_input};
 use super::{Progress, Subject};
 use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::{Capture, Engine, Hooks, Positions, Start};
@@ -59,14 +59,10 @@ pub fn patching(
                 .into(),
         ));
     }
-    let input = |p: &[u32]| {
-        let mut v = p.to_vec();
-        v.extend_from_slice(&answer[..a - 1]);
-        v
-    };
-    let (ids_c, ids_r) = (input(&clean.ids), input(&corrupted.ids));
+    let ids_c = teacher_forced_input(&clean.ids, answer);
+    let ids_r = teacher_forced_input(&corrupted.ids, answer);
     let (tc, tr) = (ids_c.len(), ids_r.len());
-    let answer_rows = |p: usize| Positions::Range(p - 1..p - 1 + a);
+    let answer_rows = |p: usize| answer_rows(p, a);
 
     let clean_trace = engine.forward(
         Start::Tokens(&ids_tensor(engine, &ids_c)?),

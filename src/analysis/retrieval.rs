@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scoring::ids_tensor;
 use super::{Progress, Subject};
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,15 +63,10 @@ pub fn retrieval_scores(
         return Err(Error::Analysis("the needle span is empty".into()));
     }
     let answer = subject.answer_ids();
-    let p = subject.prompt.ids.len();
-    let ids = {
-        let mut v = subject.prompt.ids.clone();
-        v.extend_from_slice(&answer[..answer.len() - 1]);
-        v
-    };
+    let ids = subject.teacher_forced_ids();
     let hooks = Hooks {
         capture: Capture {
-            attn_rows: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+            attn_rows: Some(subject.answer_rows()),
             ..Default::default()
         },
         ..Default::default()

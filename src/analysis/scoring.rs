@@ -69,12 +69,10 @@ impl<'a> PrefixScorer<'a> {
     /// One forward of `prompt ++ answer` keeping its keys and values.
     pub fn new(engine: &'a Engine, prompt: &[u32], answer: &[u32]) -> Result<PrefixScorer<'a>> {
         check_inputs(prompt, answer)?;
-        let mut base = prompt.to_vec();
-        base.extend_from_slice(&answer[..answer.len() - 1]);
-        let p = prompt.len();
+        let base = teacher_forced_input(prompt, answer);
         let hooks = Hooks {
             capture: Capture {
-                logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+                logits: Some(answer_rows(prompt.len(), answer.len())),
                 kv_cache: true,
                 ..Default::default()
             },
@@ -103,8 +101,7 @@ impl<'a> PrefixScorer<'a> {
             return PrefixScorer::new(engine, prompt, answer);
         };
         check_inputs(prompt, answer)?;
-        let mut base = prompt.to_vec();
-        base.extend_from_slice(&answer[..answer.len() - 1]);
+        let base = teacher_forced_input(prompt, answer);
         if state.kv_cache.len() != base.len() || state.logits.len() != answer.len() {
             return PrefixScorer::new(engine, prompt, answer);
         }
@@ -137,8 +134,7 @@ impl<'a> PrefixScorer<'a> {
     /// the base prompt are computed.
     pub fn score(&self, prompt: &[u32]) -> Result<AnswerLogits> {
         check_inputs(prompt, &self.answer)?;
-        let mut ids = prompt.to_vec();
-        ids.extend_from_slice(&self.answer[..self.answer.len() - 1]);
+        let ids = teacher_forced_input(prompt, &self.answer);
         let shared = ids
             .iter()
             .zip(&self.base)
@@ -154,8 +150,7 @@ impl<'a> PrefixScorer<'a> {
     /// reuse is measured against.
     pub fn score_from_scratch(&self, prompt: &[u32]) -> Result<AnswerLogits> {
         check_inputs(prompt, &self.answer)?;
-        let mut ids = prompt.to_vec();
-        ids.extend_from_slice(&self.answer[..self.answer.len() - 1]);
+        let ids = teacher_forced_input(prompt, &self.answer);
         self.run(&ids, prompt.len() - 1, None)
     }
 
@@ -188,6 +183,19 @@ fn check_inputs(prompt: &[u32], answer: &[u32]) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The teacher-forced input for scoring `answer` after `prompt`: `prompt ++ answer[..A−1]` (the last
+/// answer token is never an input of a scored position).
+pub fn teacher_forced_input(prompt: &[u32], answer: &[u32]) -> Vec<u32> {
+    let mut ids = prompt.to_vec();
+    ids.extend_from_slice(&answer[..answer.len().saturating_sub(1)]);
+    ids
+}
+
+/// The answer-predicting positions of that input: `P−1 … P+A−2` (row `t` predicts answer token `t`).
+pub fn answer_rows(prompt_len: usize, answer_len: usize) -> Positions {
+    Positions::Range(prompt_len - 1..prompt_len - 1 + answer_len)
 }
 
 pub(crate) fn ids_tensor(engine: &Engine, ids: &[u32]) -> Result<Tensor> {

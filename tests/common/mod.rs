@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+#[allow(dead_code)]
 /// The SmolLM2 GGUF fetched by scripts/fetch-model.sh, if present. Without it the calling test prints a
 /// note and skips, unless HEADSCOPE_REQUIRE_MODEL=1 (as in CI), where a missing model fails it.
 pub fn smollm2_path(what: &str) -> Option<PathBuf> {
@@ -56,4 +57,30 @@ pub fn fixture_with_context(family: &str, context: usize) -> PathBuf {
         }
     }
     dst
+}
+
+/// A tiny fixture family (context raised to 512) and the analysis reference sample
+/// (`tests/fixtures/analysis/sample.json`) prepared with its fixed `output`.
+#[allow(dead_code)]
+pub fn fixture_subject(family: &str) -> (headscope::engine::Engine, headscope::analysis::Subject) {
+    use headscope::engine::{Engine, GenerationConfig, LoadOptions};
+    let engine = Engine::load(&LoadOptions::new(
+        fixture_with_context(family, 512).to_string_lossy(),
+    ))
+    .unwrap();
+    let sample_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let sample = headscope::prompt::load_samples(&sample_path)
+        .unwrap()
+        .remove(0);
+    let subject = headscope::analysis::Subject::prepare(
+        &engine,
+        sample,
+        headscope::prompt::PromptStyle::Mirage,
+        &GenerationConfig::default(),
+        false,
+        |_| true,
+    )
+    .unwrap();
+    (engine, subject)
 }
