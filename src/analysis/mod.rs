@@ -27,6 +27,7 @@ pub mod context_cite;
 pub mod divergence;
 pub mod faithfulness;
 pub mod lasso;
+pub mod live;
 pub mod logit_lens;
 pub mod marginal;
 pub mod mirage;

@@ -90,7 +90,8 @@ pub struct Capture {
     pub layers: Option<Range<usize>>,
     /// Which positions get logits (`None`: none — useful when only internals are wanted).
     pub logits: Option<Positions>,
-    /// Keep the keys/values of this forward so a later forward can continue from it.
+    /// Keep the keys/values of this forward so a later forward can continue from it (only the
+    /// layers it ran; see [`Trace::kv_cache`]).
     pub kv_cache: bool,
 }
 
@@ -101,7 +102,9 @@ pub struct Trace {
     pub logits: Option<Tensor>,
     /// Captured activations keyed by hook name.
     pub activations: BTreeMap<String, Tensor>,
-    /// Keys and values per layer, `[b, H_kv, T, d_head]`, when `Capture::kv_cache` was set.
+    /// Keys and values per layer, `[b, H_kv, T, d_head]`, when `Capture::kv_cache` was set: every
+    /// layer for a forward from token ids, layers `l..` (`L − l` entries) for one that started at
+    /// `resid_pre` of layer `l`, which [`KvCache::with_layers_from`] completes.
     pub kv_cache: Option<KvCache>,
 }
 
@@ -133,6 +136,37 @@ impl KvCache {
             .iter()
             .map(|(k, v)| Ok((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)))
             .collect::<crate::Result<Vec<_>>>()?;
+        Ok(KvCache { layers })
+    }
+
+    /// This cache with its layers from `first` on replaced by `upper`'s: either the cache of a
+    /// forward that started at `resid_pre` of layer `first` (holding only the layers it ran) or a
+    /// cache as deep as this one. Both must cover the same positions. A forward that starts above
+    /// layer 0 changes nothing below it, so a clean cache supplies those layers (live ablation
+    /// re-runs decode from such a merged cache).
+    pub fn with_layers_from(&self, first: usize, upper: &KvCache) -> crate::Result<KvCache> {
+        let depth = self.layers.len();
+        let replaced = match upper.layers.len() {
+            n if first <= depth && n == depth - first => &upper.layers[..],
+            n if first <= depth && n == depth => &upper.layers[first..],
+            n => {
+                return Err(crate::Error::Hook(format!(
+                    "a cache of {n} layers cannot supply layers {first}.. of a {depth}-layer cache"
+                )))
+            }
+        };
+        let upper_len = replaced.first().map_or(0, |(k, _)| k.dims()[2]);
+        if first > 0 && !replaced.is_empty() && upper_len != self.len() {
+            return Err(crate::Error::Hook(format!(
+                "caches of {} and {upper_len} positions cannot be merged",
+                self.len()
+            )));
+        }
+        let layers = self.layers[..first]
+            .iter()
+            .chain(replaced)
+            .cloned()
+            .collect();
         Ok(KvCache { layers })
     }
 }

@@ -230,6 +230,11 @@ impl Transformer {
 
     /// Runs the model from `start`, continuing after `past` if given, with `hooks`' interventions
     /// and captures.
+    ///
+    /// A captured KV cache holds the layers this forward ran: all of them from `Start::Tokens`, only
+    /// `layer..` from `Start::ResidPre { layer, .. }` (the layers below never saw these inputs, so
+    /// their keys and values must come from elsewhere, e.g. a clean run:
+    /// [`KvCache::with_layers_from`]). `Start::ResidMid` cannot capture one.
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
         let a = &self.arch;
         let (first_layer, mut x, skip_attention) = match start {
@@ -250,9 +255,11 @@ impl Transformer {
                 a.hidden_size
             )));
         }
-        if hooks.capture.kv_cache && first_layer > 0 {
+        if hooks.capture.kv_cache && skip_attention {
             return Err(Error::Hook(
-                "a KV cache can only be captured by a forward that starts at layer 0".into(),
+                "a KV cache cannot be captured by a forward that starts inside a layer \
+                 (`Start::ResidMid` skips that layer's attention)"
+                    .into(),
             ));
         }
         let offset = past.map(KvCache::len).unwrap_or(0);

@@ -1,0 +1,344 @@
+//! Live ablation re-runs for the explorer: toggling a head or an MLP re-scores the subject's answer
+//! and regenerates it under the new ablation set, paying only for the layers from the earliest
+//! ablated one up.
+//!
+//! Why a re-run is both cheap and exact:
+//! * an ablation at layer `l0` changes nothing below `l0`, so [`LiveBase`] keeps one clean
+//!   forward's `resid_pre` at every layer and its keys/values, and a re-run starts at
+//!   `resid_pre[l0]`;
+//! * the teacher-forced score of the original answer and the prefill of the regeneration are one
+//!   forward of `prompt ++ answer[..A−1]` (attention is causal): its logit rows give the greedy
+//!   tokens for as long as the regeneration repeats the original answer, and its keys/values
+//!   (layers ≥ `l0`, the clean ones below) let decoding continue from the first token where it
+//!   departs;
+//! * only tokens the original answer does not contain run as decoding steps, through every layer
+//!   since they are new.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::ablation::{ablation_kind, head_set_ablation, mean_z, CurveAblation};
+use super::scoring::ids_tensor;
+use super::Subject;
+use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
+use crate::engine::hooks::hook_name;
+use crate::engine::{AblationKind, Capture, Engine, Hooks, KvCache, Positions, Start};
+use crate::{Error, Result};
+
+/// The heads and MLPs knocked out together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AblationSet {
+    /// `(layer, head)` pairs ablated as `kind` says.
+    pub heads: BTreeSet<(usize, usize)>,
+    /// Layers whose MLP output is zeroed.
+    pub mlps: BTreeSet<usize>,
+    /// How the heads are ablated (MLPs are always zeroed).
+    pub kind: CurveAblation,
+}
+
+impl AblationSet {
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.mlps.is_empty()
+    }
+
+    /// The lowest layer with an ablated head or MLP: nothing below it changes. `None` when empty.
+    pub fn earliest_layer(&self) -> Option<usize> {
+        let head = self.heads.first().map(|&(l, _)| l);
+        head.into_iter().chain(self.mlps.first().copied()).min()
+    }
+
+    /// Adds the head if absent, else removes it; returns whether it is now ablated.
+    pub fn toggle_head(&mut self, layer: usize, head: usize) -> bool {
+        self.heads.insert((layer, head)) || !self.heads.remove(&(layer, head))
+    }
+
+    /// Adds layer `layer`'s MLP if absent, else removes it; returns whether it is now ablated.
+    pub fn toggle_mlp(&mut self, layer: usize) -> bool {
+        self.mlps.insert(layer) || !self.mlps.remove(&layer)
+    }
+}
+
+/// The answer under one ablation set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LiveRun {
+    /// The set this run is for (re-runs may finish after the set has changed again).
+    pub set: AblationSet,
+    /// The greedy regeneration under the ablation (stop token excluded).
+    pub answer_ids: Vec<u32>,
+    pub answer_text: String,
+    /// Log-prob of each token of the new answer.
+    pub answer_logprobs: Vec<f32>,
+    /// Teacher-forced `log p` of the subject's original answer under the ablation.
+    pub original_answer_logprob: f64,
+    /// `original_answer_logprob` minus the clean one.
+    pub delta_logprob: f64,
+    /// The first answer position where the new answer differs from the original (a token, or its
+    /// end); `None` when they are equal.
+    pub first_change: Option<usize>,
+    /// The lowest layer recomputed (`None`: nothing was, the set is empty).
+    pub recomputed_from_layer: Option<usize>,
+    /// Forwards run: one from `recomputed_from_layer`, then one per decoding step.
+    pub forwards: usize,
+    pub seconds: f64,
+}
+
+/// What re-runs reuse from one clean forward of `prompt ++ answer[..A−1]` (`T` positions):
+/// `L × T × d` residual floats plus the clean KV cache.
+#[derive(Clone, Debug)]
+pub struct LiveBase {
+    /// `prompt ++ answer[..A−1]`.
+    ids: Vec<u32>,
+    prompt_len: usize,
+    answer: Vec<u32>,
+    /// `blocks.{l}.hook_resid_pre` of the clean run, `[1, T, d]`, per layer.
+    resid_pre: Vec<Tensor>,
+    /// The clean run's keys and values, every layer, `T` positions.
+    kv_cache: KvCache,
+    /// Each head's `z` averaged over the `T` positions, `[L, H, d_head]`: mean ablation's value,
+    /// so a mean re-run needs no extra forward.
+    mean_z: Tensor,
+    /// The subject's answer with its clean teacher-forced log-prob: the empty set's result.
+    clean: LiveRun,
+}
+
+impl LiveBase {
+    /// One clean forward of the subject's `prompt ++ answer[..A−1]`, keeping every layer's
+    /// `resid_pre`, the KV cache, the mean `z` of every head and the answer's log-prob.
+    pub fn new(engine: &Engine, subject: &Subject) -> Result<LiveBase> {
+        let answer = subject.answer_ids().to_vec();
+        if answer.is_empty() {
+            return Err(Error::Analysis(
+                "the answer is empty: nothing to re-run".into(),
+            ));
+        }
+        let ids = subject.teacher_forced_ids();
+        let hooks = Hooks {
+            capture: Capture {
+                resid_pre: Some(Positions::All),
+                z: Some(Positions::All),
+                logits: Some(subject.answer_rows()),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+        let logits = trace.logits.take().expect("logits were requested");
+        let clean_logprob = answer_logprob_per_row(&logits, &answer)?[0];
+        let layers = engine.arch().num_layers;
+        let resid_pre = (0..layers)
+            .map(|l| Ok(trace.get(&hook_name(l, "hook_resid_pre"))?.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let clean = LiveRun {
+            set: AblationSet::default(),
+            answer_text: engine.decode(&answer)?,
+            answer_ids: answer.clone(),
+            answer_logprobs: subject.answer.logprobs.clone(),
+            original_answer_logprob: clean_logprob,
+            delta_logprob: 0.0,
+            first_change: None,
+            recomputed_from_layer: None,
+            forwards: 0,
+            seconds: 0.0,
+        };
+        Ok(LiveBase {
+            mean_z: mean_z(layers, &trace)?,
+            kv_cache: trace.kv_cache.take().expect("the KV cache was requested"),
+            ids,
+            prompt_len: subject.prompt.ids.len(),
+            answer,
+            resid_pre,
+            clean,
+        })
+    }
+
+    /// Teacher-forced `log p(answer)` of the clean run.
+    pub fn clean_logprob(&self) -> f64 {
+        self.clean.original_answer_logprob
+    }
+
+    /// The subject's own answer, as the empty set's run.
+    pub fn clean(&self) -> &LiveRun {
+        &self.clean
+    }
+
+    fn check(&self, engine: &Engine, subject: &Subject) -> Result<()> {
+        let same = subject.answer_ids() == self.answer
+            && subject.prompt.ids.len() == self.prompt_len
+            && subject.prompt.ids == self.ids[..self.prompt_len]
+            && self.resid_pre.len() == engine.arch().num_layers;
+        if same {
+            Ok(())
+        } else {
+            Err(Error::Analysis(
+                "the live base was built for another prompt, answer or model".into(),
+            ))
+        }
+    }
+}
+
+/// The subject's answer under `set`: the original answer's teacher-forced log-prob and a greedy
+/// regeneration of at most `max_new_tokens` (stopping on the engine's stop ids). The prompt and the
+/// original answer's tokens are computed from `resid_pre` of the set's earliest layer only; tokens
+/// after the regeneration departs from the original answer run every layer. `cancel` is polled
+/// before the first forward and between decoding steps (`Error::Cancelled`). The empty set returns
+/// the clean answer at once. Heads or MLPs outside the model are an `Error::Analysis`.
+pub fn rerun(
+    engine: &Engine,
+    subject: &Subject,
+    base: &LiveBase,
+    set: &AblationSet,
+    max_new_tokens: usize,
+    cancel: &dyn Fn() -> bool,
+) -> Result<LiveRun> {
+    let started = Instant::now();
+    base.check(engine, subject)?;
+    let layers = engine.arch().num_layers;
+    if let Some(l) = set.mlps.iter().find(|&&l| l >= layers) {
+        return Err(Error::Analysis(format!(
+            "MLP L{l} does not exist ({layers} layers)"
+        )));
+    }
+    let head_ablation = if set.heads.is_empty() {
+        None
+    } else {
+        let kind = match set.kind {
+            CurveAblation::Mean => AblationKind::Mean(base.mean_z.clone()),
+            other => ablation_kind(engine, subject, other)?,
+        };
+        Some(head_set_ablation(
+            engine,
+            &[set.heads.iter().copied().collect()],
+            &kind,
+        )?)
+    };
+    let Some(l0) = set.earliest_layer() else {
+        return Ok(LiveRun {
+            set: set.clone(),
+            ..base.clean.clone()
+        });
+    };
+    if cancel() {
+        return Err(Error::Cancelled);
+    }
+    let mlp_mask = if set.mlps.is_empty() {
+        None
+    } else {
+        let keep: Vec<f32> = (0..layers)
+            .map(|l| if set.mlps.contains(&l) { 0.0 } else { 1.0 })
+            .collect();
+        Some(Tensor::from_vec(keep, (1, layers), engine.model.device())?)
+    };
+    let interventions = Hooks {
+        head_ablation,
+        mlp_mask,
+        ..Default::default()
+    };
+
+    // (1) The original answer, teacher-forced from layer l0; the same forward prefills (2).
+    let (p, a) = (base.prompt_len, base.answer.len());
+    let hooks = Hooks {
+        capture: Capture {
+            logits: Some(subject.answer_rows()),
+            kv_cache: true,
+            ..Default::default()
+        },
+        ..interventions.clone()
+    };
+    let start = Start::ResidPre {
+        layer: l0,
+        resid: base.resid_pre[l0].clone(),
+    };
+    let mut trace = engine.forward(start, None, &hooks)?;
+    let logits = trace.logits.take().expect("logits were requested");
+    let original = answer_logprob_per_row(&logits, &base.answer)?[0];
+    let rows = logits
+        .squeeze(0)?
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .to_vec2::<f32>()?;
+    let upper = trace.kv_cache.take().expect("the KV cache was requested");
+
+    // (2) The greedy regeneration.
+    let context = engine.arch().max_position_embeddings;
+    let max_new = max_new_tokens.min(context.saturating_sub(p));
+    let mut ids = Vec::new();
+    let mut logprobs = Vec::new();
+    // Greedy choice from a logit row; false on a stop token.
+    let mut take = |row: &[f32], ids: &mut Vec<u32>| -> bool {
+        let id = top_k(row, 1)[0].0;
+        if engine.stop_ids.contains(&id) {
+            return false;
+        }
+        ids.push(id);
+        logprobs.push(log_softmax_row(row)[id as usize]);
+        true
+    };
+    // While the regeneration repeats the original answer, the teacher-forced rows are its rows.
+    let mut going = true;
+    for (row, &original_id) in rows.iter().zip(&base.answer) {
+        going = ids.len() < max_new && take(row, &mut ids);
+        if !going || ids[ids.len() - 1] != original_id {
+            break;
+        }
+    }
+    let mut forwards = 1;
+    if going && ids.len() < max_new {
+        // Keys and values of every position before the last chosen token: the ablated run's from
+        // layer l0, the clean run's below (they agree there, and the prefix is the original's).
+        let past = p + ids.len() - 1;
+        let mut cache = base
+            .kv_cache
+            .truncate(past)?
+            .with_layers_from(l0, &upper.truncate(past)?)?;
+        let step_hooks = Hooks {
+            capture: Capture {
+                logits: Some(Positions::All),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..interventions
+        };
+        while ids.len() < max_new {
+            if cancel() {
+                return Err(Error::Cancelled);
+            }
+            let last = ids_tensor(engine, &ids[ids.len() - 1..])?;
+            let mut trace = engine.forward(Start::Tokens(&last), Some(&cache), &step_hooks)?;
+            forwards += 1;
+            cache = trace.kv_cache.take().expect("the KV cache was requested");
+            let row = trace
+                .logits
+                .take()
+                .expect("logits were requested")
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f32>()?;
+            if !take(&row, &mut ids) {
+                break;
+            }
+        }
+    }
+
+    let first_change = ids
+        .iter()
+        .zip(&base.answer)
+        .position(|(x, y)| x != y)
+        .or_else(|| (ids.len() != a).then(|| ids.len().min(a)));
+    Ok(LiveRun {
+        set: set.clone(),
+        answer_text: engine.decode(&ids)?,
+        answer_ids: ids,
+        answer_logprobs: logprobs,
+        original_answer_logprob: original,
+        delta_logprob: original - base.clean_logprob(),
+        first_change,
+        recomputed_from_layer: Some(l0),
+        forwards,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

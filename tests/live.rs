@@ -1,0 +1,406 @@
+//! Live ablation re-runs (`analysis::live`) against from-scratch ablated runs from layer 0 on the
+//! tiny fixture models: the teacher-forced log-prob of the original answer (1e-4) and the greedy
+//! regeneration (identical ids), for zero, mean and uniform head ablation, MLP ablation and both,
+//! with the earliest ablated layer at the bottom, in the middle and at the top.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use headscope::analysis::ablation::{ablation_kind, head_set_ablation, CurveAblation};
+use headscope::analysis::live::{rerun, AblationSet, LiveBase, LiveRun};
+use headscope::analysis::Subject;
+use headscope::engine::generate::{answer_logprob_per_row, generate_ablated, top_k};
+use headscope::engine::{Capture, Engine, Hooks, LoadOptions, Positions, Start};
+use headscope::prompt::{load_samples, PromptStyle};
+use headscope::Error;
+
+mod common;
+
+/// Longer than the subject's own answer may be (64 tokens, the default), so re-runs whose answer
+/// repeats all of the original one still decode new tokens after it.
+const MAX_NEW: usize = 96;
+
+struct Case {
+    engine: Engine,
+    subject: Subject,
+    base: LiveBase,
+}
+
+/// The fixture `family` with the analysis sample, its answer generated (greedy) or, with
+/// `generate = false`, the sample's `output` (which greedy regeneration departs from).
+fn case_with(family: &str, generate: bool) -> Case {
+    let model = common::fixture_with_context(family, 512);
+    let engine = Engine::load(&LoadOptions::new(model.to_string_lossy().to_string())).unwrap();
+    let sample_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let sample = load_samples(&sample_path).unwrap().remove(0);
+    let cfg = headscope::engine::GenerationConfig::default();
+    let subject = Subject::prepare(&engine, sample, PromptStyle::Mirage, &cfg, generate, |_| {
+        true
+    })
+    .unwrap();
+    let base = LiveBase::new(&engine, &subject).unwrap();
+    Case {
+        engine,
+        subject,
+        base,
+    }
+}
+
+fn case(family: &str) -> Case {
+    case_with(family, true)
+}
+
+fn set(heads: &[(usize, usize)], mlps: &[usize], kind: CurveAblation) -> AblationSet {
+    AblationSet {
+        heads: heads.iter().copied().collect(),
+        mlps: mlps.iter().copied().collect(),
+        kind,
+    }
+}
+
+/// The engine's interventions for `set`, for a forward from layer 0.
+fn interventions(c: &Case, set: &AblationSet) -> Hooks {
+    let e = &c.engine;
+    let layers = e.arch().num_layers;
+    let head_ablation = (!set.heads.is_empty()).then(|| {
+        let kind = ablation_kind(e, &c.subject, set.kind).unwrap();
+        head_set_ablation(e, &[set.heads.iter().copied().collect()], &kind).unwrap()
+    });
+    let mlp_mask = (!set.mlps.is_empty()).then(|| {
+        let keep: Vec<f32> = (0..layers)
+            .map(|l| if set.mlps.contains(&l) { 0.0 } else { 1.0 })
+            .collect();
+        Tensor::from_vec(keep, (1, layers), &Device::Cpu).unwrap()
+    });
+    Hooks {
+        head_ablation,
+        mlp_mask,
+        ..Default::default()
+    }
+}
+
+/// Teacher-forced `log p(answer)` under `hooks`, one forward from the token ids.
+fn scratch_logprob(c: &Case, hooks: &Hooks) -> f64 {
+    let (prompt, answer) = (&c.subject.prompt.ids, c.subject.answer_ids());
+    let p = prompt.len();
+    let mut ids = prompt.clone();
+    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let input = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+    let hooks = Hooks {
+        capture: Capture {
+            logits: Some(Positions::Range(p - 1..p - 1 + answer.len())),
+            ..Default::default()
+        },
+        ..hooks.clone()
+    };
+    let trace = c
+        .engine
+        .forward(Start::Tokens(&input), None, &hooks)
+        .unwrap();
+    answer_logprob_per_row(trace.logits.as_ref().unwrap(), answer).unwrap()[0]
+}
+
+/// Greedy decoding under `hooks` from layer 0: prompt prefill, then KV-cached steps.
+fn scratch_greedy(c: &Case, hooks: &Hooks) -> Vec<u32> {
+    let e = &c.engine;
+    let prompt = &c.subject.prompt.ids;
+    let step = |ids: &[u32], past: Option<&headscope::engine::KvCache>| {
+        let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
+        let hooks = Hooks {
+            capture: Capture {
+                logits: Some(Positions::List(vec![ids.len() - 1])),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..hooks.clone()
+        };
+        let trace = e.forward(Start::Tokens(&input), past, &hooks).unwrap();
+        let row = trace.logits.unwrap().flatten_all().unwrap();
+        let row = row.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+        (top_k(&row, 1)[0].0, trace.kv_cache.unwrap())
+    };
+    let (mut next, mut cache) = step(prompt, None);
+    let mut out = Vec::new();
+    while !e.stop_ids.contains(&next) && out.len() < MAX_NEW {
+        out.push(next);
+        (next, cache) = step(&[next], Some(&cache));
+    }
+    out
+}
+
+#[track_caller]
+fn check(c: &Case, set: &AblationSet) -> LiveRun {
+    let run = rerun(&c.engine, &c.subject, &c.base, set, MAX_NEW, &|| false).unwrap();
+    let what = format!("{set:?}");
+    assert_eq!(run.recomputed_from_layer, set.earliest_layer(), "{what}");
+    assert_eq!(&run.set, set);
+    let hooks = interventions(c, set);
+    let want = scratch_logprob(c, &hooks);
+    let got = run.original_answer_logprob;
+    assert!((got - want).abs() < 1e-4, "{what}: log p {got} vs {want}");
+    let delta = want - c.base.clean_logprob();
+    assert!((run.delta_logprob - delta).abs() < 1e-4, "{what}: Δ");
+    assert_eq!(
+        run.answer_ids,
+        scratch_greedy(c, &hooks),
+        "{what}: greedy ids"
+    );
+    if let (Some(ab), true) = (&hooks.head_ablation, set.mlps.is_empty()) {
+        let e = &c.engine;
+        let prompt = &c.subject.prompt.ids;
+        let ids = generate_ablated(&e.model, prompt, &e.stop_ids, MAX_NEW, ab, || true).unwrap();
+        assert_eq!(run.answer_ids, ids[0], "{what}: generate_ablated");
+    }
+    assert_eq!(run.answer_logprobs.len(), run.answer_ids.len());
+    assert_eq!(run.answer_text, c.engine.decode(&run.answer_ids).unwrap());
+    let original = c.subject.answer_ids();
+    let same = run.answer_ids == original;
+    assert_eq!(run.first_change.is_none(), same, "{what}: first change");
+    if let Some(i) = run.first_change {
+        assert_eq!(
+            run.answer_ids[..i],
+            original[..i],
+            "{what}: before the change"
+        );
+    }
+    run
+}
+
+fn heads_and_mlps_match_from_scratch(family: &str) {
+    let (mut departed, mut decoded) = (0, 0);
+    let mut tally = |run: LiveRun, c: &Case| {
+        let a = c.subject.answer_ids().len();
+        decoded += usize::from(run.forwards > 1);
+        departed += usize::from(run.first_change.is_some_and(|i| i < a) && run.forwards > 1);
+    };
+    let c = case(family);
+    let (layers, heads) = (c.engine.arch().num_layers, c.engine.arch().num_heads);
+    let top = layers - 1;
+    let head_sets = [
+        vec![(0, 1), (top, 2)],
+        vec![(1, 0), (1, 3), (top, 1)],
+        vec![(top, 0), (top, heads - 1)],
+        (0..heads).map(|h| (1, h)).collect(),
+        (0..layers)
+            .flat_map(|l| (0..heads).map(move |h| (l, h)))
+            .collect(),
+    ];
+    let kinds = [
+        CurveAblation::Zero,
+        CurveAblation::Mean,
+        CurveAblation::Uniform,
+    ];
+    for kind in kinds {
+        for heads in &head_sets {
+            tally(check(&c, &set(heads, &[], kind)), &c);
+        }
+    }
+    for mlps in [vec![0], vec![1], vec![top], vec![1, top]] {
+        tally(check(&c, &set(&[], &mlps, CurveAblation::Zero)), &c);
+    }
+    tally(check(&c, &set(&[(2, 1)], &[1], CurveAblation::Mean)), &c);
+    tally(
+        check(&c, &set(&[(1, 1)], &[top], CurveAblation::Uniform)),
+        &c,
+    );
+    // The sample's own output: greedy regeneration departs from it at once.
+    let c = case_with(family, false);
+    for kind in kinds {
+        tally(check(&c, &set(&[(1, 2), (top, 0)], &[], kind)), &c);
+    }
+    tally(
+        check(&c, &set(&[(top, 3)], &[top], CurveAblation::Zero)),
+        &c,
+    );
+    // Decoding steps ran, also after a departure from the original answer.
+    assert!(
+        decoded > 0 && departed > 0,
+        "{family}: {decoded} decoded, {departed} departed"
+    );
+}
+
+#[test]
+fn qwen2_matches_from_scratch() {
+    heads_and_mlps_match_from_scratch("qwen2");
+}
+
+#[test]
+fn gemma2_matches_from_scratch() {
+    heads_and_mlps_match_from_scratch("gemma2");
+}
+
+#[test]
+fn llama_matches_from_scratch() {
+    heads_and_mlps_match_from_scratch("llama");
+}
+
+#[test]
+fn empty_set_is_the_clean_answer_without_model_work() {
+    let c = case("qwen2");
+    let before = c.engine.forward_count();
+    // The head ablation's kind does not matter when no head is ablated.
+    for kind in [CurveAblation::Zero, CurveAblation::Mean] {
+        let empty = set(&[], &[], kind);
+        assert!(empty.is_empty() && empty.earliest_layer().is_none());
+        let run = rerun(&c.engine, &c.subject, &c.base, &empty, MAX_NEW, &|| false).unwrap();
+        assert_eq!(c.engine.forward_count(), before);
+        assert_eq!(run.answer_ids, c.subject.answer_ids());
+        assert_eq!(run.answer_logprobs, c.subject.answer.logprobs);
+        assert_eq!(run.recomputed_from_layer, None);
+        assert_eq!(
+            (run.forwards, run.delta_logprob, run.first_change),
+            (0, 0.0, None)
+        );
+        let total = c.subject.answer.total_logprob();
+        assert!((run.original_answer_logprob - total).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn the_rerun_starts_at_the_earliest_ablated_layer() {
+    let c = case("gemma2");
+    let top = c.engine.arch().num_layers - 1;
+    for (s, l0) in [
+        (set(&[(2, 0)], &[top], CurveAblation::Zero), 2),
+        (set(&[(top, 3)], &[1], CurveAblation::Zero), 1),
+        (set(&[(top, 3)], &[], CurveAblation::Zero), top),
+        (set(&[(0, 0), (top, 1)], &[2], CurveAblation::Zero), 0),
+    ] {
+        assert_eq!(s.earliest_layer(), Some(l0));
+        assert_eq!(check(&c, &s).recomputed_from_layer, Some(l0));
+    }
+}
+
+#[test]
+fn toggling_adds_and_removes() {
+    let mut s = AblationSet::default();
+    assert!(s.toggle_head(3, 1));
+    assert!(s.toggle_mlp(2));
+    assert_eq!(s.earliest_layer(), Some(2));
+    assert!(!s.toggle_mlp(2));
+    assert_eq!(s.earliest_layer(), Some(3));
+    assert!(!s.toggle_head(3, 1));
+    assert!(s.is_empty());
+    let json = serde_json::to_string(&set(&[(1, 2)], &[0], CurveAblation::Uniform)).unwrap();
+    let back: AblationSet = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, set(&[(1, 2)], &[0], CurveAblation::Uniform));
+}
+
+#[test]
+fn bad_sets_and_bases_are_errors() {
+    let c = case("qwen2");
+    let (layers, heads) = (c.engine.arch().num_layers, c.engine.arch().num_heads);
+    for bad in [
+        set(&[(layers, 0)], &[], CurveAblation::Zero),
+        set(&[(0, heads)], &[], CurveAblation::Mean),
+        set(&[], &[layers], CurveAblation::Zero),
+    ] {
+        let err = rerun(&c.engine, &c.subject, &c.base, &bad, MAX_NEW, &|| false).unwrap_err();
+        assert!(matches!(err, Error::Analysis(_)), "{bad:?}: {err}");
+    }
+    let mut other = c.subject.clone();
+    other.answer.answer_ids.push(other.answer.answer_ids[0]);
+    let ok = set(&[(0, 0)], &[], CurveAblation::Zero);
+    let err = rerun(&c.engine, &other, &c.base, &ok, MAX_NEW, &|| false).unwrap_err();
+    assert!(matches!(err, Error::Analysis(_)), "{err}");
+}
+
+#[test]
+fn cancel_stops_a_rerun() {
+    let c = case("qwen2");
+    let s = set(&[(0, 0), (1, 2)], &[], CurveAblation::Zero);
+    let err = rerun(&c.engine, &c.subject, &c.base, &s, MAX_NEW, &|| true).unwrap_err();
+    assert!(matches!(err, Error::Cancelled));
+    // Cancelled between decoding steps: the run stops with the second poll.
+    let polls = Cell::new(0);
+    let cancel = || {
+        polls.set(polls.get() + 1);
+        polls.get() > 1
+    };
+    match rerun(&c.engine, &c.subject, &c.base, &s, MAX_NEW, &cancel) {
+        Err(Error::Cancelled) => assert_eq!(polls.get(), 2),
+        // No decoding step was needed (the answer stopped within the teacher-forced rows).
+        Ok(run) => assert_eq!((run.forwards, polls.get()), (1, 1)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn a_forward_from_a_later_layer_returns_the_cache_of_the_layers_it_ran() {
+    let c = case("gemma2");
+    let e = &c.engine;
+    let layers = e.arch().num_layers;
+    let ids = c.subject.full_ids();
+    let input = Tensor::from_vec(ids.clone(), (1, ids.len()), &Device::Cpu).unwrap();
+    let with = |capture: Capture| Hooks {
+        capture,
+        ..Default::default()
+    };
+    let clean = e
+        .forward(
+            Start::Tokens(&input),
+            None,
+            &with(Capture {
+                resid_pre: Some(Positions::All),
+                kv_cache: true,
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    let full = clean.kv_cache.as_ref().unwrap();
+    let l0 = 2;
+    let resid = clean
+        .get(&format!("blocks.{l0}.hook_resid_pre"))
+        .unwrap()
+        .clone();
+    let cache_only = with(Capture {
+        kv_cache: true,
+        ..Default::default()
+    });
+    let upper = e
+        .forward(
+            Start::ResidPre {
+                layer: l0,
+                resid: resid.clone(),
+            },
+            None,
+            &cache_only,
+        )
+        .unwrap()
+        .kv_cache
+        .unwrap();
+    assert_eq!(upper.layers.len(), layers - l0);
+    assert_eq!(upper.len(), ids.len());
+    let merged = full.with_layers_from(l0, &upper).unwrap();
+    assert_eq!(merged.layers.len(), layers);
+    for (l, ((k, v), (k2, v2))) in merged.layers.iter().zip(&full.layers).enumerate() {
+        for (a, b) in [(k, k2), (v, v2)] {
+            let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "layer {l}");
+        }
+    }
+    // A full-depth upper cache works too; mismatched depths or lengths are errors.
+    assert_eq!(
+        full.with_layers_from(l0, full).unwrap().layers.len(),
+        layers
+    );
+    assert!(full.with_layers_from(l0 + 1, &upper).is_err());
+    assert!(full
+        .truncate(5)
+        .unwrap()
+        .with_layers_from(l0, &upper)
+        .is_err());
+    // A partial cache is no past for a forward, and a forward from inside a layer keeps none.
+    let one = Tensor::from_vec(vec![ids[0]], (1, 1), &Device::Cpu).unwrap();
+    assert!(e
+        .forward(Start::Tokens(&one), Some(&upper), &cache_only)
+        .is_err());
+    let mid = Start::ResidMid { layer: l0, resid };
+    assert!(matches!(
+        e.forward(mid, None, &cache_only),
+        Err(Error::Hook(_))
+    ));
+}
