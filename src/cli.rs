@@ -9,16 +9,114 @@ use headscope::analysis::divergence::Divergence;
 use headscope::analysis::report::Method;
 use headscope::engine::{parse_dtype, DeviceChoice};
 use headscope::prompt::{Granularity, PromptStyle};
+use headscope::ui::export::ExportFormat;
 
+/// Without a subcommand, `headscope [--model M] [SAMPLE]` opens the explorer (the TUI).
 #[derive(Parser, Debug)]
 #[command(
     name = "headscope",
     version,
-    about = "How a language model uses the documents it was given"
+    about = "How a language model uses the documents it was given",
+    long_about = "How a language model uses the documents it was given.\n\n\
+        Without a subcommand, `headscope [--model M] [SAMPLE]` opens the explorer, a keyboard-driven \
+        terminal UI (press ? in it for the keys).",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub explore: ExploreArgs,
+}
+
+/// The explorer's arguments (also `screenshot`'s).
+#[derive(Args, Debug, Clone)]
+pub struct ExploreArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A sample file (JSON list, JSON object or JSONL in the MIRAGE format). Default: the built-in
+    /// samples/question.json.
+    pub sample: Option<PathBuf>,
+    /// Which sample of the file (0-based).
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    /// mirage or context-query.
+    #[arg(long, default_value = "mirage")]
+    pub prompt_style: PromptStyle,
+    #[command(flatten)]
+    pub tui: TuiArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TuiArgs {
+    /// Colour theme: default, light, high-contrast, colorblind, a name in
+    /// $XDG_CONFIG_HOME/headscope/themes/, or a path to a theme .toml.
+    #[arg(long, default_value = "default")]
+    pub theme: String,
+    /// Where `e` writes screenshots (default: the current directory).
+    #[arg(long)]
+    pub export_dir: Option<PathBuf>,
+    /// Screenshot formats for `e`, comma-separated: svg, png, html, txt.
+    #[arg(long, default_value = "svg")]
+    pub export_format: ExportFormats,
+    /// Longest answer generated (and regenerated under a live ablation).
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Generate even when the sample has an `output` to score.
+    #[arg(long)]
+    pub generate: bool,
+    /// Key bindings file (default: $XDG_CONFIG_HOME/headscope/keys.toml, else
+    /// ~/.config/headscope/keys.toml, when it exists).
+    #[arg(long)]
+    pub keys_config: Option<PathBuf>,
+    /// Recompute every analysis and store nothing.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where cached results live (default: $HEADSCOPE_CACHE/analysis or ~/.cache/headscope/analysis).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `--export-format svg,png`.
+#[derive(Clone, Debug)]
+pub struct ExportFormats(pub Vec<ExportFormat>);
+
+impl std::str::FromStr for ExportFormats {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let f: ExportFormat = part.parse()?;
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        if out.is_empty() {
+            return Err("no format given (use svg, png, html or txt)".into());
+        }
+        Ok(ExportFormats(out))
+    }
+}
+
+/// `headscope screenshot`.
+#[derive(Args, Debug)]
+pub struct ScreenshotArgs {
+    #[command(flatten)]
+    pub explore: ExploreArgs,
+    /// Keys to play, separated by spaces, named as in keys.toml: "l l space enter M e".
+    /// Each key is pressed after the worker has finished what the previous one started.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub keys: String,
+    /// Screen size, COLUMNSxROWS.
+    #[arg(long, default_value = "160x48", value_parser = headscope::ui::screenshot::parse_size)]
+    pub size: (u16, u16),
+    /// The file to write; .svg, .png, .html or .txt.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seconds to wait for the worker at each step.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -28,9 +126,12 @@ pub enum Command {
     /// Run analysis methods (logit lens, head scores, source attributions, ablation curves) on a
     /// sample and print a summary or write JSON.
     Analyze(Box<AnalyzeArgs>),
-    /// Measure the engine.
+    /// Measure the engine (and the explorer's rendering).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Render the explorer off-screen, play a key script, wait for the analyses, and export the
+    /// screen (SVG, PNG, HTML or text).
+    Screenshot(Box<ScreenshotArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -119,6 +220,29 @@ pub enum BenchCommand {
     Sweep(BenchSweepArgs),
     /// ARC-JSD source attribution with prefix reuse against its n + 1 forwards run one by one.
     Attribution(BenchAttributionArgs),
+    /// Median time to render one full explorer frame of a synthetic state (no model needed).
+    Render(BenchRenderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchRenderArgs {
+    /// Screen size, COLUMNSxROWS.
+    #[arg(long, default_value = "160x48", value_parser = headscope::ui::screenshot::parse_size)]
+    pub size: (u16, u16),
+    #[arg(long, default_value_t = 28)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 12)]
+    pub heads: usize,
+    /// Answer tokens.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    #[arg(long, default_value_t = 500)]
+    pub frames: usize,
+    /// Fail when the median frame takes longer (milliseconds).
+    #[arg(long, default_value_t = 5.0)]
+    pub budget_ms: f64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

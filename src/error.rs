@@ -42,6 +42,10 @@ pub enum Error {
     #[error("analysis: {0}")]
     Analysis(String),
 
+    /// A screenshot could not be encoded (writing one is `Io`).
+    #[error("screenshot: {0}")]
+    Export(String),
+
     #[error("cancelled")]
     Cancelled,
 

@@ -5,5 +5,6 @@ pub mod analysis;
 pub mod engine;
 pub mod error;
 pub mod prompt;
+pub mod ui;
 
 pub use error::{Error, Result};

@@ -21,9 +21,11 @@ fn main() {
     keep_large_allocations_in_heap();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Run(args) => commands::run(args),
-        cli::Command::Analyze(args) => commands::analyze::analyze(*args),
-        cli::Command::Bench(cmd) => commands::bench(cmd),
+        Some(cli::Command::Run(args)) => commands::run(args),
+        Some(cli::Command::Analyze(args)) => commands::analyze::analyze(*args),
+        Some(cli::Command::Bench(cmd)) => commands::bench(cmd),
+        Some(cli::Command::Screenshot(args)) => commands::explore::screenshot(*args),
+        None => commands::explore::explore(cli.explore),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,6 +1,7 @@
 //! The headless commands. Each loads the engine, calls library functions and writes text or JSON.
 
 pub mod analyze;
+pub mod explore;
 
 use std::io::Write;
 use std::path::Path;
@@ -267,6 +268,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Forward(args) => bench_forward(args),
         BenchCommand::Sweep(args) => bench_sweep(args),
         BenchCommand::Attribution(args) => analyze::bench_attribution(args),
+        BenchCommand::Render(args) => explore::bench_render(args),
     }
 }
 

@@ -1,0 +1,1674 @@
+//! The explorer's state, the actions that change it, and [`update`]. No drawing and no I/O here:
+//! `update` returns [`Effect`]s (jobs for the worker, a debounce timer, an export) that the event
+//! loop carries out. The state holds plain vectors and serde report structs, never tensors, so the
+//! panes and the tests need no model.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use crate::analysis::ablation::CurveAblation;
+use crate::analysis::report::{AnalysisReport, Method};
+use crate::analysis::rng::SplitMix64;
+use crate::analysis::{top_heads, AnswerSource};
+use crate::engine::ModelInfo;
+use crate::prompt::Sample;
+
+/// The analysis runs in stages so the panes fill progressively: fast single-forward methods
+/// first, then the leave-out and gradient methods, then the sweeps over every head.
+pub const STAGES: [&[Method]; 3] = [
+    &[
+        Method::LogitLens,
+        Method::AttrAttention,
+        Method::HeadsSummedAttention,
+        Method::AttrArcJsd,
+        Method::HeadsArcJsd,
+    ],
+    &[
+        Method::HeadsRetrieval,
+        Method::HeadsQrHead,
+        Method::AttrMarginal,
+        Method::AttrContextCite,
+        Method::AttrMirage,
+    ],
+    &[
+        Method::HeadsAblation,
+        Method::HeadsPatching,
+        Method::AblationCurve,
+    ],
+];
+
+/// Attributions at sentence granularity, run when the user first asks for sentences.
+pub const SENTENCE_METHODS: &[Method] = &[
+    Method::AttrAttention,
+    Method::AttrArcJsd,
+    Method::AttrMarginal,
+    Method::AttrContextCite,
+    Method::AttrMirage,
+];
+
+/// Quiet time after an ablation toggle before the live re-run starts.
+pub const DEBOUNCE_MS: u64 = 300;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pane {
+    Answer,
+    Sample,
+    Heatmap,
+    Lens,
+    Attribution,
+    Ablation,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 6] = [
+        Pane::Answer,
+        Pane::Sample,
+        Pane::Heatmap,
+        Pane::Lens,
+        Pane::Attribution,
+        Pane::Ablation,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Answer => "Answer",
+            Pane::Sample => "Sample",
+            Pane::Heatmap => "Heads",
+            Pane::Lens => "Logit lens",
+            Pane::Attribution => "Attribution",
+            Pane::Ablation => "Ablation",
+        }
+    }
+
+    /// The digit that focuses it.
+    pub fn number(self) -> usize {
+        Pane::ALL.iter().position(|&p| p == self).unwrap_or(0) + 1
+    }
+
+    fn step(self, by: isize) -> Pane {
+        let n = Pane::ALL.len() as isize;
+        let i = Pane::ALL.iter().position(|&p| p == self).unwrap_or(0) as isize;
+        Pane::ALL[((i + by).rem_euclid(n)) as usize]
+    }
+}
+
+/// The head score shown in the heatmap (`m` cycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeadScore {
+    ArcJsd,
+    SummedAttention,
+    Retrieval,
+    QrHead,
+    Ablation,
+    Patching,
+}
+
+impl HeadScore {
+    pub const ALL: [HeadScore; 6] = [
+        HeadScore::ArcJsd,
+        HeadScore::SummedAttention,
+        HeadScore::Retrieval,
+        HeadScore::QrHead,
+        HeadScore::Ablation,
+        HeadScore::Patching,
+    ];
+
+    /// The key under `head_scores` in the report.
+    pub fn key(self) -> &'static str {
+        match self {
+            HeadScore::ArcJsd => "arc_jsd",
+            HeadScore::SummedAttention => "summed_attention",
+            HeadScore::Retrieval => "retrieval",
+            HeadScore::QrHead => "qrhead",
+            HeadScore::Ablation => "ablation",
+            HeadScore::Patching => "patching",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HeadScore::ArcJsd => "ARC-JSD",
+            HeadScore::SummedAttention => "summed attention",
+            HeadScore::Retrieval => "retrieval",
+            HeadScore::QrHead => "QRHead",
+            HeadScore::Ablation => "ablation Δ",
+            HeadScore::Patching => "patching",
+        }
+    }
+
+    /// Scores with a meaningful sign get a diverging scale centred on zero.
+    pub fn signed(self) -> bool {
+        matches!(self, HeadScore::Ablation | HeadScore::Patching)
+    }
+
+    /// The matrix ranked for `a` (top-k ablation): higher = more important. An ablation Δ is
+    /// negative for heads the answer needs, so it is negated.
+    pub fn importance(self, matrix: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        match self {
+            HeadScore::Ablation => matrix
+                .iter()
+                .map(|r| r.iter().map(|v| -v).collect())
+                .collect(),
+            _ => matrix.to_vec(),
+        }
+    }
+
+    /// The stage (1-based) that computes it.
+    pub fn stage(self) -> usize {
+        let m = match self {
+            HeadScore::ArcJsd => Method::HeadsArcJsd,
+            HeadScore::SummedAttention => Method::HeadsSummedAttention,
+            HeadScore::Retrieval => Method::HeadsRetrieval,
+            HeadScore::QrHead => Method::HeadsQrHead,
+            HeadScore::Ablation => Method::HeadsAblation,
+            HeadScore::Patching => Method::HeadsPatching,
+        };
+        stage_of(m)
+    }
+
+    fn next(self) -> HeadScore {
+        cycle(&Self::ALL, self)
+    }
+}
+
+/// The source attribution shown in the attribution pane (`M` cycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttrMethod {
+    ArcJsd,
+    ContextCite,
+    Mirage,
+    Marginal,
+    Attention,
+}
+
+impl AttrMethod {
+    pub const ALL: [AttrMethod; 5] = [
+        AttrMethod::ArcJsd,
+        AttrMethod::ContextCite,
+        AttrMethod::Mirage,
+        AttrMethod::Marginal,
+        AttrMethod::Attention,
+    ];
+
+    /// The key under `attribution` in the report.
+    pub fn key(self) -> &'static str {
+        match self {
+            AttrMethod::ArcJsd => "arc_jsd",
+            AttrMethod::ContextCite => "context_cite",
+            AttrMethod::Mirage => "mirage",
+            AttrMethod::Marginal => "marginal",
+            AttrMethod::Attention => "attention",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AttrMethod::ArcJsd => "ARC-JSD",
+            AttrMethod::ContextCite => "ContextCite",
+            AttrMethod::Mirage => "MIRAGE",
+            AttrMethod::Marginal => "marginal",
+            AttrMethod::Attention => "attention",
+        }
+    }
+
+    pub fn stage(self) -> usize {
+        let m = match self {
+            AttrMethod::ArcJsd => Method::AttrArcJsd,
+            AttrMethod::ContextCite => Method::AttrContextCite,
+            AttrMethod::Mirage => Method::AttrMirage,
+            AttrMethod::Marginal => Method::AttrMarginal,
+            AttrMethod::Attention => Method::AttrAttention,
+        };
+        stage_of(m)
+    }
+
+    fn next(self) -> AttrMethod {
+        cycle(&Self::ALL, self)
+    }
+}
+
+/// Which residual-stream points the logit lens shows (`p` cycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LensPoint {
+    Post,
+    Mid,
+    Pre,
+    All,
+}
+
+impl LensPoint {
+    pub const ALL: [LensPoint; 4] = [
+        LensPoint::Post,
+        LensPoint::Mid,
+        LensPoint::Pre,
+        LensPoint::All,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LensPoint::Post => "post",
+            LensPoint::Mid => "mid",
+            LensPoint::Pre => "pre",
+            LensPoint::All => "all",
+        }
+    }
+
+    /// Does a lens row at `point` (`pre`, `mid`, `post`) show?
+    pub fn shows(self, point: &str) -> bool {
+        self == LensPoint::All || self.label() == point
+    }
+}
+
+fn cycle<T: Copy + PartialEq>(all: &[T], x: T) -> T {
+    let i = all.iter().position(|&y| y == x).unwrap_or(0);
+    all[(i + 1) % all.len()]
+}
+
+fn stage_of(m: Method) -> usize {
+    STAGES
+        .iter()
+        .position(|s| s.contains(&m))
+        .map_or(0, |i| i + 1)
+}
+
+/// The heads and MLPs knocked out for the live re-run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ablation {
+    pub heads: BTreeSet<(usize, usize)>,
+    pub mlps: BTreeSet<usize>,
+    pub kind: CurveAblation,
+}
+
+impl Ablation {
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.mlps.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.heads.len() + self.mlps.len()
+    }
+
+    /// `L{l}H{h}` for heads, `L{l} MLP` for MLPs, in layer order.
+    pub fn labels(&self) -> Vec<String> {
+        let mut items: Vec<(usize, usize, String)> = self
+            .heads
+            .iter()
+            .map(|&(l, h)| (l, h, format!("L{l}H{h}")))
+            .chain(
+                self.mlps
+                    .iter()
+                    .map(|&l| (l, usize::MAX, format!("L{l} MLP"))),
+            )
+            .collect();
+        items.sort();
+        items.into_iter().map(|x| x.2).collect()
+    }
+
+    pub fn kind_label(&self) -> &'static str {
+        kind_label(self.kind)
+    }
+}
+
+pub fn kind_label(kind: CurveAblation) -> &'static str {
+    match kind {
+        CurveAblation::Zero => "zero",
+        CurveAblation::Mean => "mean",
+        CurveAblation::Uniform => "uniform",
+    }
+}
+
+/// How the current ablation set was made, so `+`/`-` can redo it with a new k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AblationOrigin {
+    ByHand,
+    TopK(HeadScore),
+    Random,
+}
+
+/// The answer as the panes show it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnswerView {
+    pub tokens: Vec<String>,
+    pub logprobs: Vec<f32>,
+    pub text: String,
+    pub source: Option<AnswerSource>,
+    /// False while tokens are still streaming in.
+    pub complete: bool,
+}
+
+impl AnswerView {
+    pub fn total_logprob(&self) -> f64 {
+        self.logprobs.iter().map(|&x| x as f64).sum()
+    }
+}
+
+/// One live ablation re-run, copied out of the worker's result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveResult {
+    pub ablation: Ablation,
+    pub answer_text: String,
+    pub tokens: Vec<String>,
+    pub logprobs: Vec<f32>,
+    /// The original answer's log-prob without ablation, and its change under the ablation.
+    pub original_logprob: f64,
+    pub delta_logprob: f64,
+    /// The first answer position where the new answer departs from the original.
+    pub first_change: Option<usize>,
+    pub recomputed_from_layer: Option<usize>,
+    pub forwards: usize,
+    pub seconds: f64,
+}
+
+/// What the worker is asked to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobSpec {
+    /// Load the model (once) and prepare the subject: the prompt and the answer.
+    Open,
+    /// Run stage `stage` (0-based) of [`STAGES`] at document granularity.
+    Analyze { stage: usize },
+    /// [`SENTENCE_METHODS`] at sentence granularity.
+    Sentences,
+    /// Re-run the answer with these heads and MLPs ablated.
+    Live(Ablation),
+}
+
+impl JobSpec {
+    pub fn label(&self) -> String {
+        match self {
+            JobSpec::Open => "load".into(),
+            JobSpec::Analyze { stage } => format!("stage {}/{}", stage + 1, STAGES.len()),
+            JobSpec::Sentences => "sentences".into(),
+            JobSpec::Live(a) => format!("ablation ({})", a.len()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    pub spec: JobSpec,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Done,
+    Cancelled,
+    Failed(String),
+}
+
+/// What the worker reports. Every message names its job; messages of jobs that are no longer
+/// current are ignored.
+#[derive(Clone, Debug)]
+pub enum WorkerMsg {
+    Progress {
+        id: u64,
+        step: String,
+        done: usize,
+        total: usize,
+        elapsed_s: f64,
+    },
+    ModelLoaded {
+        id: u64,
+        info: ModelInfo,
+        seconds: f64,
+    },
+    Token {
+        id: u64,
+        text: String,
+    },
+    Answer {
+        id: u64,
+        answer: AnswerView,
+    },
+    Report {
+        id: u64,
+        report: Box<AnalysisReport>,
+    },
+    Live {
+        id: u64,
+        result: Box<LiveResult>,
+    },
+    Finished {
+        id: u64,
+        seconds: f64,
+        outcome: Outcome,
+    },
+}
+
+/// The job in flight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Running {
+    pub id: u64,
+    pub spec: JobSpec,
+    /// The step within the job (an analysis method), once the worker says.
+    pub step: String,
+    pub done: usize,
+    pub total: usize,
+    pub elapsed_s: f64,
+}
+
+impl Running {
+    pub fn ratio(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            (self.done as f64 / self.total as f64).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// Every user-level action; keys map to these (see `keys.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Command {
+    Quit,
+    Help,
+    NextPane,
+    PrevPane,
+    FocusAnswer,
+    FocusSample,
+    FocusHeatmap,
+    FocusLens,
+    FocusAttribution,
+    FocusAblation,
+    Left,
+    Right,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    PrevToken,
+    NextToken,
+    CycleHeadScore,
+    CycleAttribution,
+    ToggleSentences,
+    CycleLensPoint,
+    ToggleRank,
+    ToggleAblation,
+    AblateTopK,
+    AblateRandom,
+    ResetAblation,
+    MoreK,
+    FewerK,
+    CycleAblationKind,
+    Rerun,
+    Cancel,
+    Export,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// The loop has started: open the sample.
+    Start,
+    Command(Command),
+    Worker(WorkerMsg),
+    /// The quiet time after an ablation change has passed.
+    DebounceElapsed,
+    /// The screenshot was written (paths) or not (why).
+    Exported(Result<Vec<PathBuf>, String>),
+}
+
+/// What `update` asks the event loop to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Send a job to the worker; it supersedes the job in flight.
+    Submit(Job),
+    /// Cancel the job in flight.
+    Cancel,
+    /// (Re)start the debounce timer; [`Action::DebounceElapsed`] follows.
+    Debounce,
+    /// Write the current screen to the export directory.
+    Export,
+    Quit,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+}
+
+/// The explorer's whole state.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub model_name: String,
+    pub info: Option<ModelInfo>,
+    pub sample_label: String,
+    pub sample: Sample,
+    pub answer: AnswerView,
+    /// Document-granularity results, merged stage by stage.
+    pub report: Option<AnalysisReport>,
+    /// Sentence-granularity attributions, once asked for.
+    pub sentence_report: Option<AnalysisReport>,
+
+    pub focus: Pane,
+    pub show_help: bool,
+    pub help_scroll: usize,
+    /// The answer position every pane looks at.
+    pub token: usize,
+    /// `(layer, head)`; `head == heads` is the layer's MLP.
+    pub head_cursor: (usize, usize),
+    pub head_score: HeadScore,
+    pub attr_method: AttrMethod,
+    pub sentences: bool,
+    pub source_cursor: usize,
+    /// Until the user moves it, the source cursor sits on the top source of the method shown.
+    pub source_moved: bool,
+    pub sample_scroll: usize,
+    /// The sample pane scrolls to the focused source until the user scrolls it by hand.
+    pub sample_follow: bool,
+    pub lens_point: LensPoint,
+    pub lens_rank: bool,
+    pub lens_row: usize,
+    pub ablation_scroll: usize,
+
+    pub ablation: Ablation,
+    pub ablation_origin: AblationOrigin,
+    pub top_k: usize,
+    random_draws: u64,
+    pub live: Option<LiveResult>,
+    /// The ablation set changed since the last live run was sent.
+    pub live_dirty: bool,
+
+    pub opened: bool,
+    pub open_failed: bool,
+    pub next_stage: usize,
+    pub failed_stages: Vec<usize>,
+    pub sentences_failed: bool,
+    /// Esc stopped the work; enter resumes it.
+    pub paused: bool,
+    pub running: Option<Running>,
+    pub last_job: Option<(String, f64)>,
+    pub status: Option<Status>,
+    next_job_id: u64,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(
+        model_name: impl Into<String>,
+        sample_label: impl Into<String>,
+        sample: Sample,
+    ) -> App {
+        App {
+            model_name: model_name.into(),
+            info: None,
+            sample_label: sample_label.into(),
+            sample,
+            answer: AnswerView::default(),
+            report: None,
+            sentence_report: None,
+            focus: Pane::Heatmap,
+            show_help: false,
+            help_scroll: 0,
+            token: 0,
+            head_cursor: (0, 0),
+            head_score: HeadScore::ArcJsd,
+            attr_method: AttrMethod::ArcJsd,
+            sentences: false,
+            source_cursor: 0,
+            source_moved: false,
+            sample_scroll: 0,
+            sample_follow: true,
+            lens_point: LensPoint::Post,
+            lens_rank: false,
+            lens_row: 0,
+            ablation_scroll: 0,
+            ablation: Ablation::default(),
+            ablation_origin: AblationOrigin::ByHand,
+            top_k: 5,
+            random_draws: 0,
+            live: None,
+            live_dirty: false,
+            opened: false,
+            open_failed: false,
+            next_stage: 0,
+            failed_stages: Vec::new(),
+            sentences_failed: false,
+            paused: false,
+            running: None,
+            last_job: None,
+            status: None,
+            next_job_id: 1,
+            quit: false,
+        }
+    }
+
+    /// `(layers, heads)` of the model, once known.
+    pub fn dims(&self) -> (usize, usize) {
+        if let Some(i) = &self.info {
+            return (i.layers, i.heads);
+        }
+        if let Some(r) = &self.report {
+            return (r.model.layers, r.model.heads);
+        }
+        (0, 0)
+    }
+
+    /// The selected head score's `[layers][heads]` matrix, when computed.
+    pub fn head_matrix(&self) -> Option<&Vec<Vec<f64>>> {
+        self.report.as_ref()?.head_scores.get(self.head_score.key())
+    }
+
+    /// The selected head score's per-layer MLP scores, when the method has them.
+    pub fn mlp_scores(&self) -> Option<&Vec<f64>> {
+        self.report.as_ref()?.mlp_scores.get(self.head_score.key())
+    }
+
+    /// The report the attribution pane shows (document or sentence granularity).
+    pub fn attribution_report(&self) -> Option<&AnalysisReport> {
+        if self.sentences {
+            self.sentence_report.as_ref()
+        } else {
+            self.report.as_ref()
+        }
+    }
+
+    /// The selected attribution's scores, one per source.
+    pub fn attribution(&self) -> Option<&Vec<f64>> {
+        self.attribution_report()?
+            .attribution
+            .get(self.attr_method.key())
+    }
+
+    pub fn source_count(&self) -> usize {
+        match self.attribution_report() {
+            Some(r) => r.sources.len(),
+            None if self.sentences => 0,
+            None => self.sample.docs.len(),
+        }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Nothing running and nothing left to schedule (the headless screenshot waits for this).
+    pub fn is_idle(&self) -> bool {
+        self.running.is_none()
+            && !self.live_dirty
+            && (self.open_failed
+                || self.paused
+                || (self.opened
+                    && self.next_stage >= STAGES.len()
+                    && (!self.sentences
+                        || self.sentence_report.is_some()
+                        || self.sentences_failed)))
+    }
+
+    fn set_status(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: false,
+        });
+    }
+
+    fn set_error(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: true,
+        });
+    }
+
+    fn submit(&mut self, spec: JobSpec) -> Effect {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        if matches!(spec, JobSpec::Live(_)) {
+            self.live_dirty = false;
+        }
+        self.running = Some(Running {
+            id,
+            spec: spec.clone(),
+            step: String::new(),
+            done: 0,
+            total: 0,
+            elapsed_s: 0.0,
+        });
+        Effect::Submit(Job { id, spec })
+    }
+
+    /// The next job when the worker is free: open, a pending live re-run, sentence attributions
+    /// when asked, then the remaining analysis stages.
+    fn schedule(&mut self) -> Vec<Effect> {
+        if self.quit || self.paused || self.running.is_some() || self.open_failed {
+            return vec![];
+        }
+        if !self.opened {
+            return vec![self.submit(JobSpec::Open)];
+        }
+        if self.live_dirty {
+            if self.ablation.is_empty() {
+                self.live_dirty = false;
+                self.live = None;
+            } else {
+                let a = self.ablation.clone();
+                return vec![self.submit(JobSpec::Live(a))];
+            }
+        }
+        if self.sentences && self.sentence_report.is_none() && !self.sentences_failed {
+            return vec![self.submit(JobSpec::Sentences)];
+        }
+        if self.next_stage < STAGES.len() {
+            let stage = self.next_stage;
+            return vec![self.submit(JobSpec::Analyze { stage })];
+        }
+        vec![]
+    }
+
+    fn running_is(&self, f: impl Fn(&JobSpec) -> bool) -> bool {
+        self.running.as_ref().is_some_and(|r| f(&r.spec))
+    }
+
+    /// After the ablation set changed: debounce a re-run, or drop the result when nothing is
+    /// ablated any more.
+    fn ablation_changed(&mut self) -> Vec<Effect> {
+        if self.ablation.is_empty() {
+            self.live = None;
+            self.live_dirty = false;
+            if self.running_is(|s| matches!(s, JobSpec::Live(_))) {
+                self.running = None;
+                let mut e = vec![Effect::Cancel];
+                e.extend(self.schedule());
+                return e;
+            }
+            return vec![];
+        }
+        self.live_dirty = true;
+        vec![Effect::Debounce]
+    }
+
+    /// Starts the live re-run now (superseding whatever analysis runs), if it can run.
+    fn run_live_now(&mut self) -> Vec<Effect> {
+        if !self.opened || self.ablation.is_empty() {
+            return vec![];
+        }
+        if self.running_is(|s| matches!(s, JobSpec::Open)) {
+            self.live_dirty = true;
+            return vec![];
+        }
+        let a = self.ablation.clone();
+        vec![self.submit(JobSpec::Live(a))]
+    }
+
+    fn move_token(&mut self, by: isize) {
+        let n = self.answer.tokens.len();
+        if n == 0 {
+            self.token = 0;
+            return;
+        }
+        self.token = (self.token as isize + by).clamp(0, n as isize - 1) as usize;
+    }
+
+    fn move_head(&mut self, dl: isize, dh: isize) {
+        let (layers, heads) = self.dims();
+        if layers == 0 || heads == 0 {
+            return;
+        }
+        let (l, h) = self.head_cursor;
+        // The column after the last head is the layer's MLP.
+        let l = (l as isize + dl).clamp(0, layers as isize - 1) as usize;
+        let h = (h as isize + dh).clamp(0, heads as isize) as usize;
+        self.head_cursor = (l, h);
+    }
+
+    fn move_source(&mut self, by: isize) {
+        let n = self.source_count();
+        if n == 0 {
+            self.source_cursor = 0;
+            return;
+        }
+        self.source_cursor = (self.source_cursor as isize + by).clamp(0, n as isize - 1) as usize;
+        self.sample_follow = true;
+        self.source_moved = true;
+    }
+
+    /// Puts the source cursor on the top source of the method shown, unless the user moved it.
+    fn follow_top_source(&mut self) {
+        if self.source_moved {
+            return;
+        }
+        if let Some(top) = self
+            .attribution()
+            .and_then(|s| crate::analysis::ranking(s).first().copied())
+        {
+            self.source_cursor = top;
+        }
+    }
+
+    pub fn lens_rows(&self) -> usize {
+        self.report
+            .as_ref()
+            .and_then(|r| r.logit_lens.as_ref())
+            .map_or(0, |l| {
+                l.rows
+                    .iter()
+                    .filter(|r| self.lens_point.shows(&r.point))
+                    .count()
+            })
+    }
+
+    fn move_lens_row(&mut self, by: isize) {
+        let n = self.lens_rows();
+        if n == 0 {
+            self.lens_row = 0;
+            return;
+        }
+        self.lens_row = (self.lens_row as isize + by).clamp(0, n as isize - 1) as usize;
+    }
+
+    /// Arrow keys and friends act on the focused pane. `(dx, dy)`; `page` moves by a page.
+    fn movement(&mut self, c: Command) {
+        let (dx, dy): (isize, isize) = match c {
+            Command::Left => (-1, 0),
+            Command::Right => (1, 0),
+            Command::Up => (0, -1),
+            Command::Down => (0, 1),
+            Command::PageUp => (0, -10),
+            Command::PageDown => (0, 10),
+            Command::Home => (-100_000, 0),
+            Command::End => (100_000, 0),
+            _ => (0, 0),
+        };
+        if self.show_help {
+            self.help_scroll = (self.help_scroll as isize + dy).max(0) as usize;
+            return;
+        }
+        match self.focus {
+            Pane::Answer => self.move_token(if dx != 0 { dx } else { dy }),
+            Pane::Heatmap => {
+                let dl = match c {
+                    Command::PageUp => -5,
+                    Command::PageDown => 5,
+                    _ => dy,
+                };
+                self.move_head(dl, dx);
+            }
+            Pane::Lens => {
+                self.move_token(dx);
+                self.move_lens_row(dy);
+            }
+            Pane::Sample => {
+                self.sample_follow = false;
+                self.sample_scroll = (self.sample_scroll as isize + dy).clamp(0, 10_000) as usize;
+                if matches!(c, Command::Home) {
+                    self.sample_scroll = 0;
+                }
+            }
+            Pane::Attribution => {
+                self.move_token(dx);
+                self.move_source(dy);
+            }
+            Pane::Ablation => {
+                if dx != 0 && dx.abs() == 1 {
+                    // Left/right here adjust k, as `-`/`+` do.
+                    return;
+                }
+                self.ablation_scroll =
+                    (self.ablation_scroll as isize + dy).clamp(0, 10_000) as usize;
+            }
+        }
+    }
+
+    fn set_top_k(&mut self, score: HeadScore) -> Vec<Effect> {
+        let Some(matrix) = self
+            .report
+            .as_ref()
+            .and_then(|r| r.head_scores.get(score.key()))
+        else {
+            self.set_error(format!(
+                "{} is not computed yet (stage {}): cannot pick its top heads",
+                score.label(),
+                score.stage()
+            ));
+            return vec![];
+        };
+        let importance = score.importance(matrix);
+        let top = top_heads(&importance, self.top_k);
+        self.ablation.heads = top.iter().map(|&(l, h, _)| (l, h)).collect();
+        self.ablation.mlps.clear();
+        self.ablation_origin = AblationOrigin::TopK(score);
+        self.set_status(format!(
+            "ablating the top {} heads by {}",
+            self.ablation.heads.len(),
+            score.label()
+        ));
+        self.ablation_changed()
+    }
+
+    fn set_random(&mut self) -> Vec<Effect> {
+        let (layers, heads) = self.dims();
+        if layers * heads == 0 {
+            return vec![];
+        }
+        let pool: Vec<(usize, usize)> = (0..layers)
+            .flat_map(|l| (0..heads).map(move |h| (l, h)))
+            .collect();
+        let mut rng = SplitMix64::new(0x5eed_0000 + self.random_draws);
+        self.random_draws += 1;
+        self.ablation.heads = rng.choose(&pool, self.top_k).into_iter().collect();
+        self.ablation.mlps.clear();
+        self.ablation_origin = AblationOrigin::Random;
+        self.set_status(format!(
+            "ablating {} random heads",
+            self.ablation.heads.len()
+        ));
+        self.ablation_changed()
+    }
+
+    fn change_k(&mut self, by: isize) -> Vec<Effect> {
+        let (layers, heads) = self.dims();
+        let max = (layers * heads).max(1);
+        self.top_k = (self.top_k as isize + by).clamp(1, max as isize) as usize;
+        match self.ablation_origin {
+            AblationOrigin::TopK(score) if !self.ablation.is_empty() => self.set_top_k(score),
+            AblationOrigin::Random if !self.ablation.is_empty() => self.set_random(),
+            _ => {
+                self.set_status(format!("k = {}", self.top_k));
+                vec![]
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) -> Vec<Effect> {
+        use Command::*;
+        if self.show_help && !matches!(c, Help | Cancel | Quit | Up | Down | PageUp | PageDown) {
+            return vec![];
+        }
+        match c {
+            Quit => {
+                self.quit = true;
+                vec![Effect::Cancel, Effect::Quit]
+            }
+            Help => {
+                self.show_help = !self.show_help;
+                self.help_scroll = 0;
+                vec![]
+            }
+            NextPane => {
+                self.focus = self.focus.step(1);
+                vec![]
+            }
+            PrevPane => {
+                self.focus = self.focus.step(-1);
+                vec![]
+            }
+            FocusAnswer | FocusSample | FocusHeatmap | FocusLens | FocusAttribution
+            | FocusAblation => {
+                self.focus = match c {
+                    FocusAnswer => Pane::Answer,
+                    FocusSample => Pane::Sample,
+                    FocusHeatmap => Pane::Heatmap,
+                    FocusLens => Pane::Lens,
+                    FocusAttribution => Pane::Attribution,
+                    _ => Pane::Ablation,
+                };
+                vec![]
+            }
+            Left | Right if self.focus == Pane::Ablation && !self.show_help => {
+                self.change_k(if c == Left { -1 } else { 1 })
+            }
+            Left | Right | Up | Down | PageUp | PageDown | Home | End => {
+                self.movement(c);
+                vec![]
+            }
+            PrevToken => {
+                self.move_token(-1);
+                vec![]
+            }
+            NextToken => {
+                self.move_token(1);
+                vec![]
+            }
+            CycleHeadScore => {
+                self.head_score = self.head_score.next();
+                vec![]
+            }
+            CycleAttribution => {
+                self.attr_method = self.attr_method.next();
+                self.follow_top_source();
+                vec![]
+            }
+            ToggleSentences => {
+                self.sentences = !self.sentences;
+                self.source_cursor = 0;
+                self.source_moved = false;
+                self.follow_top_source();
+                self.sample_follow = true;
+                if !self.sentences || self.sentence_report.is_some() || !self.opened {
+                    return vec![];
+                }
+                // Asked for now: it goes before the remaining analysis stages.
+                if self.running_is(|s| matches!(s, JobSpec::Analyze { .. })) {
+                    return vec![self.submit(JobSpec::Sentences)];
+                }
+                self.schedule()
+            }
+            CycleLensPoint => {
+                self.lens_point = cycle(&LensPoint::ALL, self.lens_point);
+                self.lens_row = self.lens_row.min(self.lens_rows().saturating_sub(1));
+                vec![]
+            }
+            ToggleRank => {
+                self.lens_rank = !self.lens_rank;
+                vec![]
+            }
+            ToggleAblation => {
+                let (layers, heads) = self.dims();
+                if layers == 0 {
+                    return vec![];
+                }
+                let (l, h) = self.head_cursor;
+                if h >= heads {
+                    if !self.ablation.mlps.remove(&l) {
+                        self.ablation.mlps.insert(l);
+                    }
+                } else if !self.ablation.heads.remove(&(l, h)) {
+                    self.ablation.heads.insert((l, h));
+                }
+                self.ablation_origin = AblationOrigin::ByHand;
+                self.ablation_changed()
+            }
+            AblateTopK => self.set_top_k(self.head_score),
+            AblateRandom => self.set_random(),
+            ResetAblation => {
+                self.ablation.heads.clear();
+                self.ablation.mlps.clear();
+                self.ablation_origin = AblationOrigin::ByHand;
+                self.set_status("ablation reset");
+                self.ablation_changed()
+            }
+            MoreK => self.change_k(1),
+            FewerK => self.change_k(-1),
+            CycleAblationKind => {
+                self.ablation.kind = match self.ablation.kind {
+                    CurveAblation::Zero => CurveAblation::Mean,
+                    CurveAblation::Mean => CurveAblation::Uniform,
+                    CurveAblation::Uniform => CurveAblation::Zero,
+                };
+                if self.ablation.is_empty() {
+                    vec![]
+                } else {
+                    self.ablation_changed()
+                }
+            }
+            Rerun => {
+                self.paused = false;
+                if !self.ablation.is_empty() {
+                    let e = self.run_live_now();
+                    if !e.is_empty() {
+                        return e;
+                    }
+                }
+                self.schedule()
+            }
+            Cancel => {
+                if self.show_help {
+                    self.show_help = false;
+                    return vec![];
+                }
+                match self.running.take() {
+                    Some(r) => {
+                        self.paused = true;
+                        self.live_dirty = false;
+                        self.set_status(format!("cancelled {}; enter resumes", r.spec.label()));
+                        vec![Effect::Cancel]
+                    }
+                    None => vec![],
+                }
+            }
+            Export => vec![Effect::Export],
+        }
+    }
+
+    fn worker(&mut self, msg: WorkerMsg) -> Vec<Effect> {
+        let current = self.running.as_ref().map(|r| r.id);
+        match msg {
+            WorkerMsg::Progress {
+                id,
+                step,
+                done,
+                total,
+                elapsed_s,
+            } => {
+                if let Some(r) = self.running.as_mut().filter(|r| r.id == id) {
+                    r.step = step;
+                    r.done = done;
+                    r.total = total;
+                    r.elapsed_s = elapsed_s;
+                }
+                vec![]
+            }
+            WorkerMsg::ModelLoaded { id, info, seconds } => {
+                if current == Some(id) {
+                    self.info = Some(info);
+                    self.last_job = Some(("load model".into(), seconds));
+                }
+                vec![]
+            }
+            WorkerMsg::Token { id, text } => {
+                if current == Some(id) {
+                    self.answer.text.push_str(&text);
+                    self.answer.tokens.push(text);
+                    self.answer.complete = false;
+                }
+                vec![]
+            }
+            WorkerMsg::Answer { id, answer } => {
+                if current == Some(id) {
+                    self.answer = answer;
+                    self.token = self.token.min(self.answer.tokens.len().saturating_sub(1));
+                }
+                vec![]
+            }
+            WorkerMsg::Report { id, report } => {
+                let Some(r) = self.running.as_ref().filter(|r| r.id == id) else {
+                    return vec![];
+                };
+                let slot = match r.spec {
+                    JobSpec::Sentences => &mut self.sentence_report,
+                    _ => &mut self.report,
+                };
+                match slot {
+                    Some(existing) => merge_report(existing, *report),
+                    None => *slot = Some(*report),
+                }
+                self.follow_top_source();
+                vec![]
+            }
+            WorkerMsg::Live { id, result } => {
+                if current == Some(id) {
+                    self.live = Some(*result);
+                }
+                vec![]
+            }
+            WorkerMsg::Finished {
+                id,
+                seconds,
+                outcome,
+            } => {
+                let Some(r) = self.running.take_if(|r| r.id == id) else {
+                    return vec![];
+                };
+                self.last_job = Some((r.spec.label(), seconds));
+                match (&r.spec, outcome) {
+                    (JobSpec::Open, Outcome::Done) => {
+                        self.opened = true;
+                        self.answer.complete = true;
+                    }
+                    (JobSpec::Analyze { stage }, Outcome::Done) => {
+                        self.next_stage = self.next_stage.max(stage + 1);
+                    }
+                    (_, Outcome::Done) | (_, Outcome::Cancelled) => {}
+                    (spec, Outcome::Failed(msg)) => {
+                        self.set_error(format!("{} failed: {msg}", spec.label()));
+                        match spec {
+                            JobSpec::Open => self.open_failed = true,
+                            JobSpec::Analyze { stage } => {
+                                self.failed_stages.push(*stage);
+                                self.next_stage = self.next_stage.max(stage + 1);
+                            }
+                            JobSpec::Sentences => self.sentences_failed = true,
+                            JobSpec::Live(_) => {}
+                        }
+                    }
+                }
+                self.schedule()
+            }
+        }
+    }
+}
+
+/// Folds a later stage's report into the one the panes show.
+pub fn merge_report(dst: &mut AnalysisReport, src: AnalysisReport) {
+    if src.target_document.is_some() {
+        dst.target_document = src.target_document;
+    }
+    if src.logit_lens.is_some() {
+        dst.logit_lens = src.logit_lens;
+    }
+    if src.ablation_curve.is_some() {
+        dst.ablation_curve = src.ablation_curve;
+    }
+    dst.head_scores.extend(src.head_scores);
+    dst.mlp_scores.extend(src.mlp_scores);
+    dst.attribution.extend(src.attribution);
+    dst.faithfulness.extend(src.faithfulness);
+    dst.costs.extend(src.costs);
+    let d = src.details;
+    let dd = &mut dst.details;
+    macro_rules! take {
+        ($($f:ident),*) => { $( if d.$f.is_some() { dd.$f = d.$f; } )* };
+    }
+    take!(
+        arc_jsd,
+        arc_jsd_heads,
+        context_cite,
+        mirage,
+        marginal,
+        retrieval,
+        qrhead,
+        ablation,
+        patching
+    );
+}
+
+/// Elm's `update`: applies `action` to `app` and says what the loop must do.
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Start => app.schedule(),
+        Action::Command(c) => app.command(c),
+        Action::Worker(msg) => app.worker(msg),
+        Action::DebounceElapsed => {
+            if app.live_dirty && !app.paused {
+                app.run_live_now()
+            } else {
+                vec![]
+            }
+        }
+        Action::Exported(Ok(paths)) => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            app.set_status(format!("screenshot written: {}", names.join(", ")));
+            vec![]
+        }
+        Action::Exported(Err(e)) => {
+            app.set_error(format!("export failed: {e}"));
+            vec![]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::demo::demo_app;
+
+    fn cmd(app: &mut App, c: Command) -> Vec<Effect> {
+        update(app, Action::Command(c))
+    }
+
+    fn submitted(effects: &[Effect]) -> Vec<JobSpec> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Submit(j) => Some(j.spec.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn finish(app: &mut App, outcome: Outcome) -> Vec<Effect> {
+        let id = app.running.as_ref().expect("a job runs").id;
+        update(
+            app,
+            Action::Worker(WorkerMsg::Finished {
+                id,
+                seconds: 0.5,
+                outcome,
+            }),
+        )
+    }
+
+    fn fresh() -> App {
+        App::new("m", "s", crate::ui::default_sample().unwrap())
+    }
+
+    #[test]
+    fn start_opens_then_runs_the_stages_in_order() {
+        let mut app = fresh();
+        assert_eq!(
+            submitted(&update(&mut app, Action::Start)),
+            vec![JobSpec::Open]
+        );
+        assert!(!app.is_idle());
+        let e = finish(&mut app, Outcome::Done);
+        assert!(app.opened);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 0 }]);
+        let e = finish(&mut app, Outcome::Done);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+        // A failed stage is reported and skipped.
+        let e = finish(&mut app, Outcome::Failed("boom".into()));
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 2 }]);
+        assert!(app.status.as_ref().unwrap().error);
+        assert_eq!(app.failed_stages, vec![1]);
+        let e = finish(&mut app, Outcome::Done);
+        assert!(e.is_empty());
+        assert!(app.is_idle());
+        assert_eq!(app.last_job.as_ref().unwrap().0, "stage 3/3");
+    }
+
+    #[test]
+    fn a_failed_open_stops_everything() {
+        let mut app = fresh();
+        update(&mut app, Action::Start);
+        let e = finish(&mut app, Outcome::Failed("no such model".into()));
+        assert!(e.is_empty());
+        assert!(app.open_failed && app.is_idle());
+        assert!(app.status.as_ref().unwrap().text.contains("no such model"));
+    }
+
+    #[test]
+    fn toggling_debounces_then_supersedes_the_running_stage() {
+        let mut app = demo_app(4, 4, 10);
+        app.ablation = Ablation::default();
+        app.live = None;
+        app.next_stage = 1;
+        let e = update(&mut app, Action::Start);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+        let stage_id = app.running.as_ref().unwrap().id;
+        app.head_cursor = (2, 3);
+        assert_eq!(
+            cmd(&mut app, Command::ToggleAblation),
+            vec![Effect::Debounce]
+        );
+        assert!(app.ablation.heads.contains(&(2, 3)) && app.live_dirty);
+        // A second toggle inside the quiet time only restarts the timer.
+        app.head_cursor = (0, 0);
+        assert_eq!(
+            cmd(&mut app, Command::ToggleAblation),
+            vec![Effect::Debounce]
+        );
+        let e = update(&mut app, Action::DebounceElapsed);
+        let want = Ablation {
+            heads: [(0, 0), (2, 3)].into_iter().collect(),
+            ..Ablation::default()
+        };
+        assert_eq!(submitted(&e), vec![JobSpec::Live(want.clone())]);
+        assert!(!app.live_dirty);
+        // The superseded stage's end is stale and ignored.
+        let e = update(
+            &mut app,
+            Action::Worker(WorkerMsg::Finished {
+                id: stage_id,
+                seconds: 1.0,
+                outcome: Outcome::Cancelled,
+            }),
+        );
+        assert!(e.is_empty());
+        assert!(matches!(
+            app.running.as_ref().unwrap().spec,
+            JobSpec::Live(_)
+        ));
+        // The live result lands, then the interrupted stage runs again.
+        let id = app.running.as_ref().unwrap().id;
+        let result = LiveResult {
+            ablation: want,
+            answer_text: "x".into(),
+            tokens: vec!["x".into()],
+            logprobs: vec![-1.0],
+            original_logprob: -2.0,
+            delta_logprob: -0.5,
+            first_change: Some(0),
+            recomputed_from_layer: Some(0),
+            forwards: 2,
+            seconds: 0.1,
+        };
+        update(
+            &mut app,
+            Action::Worker(WorkerMsg::Live {
+                id,
+                result: Box::new(result),
+            }),
+        );
+        assert_eq!(app.live.as_ref().unwrap().delta_logprob, -0.5);
+        let e = finish(&mut app, Outcome::Done);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+    }
+
+    #[test]
+    fn mlp_column_toggles_the_layer_mlp() {
+        let mut app = demo_app(3, 4, 5);
+        app.ablation = Ablation::default();
+        app.focus = Pane::Heatmap;
+        app.head_cursor = (1, 0);
+        cmd(&mut app, Command::End);
+        assert_eq!(
+            app.head_cursor,
+            (1, 4),
+            "the column after the heads is the MLP"
+        );
+        cmd(&mut app, Command::ToggleAblation);
+        assert!(app.ablation.mlps.contains(&1) && app.ablation.heads.is_empty());
+        assert_eq!(app.ablation.labels(), vec!["L1 MLP"]);
+        cmd(&mut app, Command::ToggleAblation);
+        assert!(app.ablation.is_empty() && !app.live_dirty);
+    }
+
+    #[test]
+    fn top_k_random_k_and_reset() {
+        let mut app = demo_app(4, 6, 5);
+        app.ablation = Ablation::default();
+        app.live = None;
+        app.top_k = 3;
+        let e = cmd(&mut app, Command::AblateTopK);
+        assert_eq!(e, vec![Effect::Debounce]);
+        let m = app.report.as_ref().unwrap().head_scores["arc_jsd"].clone();
+        let want: BTreeSet<(usize, usize)> = top_heads(&m, 3)
+            .into_iter()
+            .map(|(l, h, _)| (l, h))
+            .collect();
+        assert_eq!(app.ablation.heads, want);
+        // `+` redoes the top-k with k + 1.
+        cmd(&mut app, Command::MoreK);
+        assert_eq!(app.top_k, 4);
+        assert_eq!(app.ablation.heads.len(), 4);
+        // The ablation Δ ranks the most negative heads first.
+        app.head_score = HeadScore::Ablation;
+        cmd(&mut app, Command::AblateTopK);
+        let d = &app.report.as_ref().unwrap().head_scores["ablation"];
+        let worst = d
+            .iter()
+            .enumerate()
+            .flat_map(|(l, r)| r.iter().enumerate().map(move |(h, v)| (l, h, *v)))
+            .min_by(|a, b| a.2.total_cmp(&b.2))
+            .unwrap();
+        assert!(app.ablation.heads.contains(&(worst.0, worst.1)));
+        cmd(&mut app, Command::AblateRandom);
+        assert_eq!(app.ablation.heads.len(), 4);
+        let first = app.ablation.heads.clone();
+        cmd(&mut app, Command::AblateRandom);
+        assert_ne!(app.ablation.heads, first, "each R draws anew");
+        cmd(&mut app, Command::ResetAblation);
+        assert!(app.ablation.is_empty() && app.live.is_none() && !app.live_dirty);
+        // k stays within 1..=layers×heads.
+        for _ in 0..50 {
+            cmd(&mut app, Command::FewerK);
+        }
+        assert_eq!(app.top_k, 1);
+    }
+
+    #[test]
+    fn top_k_of_a_missing_score_is_an_error_message() {
+        let mut app = demo_app(2, 2, 3);
+        app.report.as_mut().unwrap().head_scores.remove("qrhead");
+        app.head_score = HeadScore::QrHead;
+        assert!(cmd(&mut app, Command::AblateTopK).is_empty());
+        assert!(app.status.as_ref().unwrap().error);
+    }
+
+    #[test]
+    fn methods_cycle_and_wrap() {
+        let mut app = demo_app(2, 2, 3);
+        let mut seen = vec![app.head_score];
+        for _ in 0..HeadScore::ALL.len() {
+            cmd(&mut app, Command::CycleHeadScore);
+            seen.push(app.head_score);
+        }
+        assert_eq!(seen[..6], HeadScore::ALL);
+        assert_eq!(seen[6], HeadScore::ArcJsd);
+        cmd(&mut app, Command::CycleAttribution);
+        assert_eq!(app.attr_method, AttrMethod::ContextCite);
+        for _ in 0..4 {
+            cmd(&mut app, Command::CycleAttribution);
+        }
+        assert_eq!(app.attr_method, AttrMethod::ArcJsd);
+        cmd(&mut app, Command::CycleLensPoint);
+        assert_eq!(app.lens_point, LensPoint::Mid);
+    }
+
+    #[test]
+    fn cursors_stay_in_bounds() {
+        let mut app = demo_app(3, 4, 5);
+        app.focus = Pane::Heatmap;
+        app.head_cursor = (0, 0);
+        for _ in 0..10 {
+            cmd(&mut app, Command::Up);
+            cmd(&mut app, Command::Left);
+        }
+        assert_eq!(app.head_cursor, (0, 0));
+        for _ in 0..10 {
+            cmd(&mut app, Command::Down);
+            cmd(&mut app, Command::Right);
+        }
+        assert_eq!(app.head_cursor, (2, 4));
+        app.focus = Pane::Answer;
+        for _ in 0..10 {
+            cmd(&mut app, Command::Right);
+        }
+        assert_eq!(app.token, 4);
+        cmd(&mut app, Command::Home);
+        assert_eq!(app.token, 0);
+        cmd(&mut app, Command::PrevToken);
+        assert_eq!(app.token, 0);
+        app.focus = Pane::Attribution;
+        for _ in 0..10 {
+            cmd(&mut app, Command::Down);
+        }
+        assert_eq!(app.source_cursor, 2);
+        app.focus = Pane::Lens;
+        for _ in 0..100 {
+            cmd(&mut app, Command::Down);
+        }
+        assert_eq!(app.lens_row, 2, "three layers of post rows");
+        // Panes cycle both ways.
+        app.focus = Pane::Answer;
+        cmd(&mut app, Command::PrevPane);
+        assert_eq!(app.focus, Pane::Ablation);
+        cmd(&mut app, Command::NextPane);
+        assert_eq!(app.focus, Pane::Answer);
+        // Nothing moves on an empty state.
+        let mut empty = fresh();
+        cmd(&mut empty, Command::Right);
+        cmd(&mut empty, Command::ToggleAblation);
+        assert_eq!(empty.token, 0);
+        assert!(empty.ablation.is_empty());
+    }
+
+    #[test]
+    fn escape_pauses_and_enter_resumes() {
+        let mut app = fresh();
+        update(&mut app, Action::Start);
+        finish(&mut app, Outcome::Done);
+        assert!(matches!(
+            app.running.as_ref().unwrap().spec,
+            JobSpec::Analyze { stage: 0 }
+        ));
+        assert_eq!(cmd(&mut app, Command::Cancel), vec![Effect::Cancel]);
+        assert!(app.paused && app.running.is_none() && app.is_idle());
+        let e = cmd(&mut app, Command::Rerun);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 0 }]);
+        // Help swallows other keys; esc closes it without cancelling.
+        cmd(&mut app, Command::Help);
+        assert!(cmd(&mut app, Command::AblateRandom).is_empty());
+        assert!(cmd(&mut app, Command::Cancel).is_empty());
+        assert!(!app.show_help && app.running.is_some());
+        assert_eq!(
+            cmd(&mut app, Command::Quit),
+            vec![Effect::Cancel, Effect::Quit]
+        );
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn enter_forces_a_live_rerun_and_sentences_jump_the_queue() {
+        let mut app = demo_app(3, 3, 4);
+        app.next_stage = 2;
+        update(&mut app, Action::Start);
+        let e = cmd(&mut app, Command::Rerun);
+        assert!(matches!(submitted(&e)[..], [JobSpec::Live(_)]));
+        finish(&mut app, Outcome::Done);
+        assert!(matches!(
+            app.running.as_ref().unwrap().spec,
+            JobSpec::Analyze { stage: 2 }
+        ));
+        let e = cmd(&mut app, Command::ToggleSentences);
+        assert_eq!(submitted(&e), vec![JobSpec::Sentences]);
+        let id = app.running.as_ref().unwrap().id;
+        let mut r = app.report.clone().unwrap();
+        r.granularity = crate::prompt::Granularity::Sentence;
+        update(
+            &mut app,
+            Action::Worker(WorkerMsg::Report {
+                id,
+                report: Box::new(r),
+            }),
+        );
+        assert!(app.sentence_report.is_some());
+        let e = finish(&mut app, Outcome::Done);
+        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 2 }]);
+    }
+
+    #[test]
+    fn reports_merge_stage_by_stage() {
+        let full = demo_app(2, 2, 3).report.unwrap();
+        let mut a = full.clone();
+        a.head_scores.retain(|k, _| k == "arc_jsd");
+        a.ablation_curve = None;
+        let mut b = full.clone();
+        b.head_scores.retain(|k, _| k == "ablation");
+        b.logit_lens = None;
+        merge_report(&mut a, b);
+        assert_eq!(a.head_scores.len(), 2);
+        assert!(a.logit_lens.is_some() && a.ablation_curve.is_some());
+    }
+
+    #[test]
+    fn streamed_tokens_build_the_answer() {
+        let mut app = fresh();
+        update(&mut app, Action::Start);
+        let id = app.running.as_ref().unwrap().id;
+        for t in ["The", " answer"] {
+            update(
+                &mut app,
+                Action::Worker(WorkerMsg::Token { id, text: t.into() }),
+            );
+        }
+        assert_eq!(app.answer.text, "The answer");
+        assert!(!app.answer.complete);
+        // Messages of other jobs are ignored.
+        update(
+            &mut app,
+            Action::Worker(WorkerMsg::Token {
+                id: id + 7,
+                text: "x".into(),
+            }),
+        );
+        assert_eq!(app.answer.tokens.len(), 2);
+    }
+
+    #[test]
+    fn the_source_cursor_starts_on_the_top_source() {
+        let mut app = fresh();
+        update(&mut app, Action::Start);
+        finish(&mut app, Outcome::Done);
+        let id = app.running.as_ref().unwrap().id;
+        let mut report = demo_app(2, 2, 3).report.unwrap();
+        report
+            .attribution
+            .insert("arc_jsd".into(), vec![0.1, 0.2, 0.9]);
+        update(
+            &mut app,
+            Action::Worker(WorkerMsg::Report {
+                id,
+                report: Box::new(report),
+            }),
+        );
+        assert_eq!(app.source_cursor, 2);
+        app.focus = Pane::Attribution;
+        cmd(&mut app, Command::Up);
+        assert_eq!(app.source_cursor, 1);
+        cmd(&mut app, Command::CycleAttribution);
+        assert_eq!(app.source_cursor, 1, "a source chosen by hand stays");
+    }
+}

@@ -1,0 +1,332 @@
+//! A deterministic, hand-built explorer state: every pane filled with plausible numbers and no
+//! model anywhere. The snapshot tests and the render benchmark use it, so neither depends on
+//! floating-point results of a real run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::app::{Ablation, AnswerView, App, LiveResult, Pane, STAGES};
+use crate::analysis::ablation::{AblationCurve, CurveConfig, CurvePoint};
+use crate::analysis::arc_jsd::ArcJsdAttribution;
+use crate::analysis::attention::TargetDocument;
+use crate::analysis::context_cite::ContextCiteResult;
+use crate::analysis::divergence::Divergence;
+use crate::analysis::logit_lens::{LensCell, LensRow, LensToken, LogitLens};
+use crate::analysis::marginal::Marginal;
+use crate::analysis::mirage::{MirageConfig, MirageResult, MirageSentence};
+use crate::analysis::report::{AnalysisReport, AnalyzeOptions, Details, SourceInfo};
+use crate::analysis::scoring::ScoringStats;
+use crate::analysis::AnswerSource;
+use crate::engine::ModelInfo;
+use crate::prompt::{Granularity, Sample};
+
+const WORDS: [&str; 10] = [
+    "The", " capital", " of", " Ves", "kar", " is", " Bren", "nh", "olm", ".",
+];
+const OTHER: [&str; 6] = [" the", " a", " island", " Hadding", ",", " and"];
+
+/// A repeatable value in `[0, 1)` for `(a, b, c)`.
+fn noise(a: usize, b: usize, c: usize) -> f64 {
+    let mut z = (a as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((b as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add((c as u64).wrapping_mul(0x94D0_49BB_1331_11EB));
+    z ^= z >> 31;
+    z = z.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    z ^= z >> 29;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn sample() -> Sample {
+    serde_json::from_str(super::DEFAULT_SAMPLE).expect("the built-in sample parses")
+}
+
+/// An explorer state for a `layers × heads` model with an answer of `answer_len` tokens,
+/// everything computed, a live ablation of three heads and one MLP.
+pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
+    let sample = sample();
+    let info = ModelInfo {
+        model: "demo/tiny-model".into(),
+        path: PathBuf::from("/models/demo"),
+        arch: "qwen2".into(),
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        layers,
+        heads,
+        kv_heads: heads.div_ceil(2).max(1),
+        hidden_size: 64,
+        vocab_size: 1000,
+        context_length: 512,
+    };
+    let tokens: Vec<String> = (0..answer_len)
+        .map(|i| WORDS[i % WORDS.len()].to_string())
+        .collect();
+    let logprobs: Vec<f32> = (0..answer_len)
+        .map(|i| -(((i * 7) % 10) as f32) * 0.35 - 0.02)
+        .collect();
+    let text: String = tokens.concat();
+    let answer = AnswerView {
+        tokens: tokens.clone(),
+        logprobs: logprobs.clone(),
+        text: text.clone(),
+        source: Some(AnswerSource::Generated),
+        complete: true,
+    };
+    let n_src = sample.docs.len();
+    let sources: Vec<SourceInfo> = sample
+        .docs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| SourceInfo {
+            label: format!("D{}", i + 1),
+            text: d.text.clone(),
+            tokens: [10 + 30 * i, 10 + 30 * (i + 1)],
+            document: i,
+        })
+        .collect();
+
+    let matrix = |k: usize, signed: bool| -> Vec<Vec<f64>> {
+        (0..layers)
+            .map(|l| {
+                (0..heads)
+                    .map(|h| {
+                        let v = noise(k, l, h).powi(3);
+                        if signed {
+                            (v - 0.3 * noise(k + 10, l, h)) * -2.0
+                        } else {
+                            v * 0.6
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let mut head_scores = BTreeMap::new();
+    for (k, key) in [
+        "arc_jsd",
+        "summed_attention",
+        "retrieval",
+        "qrhead",
+        "ablation",
+        "patching",
+    ]
+    .iter()
+    .enumerate()
+    {
+        head_scores.insert(
+            key.to_string(),
+            matrix(k, *key == "ablation" || *key == "patching"),
+        );
+    }
+    let mut mlp_scores = BTreeMap::new();
+    mlp_scores.insert(
+        "arc_jsd".to_string(),
+        (0..layers)
+            .map(|l| noise(99, l, 0) * 0.4)
+            .collect::<Vec<f64>>(),
+    );
+    let doc_scores = |k: usize| -> Vec<f64> {
+        (0..n_src)
+            .map(|i| {
+                if i == 1 {
+                    0.55 + 0.1 * noise(k, i, 7)
+                } else {
+                    0.1 * noise(k, i, 7)
+                }
+            })
+            .collect()
+    };
+    let mut attribution = BTreeMap::new();
+    for (k, key) in ["arc_jsd", "context_cite", "mirage", "marginal", "attention"]
+        .iter()
+        .enumerate()
+    {
+        attribution.insert(key.to_string(), doc_scores(k));
+    }
+
+    let rows: Vec<LensRow> = (0..layers)
+        .flat_map(|l| ["pre", "mid", "post"].into_iter().map(move |p| (l, p)))
+        .map(|(l, point)| {
+            let depth = (l as f64 + 1.0) / layers as f64;
+            LensRow {
+                label: format!("{l}_{point}"),
+                layer: l,
+                point: point.to_string(),
+                cells: (0..answer_len)
+                    .map(|t| {
+                        let right = depth > 0.5 + 0.4 * noise(l, t, 3);
+                        let p_top = (0.15 + 0.8 * depth * noise(t, l, 5)).min(0.99);
+                        let first = if right {
+                            WORDS[t % WORDS.len()]
+                        } else {
+                            OTHER[(l + t) % OTHER.len()]
+                        };
+                        LensCell {
+                            top: vec![
+                                LensToken {
+                                    id: 1,
+                                    token: first.into(),
+                                    prob: p_top,
+                                },
+                                LensToken {
+                                    id: 2,
+                                    token: OTHER[(l + t + 1) % OTHER.len()].into(),
+                                    prob: p_top * 0.3,
+                                },
+                                LensToken {
+                                    id: 3,
+                                    token: OTHER[(l + t + 2) % OTHER.len()].into(),
+                                    prob: p_top * 0.1,
+                                },
+                            ],
+                            answer_prob: if right { p_top } else { p_top * 0.05 },
+                            answer_rank: if right { 0 } else { 1 + (l * 7 + t * 3) % 40 },
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let total: f64 = logprobs.iter().map(|&x| x as f64).sum();
+    let points: Vec<CurvePoint> = [0usize, 10, 20, 30, 40, 50]
+        .into_iter()
+        .map(|k| {
+            let r: Vec<f64> = (0..5)
+                .map(|d| total - 0.02 * k as f64 * (1.0 + 0.3 * noise(k, d, 1)))
+                .collect();
+            let mean = r.iter().sum::<f64>() / r.len() as f64;
+            CurvePoint {
+                k,
+                top_logprob: total - 0.25 * k as f64,
+                top_answer: None,
+                top_correct: None,
+                random_logprobs: r,
+                random_logprob_mean: mean,
+                random_logprob_sd: 0.1,
+                random_correct_rate: None,
+            }
+        })
+        .collect();
+    let cti: Vec<f64> = (0..answer_len).map(|t| noise(t, 1, 2)).collect();
+    let mirage = MirageResult {
+        granularity: Granularity::Document,
+        config: MirageConfig::default(),
+        scores: attribution["mirage"].clone(),
+        answer: text.clone(),
+        cited_answer: format!("[2] {text}"),
+        sentences: vec![MirageSentence {
+            text: text.clone(),
+            chars: 0..text.len(),
+            tokens: 0..answer_len,
+            doc_scores: doc_scores(40),
+            cited: vec![1],
+        }],
+        cti: cti.clone(),
+        contrast_ids: vec![0; answer_len],
+        selected: (0..answer_len).filter(|&t| cti[t] >= 0.5).collect(),
+        cti_threshold: 0.8,
+        forwards: 2,
+        backwards: 3,
+        cached: false,
+    };
+    let report = AnalysisReport {
+        model: info.clone(),
+        sample_id: sample.id(),
+        prompt_style: "mirage".into(),
+        granularity: Granularity::Document,
+        prompt_ids: Vec::new(),
+        answer_ids: (0..answer_len as u32).collect(),
+        answer_text: text.clone(),
+        answer_tokens: tokens.clone(),
+        answer_logprob: total,
+        answer_source: AnswerSource::Generated,
+        answer_correct: Some(true),
+        gold: sample.gold(),
+        sources,
+        target_document: Some(TargetDocument {
+            index: 1,
+            chosen_by: "gold".into(),
+        }),
+        logit_lens: Some(LogitLens {
+            top_k: 3,
+            answer_tokens: tokens.clone(),
+            rows,
+        }),
+        head_scores,
+        mlp_scores,
+        attribution: attribution.clone(),
+        ablation_curve: Some(AblationCurve {
+            score: "arc_jsd".into(),
+            config: CurveConfig::default(),
+            clean_logprob: total,
+            ranked_heads: Vec::new(),
+            points,
+        }),
+        faithfulness: BTreeMap::new(),
+        details: Details {
+            arc_jsd: Some(ArcJsdAttribution {
+                divergence: Divergence::Jsd,
+                scores: attribution["arc_jsd"].clone(),
+                per_token: (0..n_src)
+                    .map(|i| (0..answer_len).map(|t| noise(i, t, 11) * 0.1).collect())
+                    .collect(),
+                top: 1,
+                stats: ScoringStats {
+                    forwards: n_src + 1,
+                    tokens: 0,
+                },
+            }),
+            mirage: Some(mirage),
+            marginal: Some(Marginal {
+                posterior: attribution["marginal"].clone(),
+                loglik: vec![-9.0, -2.5, -8.0],
+                loglik_no_documents: -11.25,
+                prior: vec![1.0 / 3.0; 3],
+            }),
+            context_cite: Some(ContextCiteResult {
+                scores: attribution["context_cite"].clone(),
+                intercept: -3.5,
+                span: 0..answer_len,
+                alpha: 0.01,
+                converged: true,
+            }),
+            ..Details::default()
+        },
+        costs: BTreeMap::new(),
+        options: AnalyzeOptions::default(),
+    };
+
+    let mut app = App::new("demo/tiny-model", "question.json (island-capital)", sample);
+    app.info = Some(info);
+    app.answer = answer;
+    app.report = Some(report);
+    app.opened = true;
+    app.next_stage = STAGES.len();
+    app.last_job = Some(("stage 3/3".into(), 1.25));
+    app.focus = Pane::Heatmap;
+    app.token = 6.min(answer_len.saturating_sub(1));
+    app.head_cursor = (1.min(layers - 1), 2.min(heads - 1));
+    app.source_cursor = 1;
+    let mut ablation = Ablation::default();
+    ablation.heads.insert((0, 1.min(heads - 1)));
+    ablation.heads.insert((1.min(layers - 1), 2.min(heads - 1)));
+    ablation.heads.insert((layers - 1, 0));
+    ablation.mlps.insert(0);
+    let live_tokens: Vec<String> = ["The", " capital", " is", " Hadding", "."]
+        .map(String::from)
+        .to_vec();
+    app.live = Some(LiveResult {
+        ablation: ablation.clone(),
+        answer_text: live_tokens.concat(),
+        tokens: live_tokens,
+        logprobs: vec![-0.7, -0.2, -1.6, -2.4, -0.3],
+        original_logprob: total,
+        delta_logprob: -2.375,
+        first_change: Some(2),
+        recomputed_from_layer: Some(0),
+        forwards: 3,
+        seconds: 0.042,
+    });
+    app.ablation = ablation;
+    app
+}

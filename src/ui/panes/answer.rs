@@ -1,0 +1,210 @@
+//! The answer, token by token, coloured by probability, with MIRAGE's citations inline; the
+//! token under the cursor is what every other pane looks at. Under a live ablation the ablated
+//! answer follows.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::super::app::{App, JobSpec, Pane};
+use super::super::theme::Theme;
+use super::{frame, num, placeholder, scroll_to, show_token, wrap_items};
+use crate::analysis::AnswerSource;
+
+/// Rows the pane takes (borders included).
+pub fn height(_app: &App) -> u16 {
+    7
+}
+
+pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let mut title = Vec::new();
+    if !app.answer.tokens.is_empty() {
+        let src = match app.answer.source {
+            Some(AnswerSource::Given) => "given",
+            Some(AnswerSource::Generated) => "generated",
+            None => "generating",
+        };
+        title.push(Span::styled(
+            format!(
+                "{src} · {} tokens · log p {} ",
+                app.answer.tokens.len(),
+                num(app.answer.total_logprob())
+            ),
+            t.muted(),
+        ));
+    }
+    if let Some(c) = app.report.as_ref().and_then(|r| r.answer_correct) {
+        title.push(if c {
+            Span::styled("✓ correct ", Style::new().fg(t.ok))
+        } else {
+            Span::styled("✗ not the expected answer ", Style::new().fg(t.warning))
+        });
+    }
+    let block = frame(app, t, Pane::Answer, title);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    if app.answer.tokens.is_empty() {
+        let msg = match &app.running {
+            Some(r) if r.spec == JobSpec::Open && app.info.is_none() => "loading the model…",
+            Some(r) if r.spec == JobSpec::Open => "generating…",
+            _ if app.open_failed => "no answer (see the status line)",
+            _ => "no answer yet",
+        };
+        placeholder(t, inner, buf, msg);
+        return;
+    }
+
+    let live_rows = if app.live.is_some() { 1 } else { 0 };
+    let token_rows = inner.height.saturating_sub(1 + live_rows).max(1) as usize;
+
+    // Tokens, with `[i]` citation marks before each cited MIRAGE sentence.
+    let citations: Vec<(usize, String)> = app
+        .report
+        .as_ref()
+        .and_then(|r| r.details.mirage.as_ref())
+        .map(|m| {
+            m.sentences
+                .iter()
+                .filter(|s| !s.cited.is_empty())
+                .map(|s| {
+                    let mut marks: String =
+                        s.cited.iter().map(|d| format!("[{}]", d + 1)).collect();
+                    marks.push(' ');
+                    (s.tokens.start, marks)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut items = Vec::with_capacity(app.answer.tokens.len() + citations.len());
+    let mut item_token = Vec::with_capacity(items.capacity());
+    for (i, tok) in app.answer.tokens.iter().enumerate() {
+        for (_, marks) in citations.iter().filter(|(start, _)| *start == i) {
+            items.push(Span::styled(
+                marks.clone(),
+                Style::new().fg(t.accent).add_modifier(Modifier::BOLD),
+            ));
+            item_token.push(i);
+        }
+        let p = app
+            .answer
+            .logprobs
+            .get(i)
+            .map_or(f64::NAN, |&lp| (lp as f64).exp());
+        let mut style = Style::new().fg(t.probability.at(p));
+        if i == app.token {
+            style = style
+                .bg(t.selection)
+                .add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
+        }
+        items.push(Span::styled(show_token(tok), style));
+        item_token.push(i);
+    }
+    if !app.answer.complete {
+        items.push(Span::styled("▌", Style::new().fg(t.accent)));
+        item_token.push(app.answer.tokens.len());
+    }
+    let lines = wrap_items(items, inner.width as usize);
+    let cursor_line = lines
+        .iter()
+        .position(|l| {
+            l.iter()
+                .any(|(i, _)| item_token.get(*i) == Some(&app.token))
+        })
+        .unwrap_or(0);
+    let first = scroll_to(cursor_line, lines.len(), token_rows);
+    for (row, line) in lines.into_iter().skip(first).take(token_rows).enumerate() {
+        let spans: Vec<Span> = line.into_iter().map(|(_, s)| s).collect();
+        Line::from(spans).render(
+            Rect::new(inner.x, inner.y + row as u16, inner.width, 1),
+            buf,
+        );
+    }
+
+    let mut y = inner.y + token_rows as u16;
+    if let Some(live) = &app.live {
+        if y < inner.bottom() {
+            let mut spans = vec![Span::styled(
+                "ablated ▸ ",
+                Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
+            )];
+            for (i, tok) in live.tokens.iter().enumerate() {
+                let p = live
+                    .logprobs
+                    .get(i)
+                    .map_or(f64::NAN, |&lp| (lp as f64).exp());
+                spans.push(Span::styled(
+                    show_token(tok),
+                    Style::new().fg(t.probability.at(p)),
+                ));
+            }
+            spans.push(Span::styled(
+                format!("  Δ log p {}", signed(live.delta_logprob)),
+                Style::new().fg(t.ablated),
+            ));
+            Line::from(spans).render(Rect::new(inner.x, y, inner.width, 1), buf);
+            y += 1;
+        }
+    }
+    if y < inner.bottom() {
+        info_line(app, t).render(Rect::new(inner.x, y, inner.width, 1), buf);
+    }
+}
+
+/// `#7 " Bren"  p 0.153  log p −1.877 │ CTI 0.42 ≥ 0.31`.
+fn info_line(app: &App, t: &Theme) -> Line<'static> {
+    let i = app.token;
+    let Some(tok) = app.answer.tokens.get(i) else {
+        return Line::raw("");
+    };
+    let lp = app.answer.logprobs.get(i).copied().unwrap_or(f32::NAN) as f64;
+    let mut spans = vec![
+        Span::styled(
+            format!("token {}/{} ", i + 1, app.answer.tokens.len()),
+            t.muted(),
+        ),
+        Span::styled(
+            format!("{:?}", show_token(tok)),
+            Style::new().fg(t.fg).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled("  p ", t.muted()),
+        Span::styled(num(lp.exp()), Style::new().fg(t.probability.at(lp.exp()))),
+        Span::styled("  log p ", t.muted()),
+        Span::raw(num(lp)),
+    ];
+    if let Some(m) = app.report.as_ref().and_then(|r| r.details.mirage.as_ref()) {
+        if let Some(cti) = m.cti.get(i) {
+            let cites = *cti >= m.cti_threshold;
+            spans.push(Span::styled("  │ CTI ", t.muted()));
+            spans.push(Span::styled(
+                num(*cti),
+                if cites {
+                    Style::new().fg(t.accent).add_modifier(Modifier::BOLD)
+                } else {
+                    Style::new().fg(t.fg)
+                },
+            ));
+            spans.push(Span::styled(
+                format!(
+                    " {} {}",
+                    if cites { "≥" } else { "<" },
+                    num(m.cti_threshold)
+                ),
+                t.muted(),
+            ));
+        }
+    }
+    Line::from(spans)
+}
+
+pub fn signed(v: f64) -> String {
+    if v.is_finite() && v > 0.0 {
+        format!("+{}", num(v))
+    } else {
+        num(v)
+    }
+}

@@ -1,0 +1,306 @@
+//! The head heatmap: layers × heads of the selected head score (plus each layer's MLP in the
+//! last column, where the method scores MLPs), a colour legend with the value range, the cursor's
+//! head id and value, and ablated heads marked `✕`.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::super::app::{App, Pane};
+use super::super::theme::{contrast_fg, Theme};
+use super::{frame, num, placeholder, scroll_to, waiting_for};
+
+/// Columns the pane would like: a label, three columns per head, a gap and the MLP column.
+pub fn preferred_width(app: &App) -> u16 {
+    let heads = match app.dims().1 {
+        0 => 12,
+        h => h,
+    };
+    (10 + 3 * heads as u16).max(40)
+}
+
+/// `(lo, hi)` of the finite values, or `None`.
+pub fn range<'a>(values: impl Iterator<Item = &'a f64>) -> Option<(f64, f64)> {
+    let mut r: Option<(f64, f64)> = None;
+    for &v in values.filter(|v| v.is_finite()) {
+        r = Some(match r {
+            None => (v, v),
+            Some((a, b)) => (a.min(v), b.max(v)),
+        });
+    }
+    r
+}
+
+/// A value's position on the scale: `[lo, hi] → [0, 1]`, or centred on zero for signed scores.
+pub fn position(v: f64, lo: f64, hi: f64, signed: bool) -> f64 {
+    if signed {
+        let m = lo.abs().max(hi.abs());
+        if m == 0.0 {
+            0.5
+        } else {
+            0.5 + v / (2.0 * m)
+        }
+    } else if hi > lo {
+        (v - lo) / (hi - lo)
+    } else {
+        0.5
+    }
+}
+
+pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let score = app.head_score;
+    let ablated = app.ablation.len();
+    let mut title = vec![Span::styled(format!("· {} ", score.label()), t.accent())];
+    if ablated > 0 {
+        title.push(Span::styled(
+            format!("· ✕ {ablated} ablated "),
+            Style::new().fg(t.ablated),
+        ));
+    }
+    let block = frame(app, t, Pane::Heatmap, title);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let (layers, heads) = app.dims();
+    if layers == 0 || heads == 0 || inner.height < 4 || inner.width < 12 {
+        placeholder(t, inner, buf, "waiting for the model…");
+        return;
+    }
+    let matrix = app.head_matrix();
+    let mlp = app.mlp_scores();
+    let signed = score.signed();
+    let head_range = matrix.and_then(|m| range(m.iter().flatten()));
+    let mlp_range = mlp.and_then(|m| range(m.iter()));
+
+    let label_w = 4u16;
+    let avail = inner.width.saturating_sub(label_w + 1);
+    let cw = (avail / (heads as u16 + 1)).clamp(1, 3);
+    let grid_rows = inner.height.saturating_sub(3) as usize;
+    let (cl, ch) = app.head_cursor;
+    let first = scroll_to(cl, layers, grid_rows);
+    let mlp_x = inner.x + label_w + heads as u16 * cw + 1;
+
+    // Column numbers (every other when cells are narrow).
+    let step = if cw >= 2 { 1 } else { 4 };
+    for h in (0..heads).step_by(step) {
+        let x = inner.x + label_w + h as u16 * cw;
+        let s = format!("{h:>w$}", w = cw as usize);
+        let style = if h == ch { t.accent() } else { t.muted() };
+        buf.set_stringn(x, inner.y, s, (inner.right() - x) as usize, style);
+    }
+    if mlp_x + cw <= inner.right() {
+        let style = if ch >= heads { t.accent() } else { t.muted() };
+        buf.set_stringn(
+            mlp_x,
+            inner.y,
+            format!("{:>w$}", "M", w = cw as usize),
+            cw as usize,
+            style,
+        );
+    }
+
+    for (row, l) in (first..layers).take(grid_rows).enumerate() {
+        let y = inner.y + 1 + row as u16;
+        let style = if l == cl { t.accent() } else { t.muted() };
+        buf.set_stringn(inner.x, y, format!("L{l:<3}"), label_w as usize, style);
+        for h in 0..=heads {
+            let is_mlp = h == heads;
+            let x = if is_mlp {
+                mlp_x
+            } else {
+                inner.x + label_w + h as u16 * cw
+            };
+            if x + cw > inner.right() {
+                continue;
+            }
+            let value = if is_mlp {
+                mlp.and_then(|m| m.get(l)).copied()
+            } else {
+                matrix
+                    .and_then(|m| m.get(l))
+                    .and_then(|r| r.get(h))
+                    .copied()
+            };
+            let range = if is_mlp { mlp_range } else { head_range };
+            let bg = match (value, range) {
+                (Some(v), Some((lo, hi))) if v.is_finite() => {
+                    Some(scale(t, signed).at(position(v, lo, hi, signed)))
+                }
+                _ => None,
+            };
+            let is_ablated = if is_mlp {
+                app.ablation.mlps.contains(&l)
+            } else {
+                app.ablation.heads.contains(&(l, h))
+            };
+            let cursor = (l, h.min(heads)) == (cl, ch.min(heads));
+            draw_cell(buf, t, x, y, cw, bg, is_ablated, cursor);
+        }
+    }
+
+    let legend_y = inner.bottom() - 2;
+    legend(
+        t,
+        signed,
+        head_range,
+        Rect::new(inner.x, legend_y, inner.width, 1),
+        buf,
+    );
+    readout(app, t, matrix, mlp).render(Rect::new(inner.x, legend_y + 1, inner.width, 1), buf);
+    if matrix.is_none() && grid_rows > 2 {
+        let msg = waiting_for(app, score.stage(), score.label());
+        let y = inner.y + 1 + (grid_rows as u16).min(layers as u16) / 2;
+        let w = (msg.chars().count() as u16 + 2).min(inner.width);
+        let x = inner.x + (inner.width - w) / 2;
+        buf.set_stringn(x, y, format!(" {msg} "), w as usize, t.base().fg(t.muted));
+    }
+}
+
+fn scale(t: &Theme, signed: bool) -> &super::super::theme::Scale {
+    if signed {
+        &t.diverging
+    } else {
+        &t.heatmap
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_cell(
+    buf: &mut Buffer,
+    t: &Theme,
+    x: u16,
+    y: u16,
+    cw: u16,
+    bg: Option<Color>,
+    ablated: bool,
+    cursor: bool,
+) {
+    let (bg, fg) = match bg {
+        Some(c) => (c, contrast_fg(c)),
+        None => (t.bg, t.muted),
+    };
+    let mark = if ablated {
+        "✕"
+    } else if bg == t.bg {
+        "·"
+    } else {
+        " "
+    };
+    let text = match (cw, cursor) {
+        (3, true) => format!("[{mark}]"),
+        (3, false) => format!(" {mark} "),
+        (2, true) => format!("[{mark}"),
+        (2, false) => format!("{mark} "),
+        _ => mark.to_string(),
+    };
+    let mut style = Style::new().bg(bg).fg(if ablated { t.ablated } else { fg });
+    if ablated {
+        style = style.add_modifier(Modifier::BOLD);
+    }
+    if cursor && cw < 2 {
+        style = style.add_modifier(Modifier::REVERSED);
+    }
+    buf.set_stringn(x, y, &text, cw as usize, style);
+    if cursor && cw >= 2 {
+        // Brackets in the cursor colour, the mark keeps its own.
+        let bracket = Style::new()
+            .bg(bg)
+            .fg(t.cursor)
+            .add_modifier(Modifier::BOLD);
+        buf.set_stringn(x, y, "[", 1, bracket);
+        if cw == 3 {
+            buf.set_stringn(x + 2, y, "]", 1, bracket);
+        }
+    }
+}
+
+fn legend(t: &Theme, signed: bool, range: Option<(f64, f64)>, area: Rect, buf: &mut Buffer) {
+    let Some((lo, hi)) = range else {
+        buf.set_stringn(
+            area.x,
+            area.y,
+            "no values yet",
+            area.width as usize,
+            t.muted(),
+        );
+        return;
+    };
+    let (lo, hi) = if signed {
+        let m = lo.abs().max(hi.abs());
+        (-m, m)
+    } else {
+        (lo, hi)
+    };
+    let left = num(lo);
+    let right = num(hi);
+    let bar_w = area
+        .width
+        .saturating_sub(left.chars().count() as u16 + right.chars().count() as u16 + 2)
+        .min(24);
+    let mut spans = vec![Span::styled(format!("{left} "), t.muted())];
+    let s = scale(t, signed);
+    for i in 0..bar_w {
+        let x = if bar_w > 1 {
+            i as f64 / (bar_w - 1) as f64
+        } else {
+            0.5
+        };
+        spans.push(Span::styled(" ", Style::new().bg(s.at(x))));
+    }
+    spans.push(Span::styled(format!(" {right}"), t.muted()));
+    Line::from(spans).render(area, buf);
+}
+
+fn readout<'a>(
+    app: &App,
+    t: &Theme,
+    matrix: Option<&Vec<Vec<f64>>>,
+    mlp: Option<&Vec<f64>>,
+) -> Line<'a> {
+    let (_, heads) = app.dims();
+    let (l, h) = app.head_cursor;
+    let (id, value, ablated) = if h >= heads {
+        (
+            format!("L{l} MLP"),
+            mlp.and_then(|m| m.get(l)).copied(),
+            app.ablation.mlps.contains(&l),
+        )
+    } else {
+        (
+            format!("L{l}H{h}"),
+            matrix
+                .and_then(|m| m.get(l))
+                .and_then(|r| r.get(h))
+                .copied(),
+            app.ablation.heads.contains(&(l, h)),
+        )
+    };
+    let mut spans = vec![
+        Span::styled(id, Style::new().fg(t.cursor).add_modifier(Modifier::BOLD)),
+        Span::raw(" "),
+        Span::raw(value.map_or("—".to_string(), num)),
+    ];
+    if let (Some(v), Some(m), true) = (value, matrix, h < heads) {
+        let imp = app.head_score.importance(&[vec![v]])[0][0];
+        let better = app
+            .head_score
+            .importance(m)
+            .iter()
+            .flatten()
+            .filter(|x| x.is_finite() && **x > imp)
+            .count();
+        spans.push(Span::styled(
+            format!(
+                "  rank {}/{}",
+                better + 1,
+                m.iter().map(Vec::len).sum::<usize>()
+            ),
+            t.muted(),
+        ));
+    }
+    if ablated {
+        spans.push(Span::styled("  ✕ ablated", Style::new().fg(t.ablated)));
+    }
+    Line::from(spans)
+}

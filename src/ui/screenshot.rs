@@ -1,0 +1,233 @@
+//! `headscope screenshot`: the explorer off-screen. The same state, worker and `update` as the
+//! terminal, drawn into a `TestBackend` of `--size`; the key script is played one key at a time,
+//! each after the worker has gone idle (so the result does not depend on timing), and the final
+//! frame is exported.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::app::{update, Action, App, Effect, WorkerMsg};
+use super::event::{export_screen, Context};
+use super::export::{write_screenshot, ExportFormat};
+use super::keys::KeyCombo;
+use super::panes::Screen;
+use super::worker::{Session, Worker};
+
+pub struct ScreenshotOptions {
+    pub session: Session,
+    pub sample_label: String,
+    pub context: Context,
+    /// Keys as in keys.toml, separated by spaces: `"l l space enter M e"`.
+    pub keys: String,
+    pub width: u16,
+    pub height: u16,
+    /// The file to write; its extension picks the format.
+    pub out: PathBuf,
+    /// How long to wait for the worker at each step.
+    pub timeout: Duration,
+}
+
+/// Parses `160x48`.
+pub fn parse_size(s: &str) -> std::result::Result<(u16, u16), String> {
+    let (w, h) = s
+        .split_once(['x', 'X', '×'])
+        .ok_or_else(|| format!("`{s}`: write the size as COLUMNSxROWS, e.g. 160x48"))?;
+    let w: u16 = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{w}` is not a number of columns"))?;
+    let h: u16 = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{h}` is not a number of rows"))?;
+    if w == 0 || h == 0 || w > 1000 || h > 1000 {
+        return Err(format!("`{s}`: columns and rows must be 1…1000"));
+    }
+    Ok((w, h))
+}
+
+/// Parses a key script into keys.
+pub fn parse_keys(script: &str) -> Result<Vec<KeyCombo>> {
+    script
+        .split_whitespace()
+        .map(|k| KeyCombo::parse(k).with_context(|| format!("--keys: `{k}`")))
+        .collect()
+}
+
+/// The format of `path` by its extension.
+pub fn format_of(path: &Path) -> Result<ExportFormat> {
+    let ext = path.extension().and_then(|e| e.to_str()).ok_or_else(|| {
+        anyhow!(
+            "--out {}: give a file ending in .svg, .png, .html or .txt",
+            path.display()
+        )
+    })?;
+    ext.parse::<ExportFormat>()
+        .map_err(|e| anyhow!("--out {}: {e}", path.display()))
+}
+
+struct Driver<'a> {
+    app: App,
+    ctx: &'a Context,
+    worker: Worker,
+    rx: UnboundedReceiver<WorkerMsg>,
+    rt: tokio::runtime::Runtime,
+    size: (u16, u16),
+    timeout: Duration,
+    /// Files the script's own `e` presses wrote.
+    exported: Vec<PathBuf>,
+}
+
+impl Driver<'_> {
+    fn apply(&mut self, action: Action) {
+        let mut queue = vec![action];
+        while let Some(a) = queue.pop() {
+            for effect in update(&mut self.app, a) {
+                match effect {
+                    Effect::Submit(job) => self.worker.submit(job),
+                    Effect::Cancel => self.worker.cancel(),
+                    // No wall clock here: the quiet time is over at once.
+                    Effect::Debounce => queue.push(Action::DebounceElapsed),
+                    Effect::Export => {
+                        let r = export_screen(&self.app, self.ctx, self.size.0, self.size.1);
+                        if let Ok(paths) = &r {
+                            self.exported.extend(paths.iter().cloned());
+                        }
+                        queue.push(Action::Exported(r));
+                    }
+                    Effect::Quit => {}
+                }
+            }
+        }
+    }
+
+    /// Feeds worker messages to `update` until nothing runs and nothing is left to schedule.
+    fn wait_idle(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while !self.app.is_idle() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (rt, rx) = (&self.rt, &mut self.rx);
+            let msg = rt.block_on(async { tokio::time::timeout(left, rx.recv()).await });
+            match msg {
+                Ok(Some(m)) => self.apply(Action::Worker(m)),
+                Ok(None) => bail!("the worker thread stopped"),
+                Err(_) => bail!(
+                    "the worker did not finish within {}s (running: {})",
+                    self.timeout.as_secs(),
+                    self.app
+                        .running
+                        .as_ref()
+                        .map_or("nothing".into(), |r| format!(
+                            "{} {}",
+                            r.spec.label(),
+                            r.step
+                        ))
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders, plays the keys, waits, exports. Returns the files written (the `--out` file last).
+pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
+    let format = format_of(&opts.out)?;
+    let keys = parse_keys(&opts.keys)?;
+    let commands = keys
+        .iter()
+        .map(|k| {
+            opts.context
+                .keys
+                .command_of(k)
+                .ok_or_else(|| anyhow!("--keys: `{}` is not bound to any command", k.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = App::new(
+        opts.session.load.model.clone(),
+        opts.sample_label.clone(),
+        opts.session.sample.clone(),
+    );
+    let worker = Worker::spawn(opts.session, tx)?;
+    let mut d = Driver {
+        app,
+        ctx: &opts.context,
+        worker,
+        rx,
+        rt: super::runtime()?,
+        size: (opts.width, opts.height),
+        timeout: opts.timeout,
+        exported: Vec::new(),
+    };
+    d.apply(Action::Start);
+    d.wait_idle()?;
+    if d.app.open_failed {
+        let why = d
+            .app
+            .status
+            .as_ref()
+            .map_or("unknown error".into(), |s| s.text.clone());
+        bail!("{why}");
+    }
+    for c in commands {
+        d.apply(Action::Command(c));
+        d.wait_idle()?;
+        if d.app.quit {
+            break;
+        }
+    }
+    // Draw through a real `Terminal` (as the explorer does), then export its buffer.
+    let mut terminal =
+        Terminal::new(TestBackend::new(opts.width, opts.height)).map_err(|e| anyhow!("{e}"))?;
+    terminal
+        .draw(|f| {
+            f.render_widget(
+                Screen::new(&d.app, &opts.context.theme, &opts.context.keys),
+                f.area(),
+            )
+        })
+        .map_err(|e| anyhow!("{e}"))?;
+    let buf = terminal.backend().buffer().clone();
+    let dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let stem = opts
+        .out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("--out {}: not a file name", opts.out.display()))?;
+    let mut written = std::mem::take(&mut d.exported);
+    written.extend(write_screenshot(
+        &buf,
+        &opts.context.palette(),
+        &dir,
+        &[format],
+        stem,
+    )?);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_scripts_parse() {
+        assert_eq!(parse_size("160x48"), Ok((160, 48)));
+        assert!(parse_size("160").is_err());
+        assert!(parse_size("0x10").is_err());
+        assert_eq!(parse_keys("l l space enter M e").unwrap().len(), 6);
+        assert!(parse_keys("l nokey").is_err());
+        assert_eq!(
+            format_of(Path::new("a/shot.svg")).unwrap(),
+            ExportFormat::Svg
+        );
+        assert!(format_of(Path::new("shot.jpg")).is_err());
+    }
+}

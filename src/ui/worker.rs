@@ -1,0 +1,369 @@
+//! The engine's thread. One `std::thread` owns the [`Engine`] and the prepared [`Subject`]; jobs
+//! come in over a channel, progress and results go out on the UI's unbounded channel. Submitting
+//! a job raises the cancel flag of the one in flight, which the analyses see through their
+//! progress callbacks, so a newer job supersedes an older one within one progress step.
+
+use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::app::{
+    Ablation, AnswerView, Job, JobSpec, LiveResult, Outcome, WorkerMsg, SENTENCE_METHODS, STAGES,
+};
+use crate::analysis::cache::ResultCache;
+use crate::analysis::live::{rerun, AblationSet, LiveBase};
+use crate::analysis::report::{analyze, AnalyzeOptions};
+use crate::analysis::Subject;
+use crate::engine::generate::GenerationConfig;
+use crate::engine::{Engine, LoadOptions};
+use crate::prompt::{Granularity, PromptStyle, Sample};
+
+/// The worker thread's name; the panic hook leaves the terminal alone for panics on it (they
+/// become a failed job instead).
+pub const THREAD_NAME: &str = "headscope-worker";
+
+/// Progress messages at most this often (plus every step's first and last).
+const PROGRESS_EVERY_MS: u128 = 40;
+
+/// Everything the worker needs to open the sample and analyse it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub load: LoadOptions,
+    pub sample: Sample,
+    pub style: PromptStyle,
+    /// Greedy by default; `max_new_tokens` also bounds live re-runs.
+    pub generation: GenerationConfig,
+    /// Generate even when the sample has an `output`.
+    pub force_generate: bool,
+    /// Method settings; `methods`, `granularity` and `faithfulness` are set per stage.
+    pub analyze: AnalyzeOptions,
+    pub cache: ResultCache,
+}
+
+struct Envelope {
+    job: Job,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The UI's handle on the worker thread.
+pub struct Worker {
+    tx: Sender<Envelope>,
+    current: Arc<AtomicBool>,
+    _thread: JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn spawn(session: Session, out: UnboundedSender<WorkerMsg>) -> Result<Worker> {
+        let (tx, rx) = channel();
+        let thread = std::thread::Builder::new()
+            .name(THREAD_NAME.into())
+            .spawn(move || run(session, rx, out))
+            .context("cannot start the worker thread")?;
+        Ok(Worker {
+            tx,
+            current: Arc::new(AtomicBool::new(false)),
+            _thread: thread,
+        })
+    }
+
+    /// Queues `job`, cancelling the one in flight (and any queued before it).
+    pub fn submit(&mut self, job: Job) {
+        self.current.store(true, Ordering::SeqCst);
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.current = cancel.clone();
+        // A closed channel means the thread is gone; the UI learns nothing more, which the
+        // headless driver reports as a timeout.
+        let _ = self.tx.send(Envelope { job, cancel });
+    }
+
+    pub fn cancel(&self) {
+        self.current.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Stop the job in flight; the thread ends when it sees the channel closed. It is not
+        // joined: a forward in progress should not hold up quitting.
+        self.cancel();
+    }
+}
+
+/// One job's link back to the UI.
+struct JobCtx<'a> {
+    id: u64,
+    cancel: &'a AtomicBool,
+    out: &'a UnboundedSender<WorkerMsg>,
+    started: Instant,
+    last: Cell<Option<Instant>>,
+    last_step: RefCell<String>,
+}
+
+impl JobCtx<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    fn send(&self, msg: WorkerMsg) {
+        let _ = self.out.send(msg);
+    }
+
+    /// Reports progress, throttled; returns `false` when the job should stop.
+    fn progress(&self, step: &str, done: usize, total: usize) -> bool {
+        let now = Instant::now();
+        let new_step = *self.last_step.borrow() != step;
+        let due = self
+            .last
+            .get()
+            .is_none_or(|t| now.duration_since(t).as_millis() >= PROGRESS_EVERY_MS);
+        if new_step || due || done >= total {
+            self.last.set(Some(now));
+            if new_step {
+                *self.last_step.borrow_mut() = step.to_string();
+            }
+            self.send(WorkerMsg::Progress {
+                id: self.id,
+                step: step.to_string(),
+                done,
+                total,
+                elapsed_s: self.started.elapsed().as_secs_f64(),
+            });
+        }
+        !self.cancelled()
+    }
+}
+
+/// What the thread keeps between jobs.
+struct State {
+    session: Session,
+    engine: Option<Engine>,
+    subject: Option<Subject>,
+    live_base: Option<LiveBase>,
+}
+
+fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>) {
+    let mut state = State {
+        session,
+        engine: None,
+        subject: None,
+        live_base: None,
+    };
+    while let Ok(env) = rx.recv() {
+        let id = env.job.id;
+        let ctx = JobCtx {
+            id,
+            cancel: &env.cancel,
+            out: &out,
+            started: Instant::now(),
+            last: Cell::new(None),
+            last_step: RefCell::new(String::new()),
+        };
+        let outcome = if ctx.cancelled() {
+            Outcome::Cancelled
+        } else {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| state.run(&env.job.spec, &ctx))) {
+                Ok(Ok(())) => Outcome::Done,
+                Ok(Err(e)) => {
+                    let cancelled = matches!(
+                        e.downcast_ref::<crate::Error>(),
+                        Some(crate::Error::Cancelled)
+                    );
+                    if cancelled || ctx.cancelled() {
+                        Outcome::Cancelled
+                    } else {
+                        Outcome::Failed(format!("{e:#}"))
+                    }
+                }
+                Err(panic) => {
+                    // The state may be half-updated: start over from the model.
+                    state.subject = None;
+                    state.live_base = None;
+                    Outcome::Failed(format!("internal error: {}", panic_message(&*panic)))
+                }
+            }
+        };
+        let seconds = ctx.started.elapsed().as_secs_f64();
+        if out
+            .send(WorkerMsg::Finished {
+                id,
+                seconds,
+                outcome,
+            })
+            .is_err()
+        {
+            break; // the UI is gone
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".into()
+    }
+}
+
+impl State {
+    fn run(&mut self, spec: &JobSpec, ctx: &JobCtx) -> Result<()> {
+        match spec {
+            JobSpec::Open => self.open(ctx),
+            JobSpec::Analyze { stage } => {
+                let methods = STAGES
+                    .get(*stage)
+                    .ok_or_else(|| anyhow!("no analysis stage {stage}"))?;
+                self.analyze(ctx, methods, Granularity::Document)
+            }
+            JobSpec::Sentences => self.analyze(ctx, SENTENCE_METHODS, Granularity::Sentence),
+            JobSpec::Live(a) => self.live(ctx, a),
+        }
+    }
+
+    fn open(&mut self, ctx: &JobCtx) -> Result<()> {
+        if self.engine.is_none() {
+            ctx.progress("loading the model", 0, 0);
+            let t = Instant::now();
+            let name = &self.session.load.model;
+            let engine = Engine::load(&self.session.load)
+                .with_context(|| format!("cannot load model `{name}`"))?;
+            ctx.send(WorkerMsg::ModelLoaded {
+                id: ctx.id,
+                info: engine.info.clone(),
+                seconds: t.elapsed().as_secs_f64(),
+            });
+            self.engine = Some(engine);
+        } else if let Some(e) = &self.engine {
+            ctx.send(WorkerMsg::ModelLoaded {
+                id: ctx.id,
+                info: e.info.clone(),
+                seconds: 0.0,
+            });
+        }
+        let engine = self.engine.as_ref().ok_or_else(|| anyhow!("no model"))?;
+        self.subject = None;
+        self.live_base = None;
+        let s = &self.session;
+        let max = s.generation.max_new_tokens;
+        let mut n = 0usize;
+        ctx.progress("answering", 0, max);
+        let subject = Subject::prepare(
+            engine,
+            s.sample.clone(),
+            s.style,
+            &s.generation,
+            s.force_generate,
+            |id| {
+                n += 1;
+                let text = engine.token_texts(&[id]).pop().unwrap_or_default();
+                ctx.send(WorkerMsg::Token { id: ctx.id, text });
+                ctx.progress("answering", n, max)
+            },
+        )?;
+        if ctx.cancelled() {
+            return Err(crate::Error::Cancelled.into());
+        }
+        let ids = subject.answer_ids();
+        ctx.send(WorkerMsg::Answer {
+            id: ctx.id,
+            answer: AnswerView {
+                tokens: engine.token_texts(ids),
+                logprobs: subject.answer.logprobs.clone(),
+                text: engine.decode(ids)?,
+                source: Some(subject.answer_source),
+                complete: true,
+            },
+        });
+        self.subject = Some(subject);
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(&Engine, &Subject)> {
+        match (&self.engine, &self.subject) {
+            (Some(e), Some(s)) => Ok((e, s)),
+            _ => Err(anyhow!("no sample is open")),
+        }
+    }
+
+    fn analyze(
+        &mut self,
+        ctx: &JobCtx,
+        methods: &[crate::analysis::report::Method],
+        granularity: Granularity,
+    ) -> Result<()> {
+        let (engine, subject) = self.ready()?;
+        let opts = AnalyzeOptions {
+            methods: methods.to_vec(),
+            granularity,
+            // Faithfulness re-scores every attribution; the explorer does not show it.
+            faithfulness: false,
+            ..self.session.analyze.clone()
+        };
+        let report = analyze(
+            engine,
+            subject,
+            &opts,
+            &self.session.cache,
+            &mut |step, done, total| ctx.progress(step, done, total),
+        )?;
+        ctx.send(WorkerMsg::Report {
+            id: ctx.id,
+            report: Box::new(report),
+        });
+        Ok(())
+    }
+
+    fn live(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<()> {
+        let (engine, subject) = match (&self.engine, &self.subject) {
+            (Some(e), Some(s)) => (e, s),
+            _ => return Err(anyhow!("no sample is open")),
+        };
+        if self.live_base.is_none() {
+            ctx.progress("caching the clean run", 0, 1);
+            self.live_base = Some(LiveBase::new(engine, subject)?);
+        }
+        let base = self
+            .live_base
+            .as_ref()
+            .ok_or_else(|| anyhow!("no live base"))?;
+        let set = AblationSet {
+            heads: a.heads.clone(),
+            mlps: a.mlps.clone(),
+            kind: a.kind,
+        };
+        ctx.progress("re-running", 0, 1);
+        let run = rerun(
+            engine,
+            subject,
+            base,
+            &set,
+            self.session.generation.max_new_tokens,
+            &|| ctx.cancelled(),
+        )?;
+        let tokens = engine.token_texts(&run.answer_ids);
+        ctx.send(WorkerMsg::Live {
+            id: ctx.id,
+            result: Box::new(LiveResult {
+                ablation: a.clone(),
+                answer_text: run.answer_text,
+                tokens,
+                logprobs: run.answer_logprobs,
+                original_logprob: run.original_answer_logprob - run.delta_logprob,
+                delta_logprob: run.delta_logprob,
+                first_change: run.first_change,
+                recomputed_from_layer: run.recomputed_from_layer,
+                forwards: run.forwards,
+                seconds: run.seconds,
+            }),
+        });
+        Ok(())
+    }
+}
