@@ -75,7 +75,9 @@ pub fn random_masks(n: usize, rows: usize, keep_prob: f64, seed: u64) -> Result<
         )));
     }
     if rows == 0 {
-        return Err(Error::Analysis("at least one ablation mask is needed".into()));
+        return Err(Error::Analysis(
+            "at least one ablation mask is needed".into(),
+        ));
     }
     Ok(SplitMix64::new(seed).masks(rows, n, keep_prob))
 }
@@ -83,7 +85,9 @@ pub fn random_masks(n: usize, rows: usize, keep_prob: f64, seed: u64) -> Result<
 /// Checks there is at least one mask and every mask has one entry per source.
 pub fn check_masks(masks: &[Vec<bool>], n: usize) -> Result<()> {
     if masks.is_empty() {
-        return Err(Error::Analysis("at least one ablation mask is needed".into()));
+        return Err(Error::Analysis(
+            "at least one ablation mask is needed".into(),
+        ));
     }
     if let Some((k, m)) = masks.iter().enumerate().find(|(_, m)| m.len() != n) {
         return Err(Error::Analysis(format!(
@@ -126,7 +130,9 @@ pub fn ablations(
 ) -> Result<ContextCiteAblations> {
     let n = subject.sources(granularity).len();
     if n == 0 {
-        return Err(Error::Analysis("the sample has no sources to attribute".into()));
+        return Err(Error::Analysis(
+            "the sample has no sources to attribute".into(),
+        ));
     }
     check_masks(masks, n)?;
     let answer = subject.answer_ids();

@@ -126,7 +126,9 @@ pub struct MirageResult {
 pub fn scores(engine: &Engine, subject: &Subject, progress: Progress) -> Result<MirageScores> {
     let n_docs = subject.prompt.docs.len();
     if n_docs == 0 {
-        return Err(Error::Analysis("MIRAGE needs a sample with documents".into()));
+        return Err(Error::Analysis(
+            "MIRAGE needs a sample with documents".into(),
+        ));
     }
     let answer = subject.answer_ids();
     let prompt = &subject.prompt.ids;
