@@ -19,6 +19,35 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached session `hs` of `width × height` running `sh` with `env` (`NAME=value`), then
+    /// types `script` into it.
+    fn start(socket: &str, width: u16, height: u16, env: &[String], script: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: socket.to_string(),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        let mut args = vec![
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "hs",
+            "-x",
+            &w,
+            "-y",
+            &h,
+        ];
+        for e in env {
+            args.extend(["-e", e.as_str()]);
+        }
+        args.push("sh");
+        let o = tmux.run(&args);
+        assert!(o.status.success(), "tmux new-session: {o:?}");
+        tmux.keys(&[script, "Enter"]);
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-L")
@@ -100,28 +129,16 @@ fn explorer_in_tmux() {
         sample = sh_quote(&sample),
         exports = sh_quote(&exports),
     );
-    let tmux = Tmux {
-        socket: format!("headscope-test-{}", std::process::id()),
-    };
-    let o = tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "hs",
-        "-x",
-        "160",
-        "-y",
-        "48",
-        "-e",
-        &format!("HEADSCOPE_CACHE={}", dir.join("cache").display()),
-        "-e",
-        &format!("XDG_CONFIG_HOME={}", dir.join("config").display()),
-        "sh",
-    ]);
-    assert!(o.status.success(), "tmux new-session: {o:?}");
-    tmux.keys(&[&script, "Enter"]);
+    let tmux = Tmux::start(
+        &format!("headscope-test-{}", std::process::id()),
+        160,
+        48,
+        &[
+            format!("HEADSCOPE_CACHE={}", dir.join("cache").display()),
+            format!("XDG_CONFIG_HOME={}", dir.join("config").display()),
+        ],
+        &script,
+    );
 
     // The answer, then every stage done.
     tmux.wait_for("the answer and all analyses", 600, |s| {
@@ -216,26 +233,13 @@ fn signals_restore_the_terminal() {
         model = sh_quote(&model),
         sample = sh_quote(&sample),
     );
-    let tmux = Tmux {
-        socket: format!("headscope-sig-{}", std::process::id()),
-    };
-    let o = tmux.run(&[
-        "-f",
-        "/dev/null",
-        "new-session",
-        "-d",
-        "-s",
-        "hs",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "-e",
-        &format!("XDG_CONFIG_HOME={}", dir.display()),
-        "sh",
-    ]);
-    assert!(o.status.success(), "{o:?}");
-    tmux.keys(&[&script, "Enter"]);
+    let tmux = Tmux::start(
+        &format!("headscope-sig-{}", std::process::id()),
+        120,
+        40,
+        &[format!("XDG_CONFIG_HOME={}", dir.display())],
+        &script,
+    );
     tmux.wait_for("the explorer", 120, |s| s.contains("headscope │"));
     let pid: libc::pid_t = std::fs::read_to_string(&pid_file)
         .unwrap()
