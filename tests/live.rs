@@ -1,7 +1,8 @@
 //! Live ablation re-runs (`analysis::live`) against from-scratch ablated runs from layer 0 on the
 //! tiny fixture models: the teacher-forced log-prob of the original answer (1e-4) and the greedy
 //! regeneration (identical ids), for zero, mean and uniform head ablation, MLP ablation and both,
-//! with the earliest ablated layer at the bottom, in the middle and at the top.
+//! with the earliest ablated layer at the bottom, in the middle and at the top; and the standing
+//! ablation the explorer puts in force afterwards against the same sets as per-forward hooks.
 
 use std::cell::Cell;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use headscope::analysis::ablation::{ablation_kind, head_set_ablation, CurveAblation};
-use headscope::analysis::live::{rerun, AblationSet, LiveBase, LiveRun};
+use headscope::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase, LiveRun};
 use headscope::analysis::Subject;
 use headscope::engine::generate::{answer_logprob_per_row, generate_ablated, top_k};
 use headscope::engine::{Capture, Engine, Hooks, LoadOptions, Positions, Start};
@@ -403,4 +404,184 @@ fn a_forward_from_a_later_layer_returns_the_cache_of_the_layers_it_ran() {
         e.forward(mid, None, &cache_only),
         Err(Error::Hook(_))
     ));
+}
+
+/// Sums `logprobs` in f64.
+fn total(logprobs: &[f32]) -> f64 {
+    logprobs.iter().map(|&x| x as f64).sum()
+}
+
+/// A standing ablation acts in every forward exactly as the same set passed as hooks does:
+/// teacher-forced scoring, greedy decoding with a KV cache, the engine's own generation, the
+/// prefix-reusing head sweep (which starts at `resid_pre`) and the ablated subject agree with
+/// from-scratch hook ablation; clearing it gives the clean model back.
+fn standing_matches_hooks(family: &str) {
+    let mut c = case(family);
+    let layers = c.engine.arch().num_layers;
+    let top = layers - 1;
+    let sets = [
+        set(&[(0, 1), (top, 2)], &[], CurveAblation::Zero),
+        set(&[(1, 0), (top, 1)], &[], CurveAblation::Mean),
+        set(&[(1, 1), (top, 0)], &[1], CurveAblation::Uniform),
+        set(&[], &[0, top], CurveAblation::Zero),
+    ];
+    let clean = c.base.clean_logprob();
+    for s in &sets {
+        let what = format!("{family} {s:?}");
+        // The reference: the set as this forward's own hooks, on the unablated model.
+        let hooks = interventions(&c, s);
+        let want_logprob = scratch_logprob(&c, &hooks);
+        let want_ids = scratch_greedy(&c, &hooks);
+        let run = rerun(&c.engine, &c.subject, &c.base, s, MAX_NEW, &|| false).unwrap();
+
+        c.engine
+            .model
+            .set_standing_ablation(c.base.standing_ablation(s))
+            .unwrap();
+        let got = scratch_logprob(&c, &Hooks::default());
+        assert!(
+            (got - want_logprob).abs() < 1e-5,
+            "{what}: {got} vs {want_logprob}"
+        );
+        assert_eq!(
+            scratch_greedy(&c, &Hooks::default()),
+            want_ids,
+            "{what}: greedy"
+        );
+        let cfg = headscope::engine::GenerationConfig {
+            max_new_tokens: MAX_NEW,
+            ..Default::default()
+        };
+        let generated = c
+            .engine
+            .generate(&c.subject.prompt.ids, &cfg, |_| true)
+            .unwrap();
+        assert_eq!(generated.answer_ids, want_ids, "{what}: Engine::generate");
+        // Live re-runs refuse to start from an ablated model.
+        assert!(matches!(
+            rerun(&c.engine, &c.subject, &c.base, s, MAX_NEW, &|| false),
+            Err(Error::Analysis(_))
+        ));
+        // The ablated model's subject is the re-run's answer with the re-run's log-probs.
+        let ablated = ablated_subject(&c.engine, &c.subject, &run, 3).unwrap();
+        if run.answer_ids.is_empty() {
+            assert_eq!(ablated.answer_ids(), c.subject.answer_ids(), "{what}");
+        } else {
+            assert_eq!(ablated.answer_ids(), &run.answer_ids[..], "{what}");
+            let (a, b) = (total(&ablated.answer.logprobs), total(&run.answer_logprobs));
+            assert!((a - b).abs() < 1e-4, "{what}: answer log p {a} vs {b}");
+        }
+        assert!(ablated.state.is_some(), "{what}: re-scoring state");
+        c.engine.model.set_standing_ablation(None).unwrap();
+        let back = scratch_logprob(&c, &Hooks::default());
+        assert!(
+            (back - clean).abs() < 1e-5,
+            "{what}: cleared {back} vs {clean}"
+        );
+    }
+
+    // A forward's own ablation composes with the standing one: zero A standing plus zero B as
+    // hooks is zero A ∪ B.
+    let a = set(&[(0, 0), (1, 2)], &[top], CurveAblation::Zero);
+    let b = set(&[(top, 1)], &[], CurveAblation::Zero);
+    let union = set(&[(0, 0), (1, 2), (top, 1)], &[top], CurveAblation::Zero);
+    let want = scratch_logprob(&c, &interventions(&c, &union));
+    let b_hooks = interventions(&c, &b);
+    c.engine
+        .model
+        .set_standing_ablation(c.base.standing_ablation(&a))
+        .unwrap();
+    let got = scratch_logprob(&c, &b_hooks);
+    assert!(
+        (got - want).abs() < 1e-5,
+        "{family}: composed {got} vs {want}"
+    );
+
+    // The prefix-reusing sweep under the standing set: each head's Δ is the union's from scratch
+    // minus the standing set's.
+    let sweep = headscope::analysis::ablation::head_ablation_sweep(
+        &c.engine,
+        &c.subject.prompt.ids,
+        c.subject.answer_ids(),
+        4,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    let base_a = scratch_logprob(&c, &Hooks::default());
+    assert!(
+        (sweep.clean_logprob - base_a).abs() < 1e-4,
+        "{family}: sweep base"
+    );
+    c.engine.model.set_standing_ablation(None).unwrap();
+    for (l, h) in [(0, 1), (top, 1), (1, 2)] {
+        let mut heads = a.heads.clone();
+        heads.insert((l, h));
+        let with = AblationSet { heads, ..a.clone() };
+        let want = scratch_logprob(&c, &interventions(&c, &with)) - base_a;
+        let got = sweep.delta_logprob[l][h];
+        assert!(
+            (got - want).abs() < 1e-4,
+            "{family} L{l}H{h}: Δ {got} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn qwen2_standing_ablation_matches_hooks() {
+    standing_matches_hooks("qwen2");
+}
+
+#[test]
+fn gemma2_standing_ablation_matches_hooks() {
+    standing_matches_hooks("gemma2");
+}
+
+#[test]
+fn llama_standing_ablation_matches_hooks() {
+    standing_matches_hooks("llama");
+}
+
+#[test]
+fn bad_standing_ablations_are_errors() {
+    let mut c = case("qwen2");
+    let (layers, heads) = (c.engine.arch().num_layers, c.engine.arch().num_heads);
+    for bad in [
+        set(&[(layers, 0)], &[], CurveAblation::Zero),
+        set(&[(0, heads)], &[], CurveAblation::Zero),
+        set(&[], &[layers], CurveAblation::Zero),
+    ] {
+        let e = c
+            .engine
+            .model
+            .set_standing_ablation(c.base.standing_ablation(&bad));
+        assert!(matches!(e, Err(Error::Hook(_))), "{bad:?}: {e:?}");
+        assert!(c.engine.model.standing_ablation().is_none());
+    }
+    assert!(c.base.standing_ablation(&AblationSet::default()).is_none());
+    // The ablated subject needs the run's set in force.
+    let s = set(&[(0, 1)], &[], CurveAblation::Zero);
+    let run = rerun(&c.engine, &c.subject, &c.base, &s, 8, &|| false).unwrap();
+    assert!(matches!(
+        ablated_subject(&c.engine, &c.subject, &run, 3),
+        Err(Error::Analysis(_))
+    ));
+    let other = set(&[(0, 2)], &[], CurveAblation::Zero);
+    c.engine
+        .model
+        .set_standing_ablation(c.base.standing_ablation(&other))
+        .unwrap();
+    assert!(matches!(
+        ablated_subject(&c.engine, &c.subject, &run, 3),
+        Err(Error::Analysis(_))
+    ));
+    // Cached results and reports name the standing set, so they never mix with the clean ones.
+    let label = c.engine.model.standing_ablation().unwrap().label();
+    assert_eq!(label, "zero:L0H2|mlp:");
+    let ablated_key =
+        headscope::analysis::cache::CacheKey::new(&c.engine, &c.subject, "x", ()).unwrap();
+    c.engine.model.set_standing_ablation(None).unwrap();
+    let clean_key =
+        headscope::analysis::cache::CacheKey::new(&c.engine, &c.subject, "x", ()).unwrap();
+    assert_eq!(ablated_key.ablation, label);
+    assert_ne!(ablated_key, clean_key);
 }

@@ -17,7 +17,7 @@ use crate::engine::Engine;
 use crate::{Error, Result};
 
 /// Bump when a cached intermediate changes meaning.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// Everything a cached value depends on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub struct CacheKey {
     pub prompt_style: String,
     pub prompt_ids: Vec<u32>,
     pub answer_ids: Vec<u32>,
+    /// The engine's standing ablation ([`crate::engine::StandingAblation::label`]), empty when none.
+    pub ablation: String,
     pub params: Value,
 }
 
@@ -68,6 +70,11 @@ impl CacheKey {
             prompt_style: subject.prompt.style.name().to_string(),
             prompt_ids: subject.prompt.ids.clone(),
             answer_ids: subject.answer_ids().to_vec(),
+            ablation: engine
+                .model
+                .standing_ablation()
+                .map(|a| a.label())
+                .unwrap_or_default(),
             params: serde_json::to_value(params)
                 .map_err(|e| Error::Analysis(format!("cannot key the cache: {e}")))?,
         })

@@ -13,6 +13,10 @@
 //!   departs;
 //! * only tokens the original answer does not contain run as decoding steps, through every layer
 //!   since they are new.
+//!
+//! The rest of the explorer's panes then look at the ablated model: [`LiveBase::standing_ablation`]
+//! puts the set in force on the engine for every forward and [`ablated_subject`] makes the
+//! regenerated answer the subject every analysis explains.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -22,10 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ablation::{ablation_kind, head_set_ablation, mean_z, CurveAblation};
 use super::scoring::ids_tensor;
-use super::Subject;
+use super::{AnswerSource, Subject};
 use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
 use crate::engine::hooks::hook_name;
-use crate::engine::{AblationKind, Capture, Engine, Hooks, KvCache, Positions, Start};
+use crate::engine::{
+    AblationKind, Capture, Engine, Hooks, KvCache, Positions, StandingAblation, Start,
+};
 use crate::{Error, Result};
 
 /// The heads and MLPs knocked out together.
@@ -108,6 +114,7 @@ impl LiveBase {
     /// One clean forward of the subject's `prompt ++ answer[..A−1]`, keeping every layer's
     /// `resid_pre`, the KV cache, the mean `z` of every head and the answer's log-prob.
     pub fn new(engine: &Engine, subject: &Subject) -> Result<LiveBase> {
+        require_unablated(engine)?;
         let answer = subject.answer_ids().to_vec();
         if answer.is_empty() {
             return Err(Error::Analysis(
@@ -155,6 +162,24 @@ impl LiveBase {
         })
     }
 
+    /// `set` as an ablation in force for every forward of the engine (mean ablation substitutes
+    /// this clean run's mean `z`); `None` for the empty set.
+    pub fn standing_ablation(&self, set: &AblationSet) -> Option<StandingAblation> {
+        if set.is_empty() {
+            return None;
+        }
+        let kind = match set.kind {
+            CurveAblation::Zero => AblationKind::Zero,
+            CurveAblation::Uniform => AblationKind::UniformPattern,
+            CurveAblation::Mean => AblationKind::Mean(self.mean_z.clone()),
+        };
+        Some(StandingAblation {
+            heads: set.heads.iter().copied().collect(),
+            kind,
+            mlps: set.mlps.iter().copied().collect(),
+        })
+    }
+
     /// Teacher-forced `log p(answer)` of the clean run.
     pub fn clean_logprob(&self) -> f64 {
         self.clean.original_answer_logprob
@@ -195,6 +220,7 @@ pub fn rerun(
     cancel: &dyn Fn() -> bool,
 ) -> Result<LiveRun> {
     let started = Instant::now();
+    require_unablated(engine)?;
     base.check(engine, subject)?;
     let layers = engine.arch().num_layers;
     if let Some(l) = set.mlps.iter().find(|&&l| l >= layers) {
@@ -340,5 +366,53 @@ pub fn rerun(
         recomputed_from_layer: Some(l0),
         forwards,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Live re-runs compare with the clean model: a standing ablation would be counted twice.
+fn require_unablated(engine: &Engine) -> Result<()> {
+    match engine.model.standing_ablation() {
+        None => Ok(()),
+        Some(a) => Err(Error::Analysis(format!(
+            "live re-runs start from the unablated model, but `{}` is in force",
+            a.label()
+        ))),
+    }
+}
+
+/// The subject of the model under `run.set`: `run`'s regenerated answer (the original one if the
+/// regeneration is empty, which no analysis could explain), teacher-forced under the engine's
+/// standing ablation, which must be `run.set`'s ([`LiveBase::standing_ablation`]). Analyses of it
+/// on that engine explain the ablated model's own answer. One forward.
+pub fn ablated_subject(
+    engine: &Engine,
+    subject: &Subject,
+    run: &LiveRun,
+    top_k_alternatives: usize,
+) -> Result<Subject> {
+    let in_force = engine.model.standing_ablation();
+    let matches = in_force.is_some_and(|a| {
+        let heads: BTreeSet<(usize, usize)> = a.heads.iter().copied().collect();
+        let mlps: BTreeSet<usize> = a.mlps.iter().copied().collect();
+        heads == run.set.heads && mlps == run.set.mlps
+    });
+    if !matches || run.set.is_empty() {
+        return Err(Error::Analysis(format!(
+            "the engine's standing ablation ({}) is not the re-run's set",
+            in_force.map_or("none".into(), |a| a.label())
+        )));
+    }
+    let (ids, source) = if run.answer_ids.is_empty() {
+        (subject.answer_ids().to_vec(), subject.answer_source)
+    } else {
+        (run.answer_ids.clone(), AnswerSource::Generated)
+    };
+    let (answer, state) = engine.score_with_state(&subject.prompt.ids, &ids, top_k_alternatives)?;
+    Ok(Subject {
+        sample: subject.sample.clone(),
+        prompt: subject.prompt.clone(),
+        answer,
+        answer_source: source,
+        state,
     })
 }

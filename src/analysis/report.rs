@@ -260,6 +260,10 @@ pub struct AnalysisReport {
     pub answer_source: super::AnswerSource,
     /// Does the answer contain one of the sample's `answers`? `None` without answers.
     pub answer_correct: Option<bool>,
+    /// The engine's standing ablation during the analysis (the explorer's live ablation set, as
+    /// [`crate::engine::StandingAblation::label`]); absent for the unablated model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ablation: Option<String>,
     pub gold: Option<usize>,
     pub sources: Vec<SourceInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,6 +338,7 @@ pub fn analyze(
         answer_logprob: subject.answer.total_logprob(),
         answer_source: subject.answer_source,
         answer_correct: subject.is_correct(&answer_text),
+        ablation: engine.model.standing_ablation().map(|a| a.label()),
         answer_text,
         gold: subject.sample.gold(),
         sources,

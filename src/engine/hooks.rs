@@ -54,6 +54,41 @@ pub struct HeadAblation {
     pub kind: AblationKind,
 }
 
+/// An ablation in force for every forward — generation, scoring, sweeps and gradients alike — until
+/// it is cleared ([`super::Transformer::set_standing_ablation`]): the explorer's live ablation set,
+/// so that every analysis examines the ablated model. It acts before a forward's own
+/// [`Hooks::head_ablation`], so a head that both ablate ends up as the forward's ablation says.
+#[derive(Clone, Debug)]
+pub struct StandingAblation {
+    /// `(layer, head)` pairs replaced as `kind` says.
+    pub heads: Vec<(usize, usize)>,
+    pub kind: AblationKind,
+    /// Layers whose MLP output is zeroed.
+    pub mlps: Vec<usize>,
+}
+
+impl StandingAblation {
+    /// A stable description (`zero:L3H1,L5H0|mlp:L4`) for cache keys and reports; a mean
+    /// ablation's means are not in it (they come from the subject's clean run, which the cache
+    /// key already pins down).
+    pub fn label(&self) -> String {
+        let kind = match self.kind {
+            AblationKind::Zero => "zero",
+            AblationKind::Mean(_) => "mean",
+            AblationKind::UniformPattern => "uniform",
+        };
+        let mut heads = self.heads.clone();
+        heads.sort_unstable();
+        heads.dedup();
+        let mut mlps = self.mlps.clone();
+        mlps.sort_unstable();
+        mlps.dedup();
+        let heads: Vec<String> = heads.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
+        let mlps: Vec<String> = mlps.iter().map(|l| format!("L{l}")).collect();
+        format!("{kind}:{}|mlp:{}", heads.join(","), mlps.join(","))
+    }
+}
+
 /// Replace head `head` of `layer` in batch row `row` at `positions` by stored `z` values `[n_pos, d_head]`.
 #[derive(Clone, Debug)]
 pub struct HeadPatch {

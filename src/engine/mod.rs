@@ -23,7 +23,10 @@ use serde::Serialize;
 pub use arch::{Arch, Family};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{GenerationConfig, ScoredAnswer};
-pub use hooks::{AblationKind, Capture, HeadAblation, HeadPatch, Hooks, KvCache, Positions, Trace};
+pub use hooks::{
+    AblationKind, Capture, HeadAblation, HeadPatch, Hooks, KvCache, Positions, StandingAblation,
+    Trace,
+};
 pub use model::{Start, Transformer};
 pub use source::ModelSource;
 

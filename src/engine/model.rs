@@ -14,7 +14,10 @@ use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
-use super::hooks::{hook_name, AblationKind, Capture, Hooks, KvCache, Positions, Trace};
+use super::hooks::{
+    hook_name, AblationKind, Capture, HeadAblation, Hooks, KvCache, Positions, StandingAblation,
+    Trace,
+};
 use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::weights::{LayerWeights, ModelWeights};
 use crate::{Error, Result};
@@ -46,6 +49,18 @@ pub struct Transformer {
     attention_chunk: usize,
     device: Device,
     dtype: DType,
+    /// Applied in every forward until cleared (see [`StandingAblation`]).
+    standing: Option<ActiveStanding>,
+}
+
+/// A [`StandingAblation`] ready for forwards: its head mask `[1, L, H]` and which layers it touches
+/// (known on the host, so a forward needs no device read to skip untouched layers).
+#[derive(Clone, Debug)]
+struct ActiveStanding {
+    spec: StandingAblation,
+    heads: HeadAblation,
+    head_layers: Vec<bool>,
+    mlp_layers: Vec<bool>,
 }
 
 /// Per-forward constants shared by every layer.
@@ -120,12 +135,75 @@ impl Transformer {
             attention_chunk: DEFAULT_ATTENTION_CHUNK,
             device: device.clone(),
             dtype,
+            standing: None,
         })
     }
 
     /// Query rows per block of causal attention; inputs shorter than two blocks are not blocked.
     pub fn set_attention_chunk(&mut self, rows: usize) {
         self.attention_chunk = rows.max(1);
+    }
+
+    /// Puts `ablation` in force for every later forward (`None` clears it). Heads or MLPs outside
+    /// the model, or mean values of the wrong shape, are an error and leave the previous one.
+    pub fn set_standing_ablation(&mut self, ablation: Option<StandingAblation>) -> Result<()> {
+        let Some(spec) = ablation else {
+            self.standing = None;
+            return Ok(());
+        };
+        let (layers, heads) = (self.arch.num_layers, self.arch.num_heads);
+        if let Some((l, h)) = spec.heads.iter().find(|&&(l, h)| l >= layers || h >= heads) {
+            return Err(Error::Hook(format!(
+                "head L{l}H{h} does not exist ({layers} layers × {heads} heads)"
+            )));
+        }
+        if let Some(l) = spec.mlps.iter().find(|&&l| l >= layers) {
+            return Err(Error::Hook(format!(
+                "MLP L{l} does not exist ({layers} layers)"
+            )));
+        }
+        if let AblationKind::Mean(means) = &spec.kind {
+            let want = [layers, heads, self.arch.head_dim];
+            if means.dims() != want {
+                return Err(Error::Hook(format!(
+                    "mean values have shape {:?}, expected {want:?}",
+                    means.dims()
+                )));
+            }
+        }
+        let mut keep = vec![1f32; layers * heads];
+        let mut head_layers = vec![false; layers];
+        for &(l, h) in &spec.heads {
+            keep[l * heads + h] = 0.0;
+            head_layers[l] = true;
+        }
+        let mut mlp_layers = vec![false; layers];
+        for &l in &spec.mlps {
+            mlp_layers[l] = true;
+        }
+        self.standing = Some(ActiveStanding {
+            heads: HeadAblation {
+                mask: Tensor::from_vec(keep, (1, layers, heads), &self.device)?,
+                kind: spec.kind.clone(),
+            },
+            spec,
+            head_layers,
+            mlp_layers,
+        });
+        Ok(())
+    }
+
+    /// The ablation in force for every forward, if any.
+    pub fn standing_ablation(&self) -> Option<&StandingAblation> {
+        self.standing.as_ref().map(|s| &s.spec)
+    }
+
+    /// The standing ablation of layer `l`'s heads, if it touches that layer.
+    fn standing_heads(&self, l: usize) -> Option<&HeadAblation> {
+        self.standing
+            .as_ref()
+            .filter(|s| s.head_layers[l])
+            .map(|s| &s.heads)
     }
 
     pub fn device(&self) -> &Device {
@@ -354,6 +432,9 @@ impl Transformer {
                     .reshape((batch, 1, 1))?;
                 mlp_out = mlp_out.broadcast_mul(&m)?;
             }
+            if self.standing.as_ref().is_some_and(|s| s.mlp_layers[l]) {
+                mlp_out = mlp_out.zeros_like()?;
+            }
             if in_capture {
                 capture(
                     &mut trace,
@@ -478,7 +559,9 @@ impl Transformer {
                 || cap.head_results.is_some()
                 || cap.attn_out.is_some()
                 || cap.mlp_out.is_some());
-        let intervenes_last = ablated_layers[last] || hooks.patches.iter().any(|p| p.layer == last);
+        let intervenes_last = ablated_layers[last]
+            || self.standing_heads(last).is_some()
+            || hooks.patches.iter().any(|p| p.layer == last);
         if rows.len() >= seq || captures_last || intervenes_last || cap.kv_cache {
             return Ok(None);
         }
@@ -605,40 +688,51 @@ impl Transformer {
         let cap = &hooks.capture;
         let wants_probs = in_capture
             && (cap.full_patterns || cap.attn_rows.is_some() || cap.attn_span_sums.is_some());
-        let uniform_ablation = ablated
-            && matches!(
-                hooks.head_ablation.as_ref().map(|ab| &ab.kind),
-                Some(AblationKind::UniformPattern)
-            );
-        let mut z = if query_rows.is_none()
+        // The standing ablation first, then this forward's own.
+        let ablations: Vec<&HeadAblation> = self
+            .standing_heads(l)
+            .into_iter()
+            .chain(hooks.head_ablation.as_ref().filter(|_| ablated))
+            .collect();
+        let uniform_ablation = ablations
+            .iter()
+            .any(|ab| matches!(ab.kind, AblationKind::UniformPattern));
+        let (mut z, uniform_z) = if query_rows.is_none()
             && !ctx.differentiable
             && !wants_probs
             && !uniform_ablation
             && tq >= 2 * self.attention_chunk
         {
-            self.chunked_attention(&q, &k, &v, ctx, window)?
+            (self.chunked_attention(&q, &k, &v, ctx, window)?, None)
         } else {
             self.attention_probs_then_z(
-                l, &q, &k, &v, ctx, window, query_rows, hooks, ablated, in_capture, trace,
+                l,
+                &q,
+                &k,
+                &v,
+                ctx,
+                window,
+                query_rows,
+                &hooks.capture,
+                uniform_ablation,
+                in_capture,
+                trace,
             )?
         };
-
-        if ablated {
-            let ab = hooks
-                .head_ablation
-                .as_ref()
-                .expect("ablated implies a head ablation");
-            let (keep, drop) = self.keep_and_drop(ab, l, b)?;
-            match &ab.kind {
-                AblationKind::Zero => z = z.broadcast_mul(&keep)?,
+        for ab in ablations {
+            let (keep, drop) = self.keep_and_drop(ab, l)?;
+            let replacement = match &ab.kind {
+                AblationKind::Zero => None,
                 AblationKind::Mean(means) => {
-                    let mean = means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?;
-                    z = z
-                        .broadcast_mul(&keep)?
-                        .broadcast_add(&mean.broadcast_mul(&drop)?)?;
+                    Some(means.i(l)?.to_dtype(self.dtype)?.reshape((1, h, 1, dh))?)
                 }
-                // Applied where the probabilities are (`attention_probs_then_z`).
-                AblationKind::UniformPattern => {}
+                AblationKind::UniformPattern => Some(uniform_z.clone().ok_or_else(|| {
+                    Error::Hook("the uniform pattern's output was not computed".into())
+                })?),
+            };
+            z = z.broadcast_mul(&keep)?;
+            if let Some(r) = replacement {
+                z = z.broadcast_add(&r.broadcast_mul(&drop)?)?;
             }
         }
         let patches: Vec<_> = hooks.patches.iter().filter(|p| p.layer == l).collect();
@@ -666,7 +760,8 @@ impl Transformer {
     }
 
     /// Attention that materialises the probabilities `[b, H, t_q, T_k]` (for captures, the
-    /// uniform-pattern ablation and selected query rows); returns `z` `[b, H, t_q, d_h]`.
+    /// uniform-pattern ablation and selected query rows); returns `z` `[b, H, t_q, d_h]` and, with
+    /// `uniform`, what every head would output with a uniform pattern over its visible keys.
     #[allow(clippy::too_many_arguments)]
     fn attention_probs_then_z(
         &self,
@@ -677,11 +772,11 @@ impl Transformer {
         ctx: &ForwardCtx,
         window: Option<usize>,
         query_rows: Option<&[usize]>,
-        hooks: &Hooks,
-        ablated: bool,
+        capture: &Capture,
+        uniform: bool,
         in_capture: bool,
         trace: &mut Trace,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let a = &self.arch;
         let (b, tq, tk) = (ctx.batch, q.dims()[2], k.dims()[2]);
         let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
@@ -734,29 +829,28 @@ impl Transformer {
         };
 
         if in_capture {
-            self.capture_patterns(l, &probs, &hooks.capture, trace)?;
+            self.capture_patterns(l, &probs, capture, trace)?;
         }
         let pv = |p: &Tensor| -> Result<Tensor> {
             let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * tq, tk))?;
             Ok(p.matmul(v)?.reshape((b, h, tq, dh))?)
         };
-        let mut z = pv(&probs)?;
-        if let (true, Some(ab)) = (ablated, &hooks.head_ablation) {
-            if let AblationKind::UniformPattern = ab.kind {
-                // Replace the ablated heads' pattern by the uniform distribution over visible keys.
-                let uniform = match mask {
-                    Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
-                    None => Tensor::full(1.0 / tk as f32, (tq, tk), &self.device)?,
-                };
-                let uniform = uniform
-                    .unsqueeze(0)?
-                    .unsqueeze(0)?
-                    .broadcast_as((b, h, tq, tk))?;
-                let (keep, drop) = self.keep_and_drop(ab, l, b)?;
-                z = (z.broadcast_mul(&keep)? + pv(&uniform)?.broadcast_mul(&drop)?)?;
-            }
-        }
-        Ok(z)
+        let z = pv(&probs)?;
+        let uniform_z = if uniform {
+            // The uniform distribution over each query's visible keys.
+            let pattern = match mask {
+                Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
+                None => Tensor::full(1.0 / tk as f32, (tq, tk), &self.device)?,
+            };
+            let pattern = pattern
+                .unsqueeze(0)?
+                .unsqueeze(0)?
+                .broadcast_as((b, h, tq, tk))?;
+            Some(pv(&pattern)?)
+        } else {
+            None
+        };
+        Ok((z, uniform_z))
     }
 
     /// Causal attention in blocks of query rows: block c only meets the keys it may see (up to its
@@ -809,15 +903,12 @@ impl Transformer {
         Ok(Tensor::cat(&blocks, 2)?)
     }
 
-    /// Layer `l` of a head mask as `[b, H, 1, 1]` multipliers: (keep, 1 − keep).
-    fn keep_and_drop(
-        &self,
-        ab: &super::hooks::HeadAblation,
-        l: usize,
-        b: usize,
-    ) -> Result<(Tensor, Tensor)> {
+    /// Layer `l` of a head mask `[b, L, H]` as `[b, H, 1, 1]` multipliers: (keep, 1 − keep). A
+    /// one-row mask (the standing ablation's) broadcasts over the batch.
+    fn keep_and_drop(&self, ab: &HeadAblation, l: usize) -> Result<(Tensor, Tensor)> {
+        let rows = ab.mask.dims()[0];
         let keep = ab.mask.i((.., l, ..))?.to_dtype(self.dtype)?.reshape((
-            b,
+            rows,
             self.arch.num_heads,
             1,
             1,
