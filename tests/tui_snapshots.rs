@@ -4,7 +4,7 @@
 //! form lists every style run).
 
 use headscope::ui::app::{update, Action, App, Command, JobSpec, Pane, Running};
-use headscope::ui::demo::demo_app;
+use headscope::ui::demo::{demo_ablated_app, demo_app};
 use headscope::ui::keys::KeyMap;
 use headscope::ui::panes::{render_pane, Screen, MIN_HEIGHT, MIN_WIDTH};
 use headscope::ui::theme::Theme;
@@ -56,6 +56,22 @@ fn whole_screen_28_layers_64_tokens_light() {
     let app = demo_app(28, 12, 64);
     let t = screen(&app, &Theme::builtin("light").unwrap(), 160, 48);
     insta::assert_snapshot!(t.backend());
+}
+
+/// After a live re-run the panes show the ablated model: the header says which, the answer is
+/// the ablated one with the clean one under it, the heatmap marks the ablated heads (which score
+/// nothing there), and the ablation curve is still the clean model's.
+#[test]
+fn whole_screen_under_an_ablation() {
+    let app = demo_ablated_app(6, 8, 24);
+    let t = screen(&app, &Theme::builtin_default(), 160, 48);
+    let shown = text(&t);
+    assert!(
+        shown.contains("ablated model: 3 heads, 1 MLP (zero)"),
+        "{shown}"
+    );
+    assert!(shown.contains("clean ▸"), "{shown}");
+    insta::assert_snapshot!(shown);
 }
 
 #[test]

@@ -157,6 +157,10 @@ fn explorer_in_tmux() {
         s.contains("✕ L0H1") && s.contains("Δ log p") && !s.contains("re-running")
     });
     assert!(s.contains("L0H1"), "{s}");
+    // Then every pane follows the ablated model: its stages run again to the end.
+    tmux.wait_for("the analyses of the ablated model", 600, |s| {
+        s.contains("✕ ablated model: L0H1") && s.contains("clean ▸") && s.contains("✓ idle")
+    });
 
     // Next attribution method, then export.
     tmux.keys(&["M"]);

@@ -364,10 +364,11 @@ pub struct LiveResult {
 pub enum JobSpec {
     /// Load the model (once) and prepare the subject: the prompt and the answer.
     Open,
-    /// Run stage `stage` (0-based) of [`STAGES`] at document granularity.
-    Analyze { stage: usize },
-    /// [`SENTENCE_METHODS`] at sentence granularity.
-    Sentences,
+    /// Run stage `stage` (0-based) of [`STAGES`] at document granularity, on the model with
+    /// `under` ablated (empty: the unablated model).
+    Analyze { stage: usize, under: Ablation },
+    /// [`SENTENCE_METHODS`] at sentence granularity, on the model with `under` ablated.
+    Sentences { under: Ablation },
     /// Re-run the answer with these heads and MLPs ablated.
     Live(Ablation),
 }
@@ -376,10 +377,23 @@ impl JobSpec {
     pub fn label(&self) -> String {
         match self {
             JobSpec::Open => "load".into(),
-            JobSpec::Analyze { stage } => format!("stage {}/{}", stage + 1, STAGES.len()),
-            JobSpec::Sentences => "sentences".into(),
+            JobSpec::Analyze { stage, under } => format!(
+                "stage {}/{}{}",
+                stage + 1,
+                STAGES.len(),
+                ablated_suffix(under)
+            ),
+            JobSpec::Sentences { under } => format!("sentences{}", ablated_suffix(under)),
             JobSpec::Live(a) => format!("ablation ({})", a.len()),
         }
+    }
+}
+
+fn ablated_suffix(under: &Ablation) -> &'static str {
+    if under.is_empty() {
+        ""
+    } else {
+        " (ablated)"
     }
 }
 
@@ -530,6 +544,18 @@ pub struct Status {
     pub error: bool,
 }
 
+/// The unablated model's answer and results, kept while the panes show an ablated model so that
+/// resetting the ablation brings them back at once.
+#[derive(Clone, Debug, Default)]
+pub struct CleanView {
+    pub answer: AnswerView,
+    pub report: Option<AnalysisReport>,
+    pub sentence_report: Option<AnalysisReport>,
+    pub next_stage: usize,
+    pub failed_stages: Vec<usize>,
+    pub sentences_failed: bool,
+}
+
 /// The explorer's whole state.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -571,6 +597,11 @@ pub struct App {
     pub live: Option<LiveResult>,
     /// The ablation set changed since the last live run was sent.
     pub live_dirty: bool,
+    /// The ablation the answer and every report are for (empty: the unablated model). It follows
+    /// `ablation` once a live re-run for it has come back.
+    pub view: Ablation,
+    /// The unablated model's results while `view` is not empty.
+    pub clean: Option<Box<CleanView>>,
 
     pub opened: bool,
     pub open_failed: bool,
@@ -622,6 +653,8 @@ impl App {
             random_draws: 0,
             live: None,
             live_dirty: false,
+            view: Ablation::default(),
+            clean: None,
             opened: false,
             open_failed: false,
             next_stage: 0,
@@ -645,6 +678,59 @@ impl App {
             return (r.model.layers, r.model.heads);
         }
         (0, 0)
+    }
+
+    /// The unablated model's report (the current one when nothing is ablated).
+    pub fn clean_report(&self) -> Option<&AnalysisReport> {
+        match &self.clean {
+            Some(c) => c.report.as_ref(),
+            None => self.report.as_ref(),
+        }
+    }
+
+    /// The unablated model's answer while the panes show an ablated one.
+    pub fn clean_answer(&self) -> Option<&AnswerView> {
+        self.clean.as_ref().map(|c| &c.answer)
+    }
+
+    /// The panes now show the model with `set` ablated: keep the unablated results (when leaving
+    /// them) and start the analyses over. The answer is the re-run's until the worker sends the
+    /// ablated model's own scores for it.
+    pub(crate) fn enter_view(&mut self, set: Ablation, answer: AnswerView) {
+        if set == self.view {
+            return;
+        }
+        let previous = CleanView {
+            answer: std::mem::replace(&mut self.answer, answer),
+            report: self.report.take(),
+            sentence_report: self.sentence_report.take(),
+            next_stage: std::mem::take(&mut self.next_stage),
+            failed_stages: std::mem::take(&mut self.failed_stages),
+            sentences_failed: std::mem::take(&mut self.sentences_failed),
+        };
+        if self.view.is_empty() {
+            self.clean = Some(Box::new(previous));
+        }
+        self.view = set;
+        self.token = self.token.min(self.answer.tokens.len().saturating_sub(1));
+        self.follow_top_source();
+    }
+
+    /// Back to the unablated model's answer and results.
+    fn leave_view(&mut self) {
+        let Some(clean) = self.clean.take() else {
+            return;
+        };
+        let c = *clean;
+        self.answer = c.answer;
+        self.report = c.report;
+        self.sentence_report = c.sentence_report;
+        self.next_stage = c.next_stage;
+        self.failed_stages = c.failed_stages;
+        self.sentences_failed = c.sentences_failed;
+        self.view = Ablation::default();
+        self.token = self.token.min(self.answer.tokens.len().saturating_sub(1));
+        self.follow_top_source();
     }
 
     /// The selected head score's `[layers][heads]` matrix, when computed.
@@ -748,11 +834,13 @@ impl App {
             }
         }
         if self.sentences && self.sentence_report.is_none() && !self.sentences_failed {
-            return vec![self.submit(JobSpec::Sentences)];
+            let under = self.view.clone();
+            return vec![self.submit(JobSpec::Sentences { under })];
         }
         if self.next_stage < STAGES.len() {
             let stage = self.next_stage;
-            return vec![self.submit(JobSpec::Analyze { stage })];
+            let under = self.view.clone();
+            return vec![self.submit(JobSpec::Analyze { stage, under })];
         }
         vec![]
     }
@@ -767,13 +855,20 @@ impl App {
         if self.ablation.is_empty() {
             self.live = None;
             self.live_dirty = false;
-            if self.running_is(|s| matches!(s, JobSpec::Live(_))) {
+            self.leave_view();
+            // Work for an ablated model is now moot.
+            let moot = self.running_is(|s| match s {
+                JobSpec::Live(_) => true,
+                JobSpec::Analyze { under, .. } | JobSpec::Sentences { under } => !under.is_empty(),
+                JobSpec::Open => false,
+            });
+            if moot {
                 self.running = None;
                 let mut e = vec![Effect::Cancel];
                 e.extend(self.schedule());
                 return e;
             }
-            return vec![];
+            return self.schedule();
         }
         self.live_dirty = true;
         vec![Effect::Debounce]
@@ -911,10 +1006,11 @@ impl App {
         }
     }
 
+    /// Ablates the top k heads of `score` on the unablated model (so `+`/`-` grow and shrink one
+    /// ranking, whatever is ablated now).
     fn set_top_k(&mut self, score: HeadScore) -> Vec<Effect> {
         let Some(matrix) = self
-            .report
-            .as_ref()
+            .clean_report()
             .and_then(|r| r.head_scores.get(score.key()))
         else {
             self.set_error(format!(
@@ -1041,7 +1137,8 @@ impl App {
                 }
                 // Asked for now: it goes before the remaining analysis stages.
                 if self.running_is(|s| matches!(s, JobSpec::Analyze { .. })) {
-                    return vec![self.submit(JobSpec::Sentences)];
+                    let under = self.view.clone();
+                    return vec![self.submit(JobSpec::Sentences { under })];
                 }
                 self.schedule()
             }
@@ -1167,7 +1264,7 @@ impl App {
                     return vec![];
                 };
                 let slot = match r.spec {
-                    JobSpec::Sentences => &mut self.sentence_report,
+                    JobSpec::Sentences { .. } => &mut self.sentence_report,
                     _ => &mut self.report,
                 };
                 match slot {
@@ -1179,6 +1276,18 @@ impl App {
             }
             WorkerMsg::Live { id, result } => {
                 if current == Some(id) {
+                    let answer = AnswerView {
+                        tokens: result.tokens.clone(),
+                        logprobs: result.logprobs.clone(),
+                        text: result.answer_text.clone(),
+                        source: Some(AnswerSource::Generated),
+                        complete: true,
+                    };
+                    // The re-run is for the set as it was when sent; a set emptied since then
+                    // stays unablated.
+                    if !self.ablation.is_empty() {
+                        self.enter_view(result.ablation.clone(), answer);
+                    }
                     self.live = Some(*result);
                 }
                 vec![]
@@ -1197,7 +1306,7 @@ impl App {
                         self.opened = true;
                         self.answer.complete = true;
                     }
-                    (JobSpec::Analyze { stage }, Outcome::Done) => {
+                    (JobSpec::Analyze { stage, .. }, Outcome::Done) => {
                         self.next_stage = self.next_stage.max(stage + 1);
                     }
                     (_, Outcome::Done) | (_, Outcome::Cancelled) => {}
@@ -1205,11 +1314,11 @@ impl App {
                         self.set_error(format!("{} failed: {msg}", spec.label()));
                         match spec {
                             JobSpec::Open => self.open_failed = true,
-                            JobSpec::Analyze { stage } => {
+                            JobSpec::Analyze { stage, .. } => {
                                 self.failed_stages.push(*stage);
                                 self.next_stage = self.next_stage.max(stage + 1);
                             }
-                            JobSpec::Sentences => self.sentences_failed = true,
+                            JobSpec::Sentences { .. } => self.sentences_failed = true,
                             JobSpec::Live(_) => {}
                         }
                     }
@@ -1310,6 +1419,14 @@ mod tests {
         )
     }
 
+    /// A stage on the unablated model.
+    fn analyze(stage: usize) -> JobSpec {
+        JobSpec::Analyze {
+            stage,
+            under: Ablation::default(),
+        }
+    }
+
     fn fresh() -> App {
         App::new("m", "s", crate::ui::default_sample().unwrap())
     }
@@ -1324,12 +1441,12 @@ mod tests {
         assert!(!app.is_idle());
         let e = finish(&mut app, Outcome::Done);
         assert!(app.opened);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 0 }]);
+        assert_eq!(submitted(&e), vec![analyze(0)]);
         let e = finish(&mut app, Outcome::Done);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+        assert_eq!(submitted(&e), vec![analyze(1)]);
         // A failed stage is reported and skipped.
         let e = finish(&mut app, Outcome::Failed("boom".into()));
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 2 }]);
+        assert_eq!(submitted(&e), vec![analyze(2)]);
         assert!(app.status.as_ref().unwrap().error);
         assert_eq!(app.failed_stages, vec![1]);
         let e = finish(&mut app, Outcome::Done);
@@ -1355,7 +1472,7 @@ mod tests {
         app.live = None;
         app.next_stage = 1;
         let e = update(&mut app, Action::Start);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+        assert_eq!(submitted(&e), vec![analyze(1)]);
         let stage_id = app.running.as_ref().unwrap().id;
         app.head_cursor = (2, 3);
         assert_eq!(
@@ -1393,7 +1510,7 @@ mod tests {
         // The live result lands, then the interrupted stage runs again.
         let id = app.running.as_ref().unwrap().id;
         let result = LiveResult {
-            ablation: want,
+            ablation: want.clone(),
             answer_text: "x".into(),
             tokens: vec!["x".into()],
             logprobs: vec![-1.0],
@@ -1412,8 +1529,97 @@ mod tests {
             }),
         );
         assert_eq!(app.live.as_ref().unwrap().delta_logprob, -0.5);
+        // The panes now show the ablated model: its answer, and every analysis from the start.
+        assert_eq!(app.view, want);
+        assert_eq!(app.answer.text, "x");
+        assert!(app.report.is_none() && app.next_stage == 0);
+        let clean = app.clean.as_ref().expect("the clean results are kept");
+        assert!(clean.report.is_some() && clean.next_stage == 1);
         let e = finish(&mut app, Outcome::Done);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 1 }]);
+        assert_eq!(
+            submitted(&e),
+            vec![JobSpec::Analyze {
+                stage: 0,
+                under: want.clone()
+            }]
+        );
+        assert_eq!(
+            app.running.as_ref().unwrap().spec.label(),
+            "stage 1/3 (ablated)"
+        );
+        // Resetting brings the clean results back at once and drops the ablated model's work.
+        let e = cmd(&mut app, Command::ResetAblation);
+        assert_eq!(e[0], Effect::Cancel);
+        assert_eq!(submitted(&e), vec![analyze(1)]);
+        assert!(app.view.is_empty() && app.clean.is_none());
+        assert!(app.report.is_some() && app.answer.text != "x");
+    }
+
+    #[test]
+    fn a_new_set_replaces_the_ablated_view_but_keeps_the_clean_one() {
+        let mut app = demo_app(3, 3, 4);
+        app.ablation = Ablation::default();
+        app.live = None;
+        let clean_answer = app.answer.clone();
+        let live = |app: &mut App, heads: &[(usize, usize)]| {
+            let set = Ablation {
+                heads: heads.iter().copied().collect(),
+                ..Ablation::default()
+            };
+            app.ablation = set.clone();
+            let e = cmd(app, Command::Rerun);
+            assert_eq!(submitted(&e), vec![JobSpec::Live(set.clone())]);
+            let id = app.running.as_ref().unwrap().id;
+            update(
+                app,
+                Action::Worker(WorkerMsg::Live {
+                    id,
+                    result: Box::new(LiveResult {
+                        ablation: set,
+                        answer_text: "y".into(),
+                        tokens: vec!["y".into(), "z".into()],
+                        logprobs: vec![-0.1, -0.2],
+                        original_logprob: -1.0,
+                        delta_logprob: -0.3,
+                        first_change: Some(0),
+                        recomputed_from_layer: Some(heads[0].0),
+                        forwards: 2,
+                        seconds: 0.01,
+                    }),
+                }),
+            );
+            finish(app, Outcome::Done)
+        };
+        live(&mut app, &[(1, 1)]);
+        let id = app.running.as_ref().unwrap().id;
+        let mut r = app.clean_report().unwrap().clone();
+        r.head_scores.clear();
+        update(
+            &mut app,
+            Action::Worker(WorkerMsg::Report {
+                id,
+                report: Box::new(r),
+            }),
+        );
+        assert!(app.report.as_ref().unwrap().head_scores.is_empty());
+        let e = live(&mut app, &[(1, 1), (2, 0)]);
+        assert!(matches!(
+            &submitted(&e)[..],
+            [JobSpec::Analyze { stage: 0, under }] if under.heads.len() == 2
+        ));
+        assert!(app.report.is_none(), "the first set's results are gone");
+        // The curve and top-k still come from the unablated model.
+        assert!(app.clean_report().unwrap().ablation_curve.is_some());
+        assert_eq!(app.clean_answer(), Some(&clean_answer));
+        // Toggling the heads off one by one returns to the clean view with the last.
+        app.head_cursor = (1, 1);
+        cmd(&mut app, Command::ToggleAblation);
+        assert!(!app.view.is_empty());
+        app.head_cursor = (2, 0);
+        cmd(&mut app, Command::ToggleAblation);
+        assert!(app.view.is_empty());
+        assert_eq!(app.answer, clean_answer);
+        assert!(!app.report.as_ref().unwrap().head_scores.is_empty());
     }
 
     #[test]
@@ -1562,12 +1768,12 @@ mod tests {
         finish(&mut app, Outcome::Done);
         assert!(matches!(
             app.running.as_ref().unwrap().spec,
-            JobSpec::Analyze { stage: 0 }
+            JobSpec::Analyze { stage: 0, .. }
         ));
         assert_eq!(cmd(&mut app, Command::Cancel), vec![Effect::Cancel]);
         assert!(app.paused && app.running.is_none() && app.is_idle());
         let e = cmd(&mut app, Command::Rerun);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 0 }]);
+        assert_eq!(submitted(&e), vec![analyze(0)]);
         // Help swallows other keys; esc closes it without cancelling.
         cmd(&mut app, Command::Help);
         assert!(cmd(&mut app, Command::AblateRandom).is_empty());
@@ -1590,10 +1796,15 @@ mod tests {
         finish(&mut app, Outcome::Done);
         assert!(matches!(
             app.running.as_ref().unwrap().spec,
-            JobSpec::Analyze { stage: 2 }
+            JobSpec::Analyze { stage: 2, .. }
         ));
         let e = cmd(&mut app, Command::ToggleSentences);
-        assert_eq!(submitted(&e), vec![JobSpec::Sentences]);
+        assert_eq!(
+            submitted(&e),
+            vec![JobSpec::Sentences {
+                under: Ablation::default()
+            }]
+        );
         let id = app.running.as_ref().unwrap().id;
         let mut r = app.report.clone().unwrap();
         r.granularity = crate::prompt::Granularity::Sentence;
@@ -1606,7 +1817,7 @@ mod tests {
         );
         assert!(app.sentence_report.is_some());
         let e = finish(&mut app, Outcome::Done);
-        assert_eq!(submitted(&e), vec![JobSpec::Analyze { stage: 2 }]);
+        assert_eq!(submitted(&e), vec![analyze(2)]);
     }
 
     #[test]

@@ -241,6 +241,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         answer_logprob: total,
         answer_source: AnswerSource::Generated,
         answer_correct: Some(true),
+        ablation: None,
         gold: sample.gold(),
         sources,
         target_document: Some(TargetDocument {
@@ -328,5 +329,41 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         seconds: 0.042,
     });
     app.ablation = ablation;
+    app
+}
+
+/// [`demo_app`] after its live re-run came back: the panes show the ablated model (its answer
+/// departs from the clean one at the third token, the ablated heads score nothing) with the clean
+/// answer and results kept.
+pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
+    let mut app = demo_app(layers, heads, answer_len);
+    let live = app.live.clone().expect("the demo has a live result");
+    let mut answer = app.answer.clone();
+    for (i, tok) in answer.tokens.iter_mut().enumerate().skip(2) {
+        if let Some(t) = live.tokens.get(i) {
+            *tok = t.clone();
+        }
+    }
+    for lp in answer.logprobs.iter_mut().skip(2) {
+        *lp -= 0.4;
+    }
+    answer.text = answer.tokens.concat();
+    let mut report = app.report.clone().expect("the demo has a report");
+    for matrix in report.head_scores.values_mut() {
+        for &(l, h) in &live.ablation.heads {
+            matrix[l][h] = 0.0;
+        }
+    }
+    for scores in report.attribution.values_mut() {
+        scores.rotate_left(1);
+    }
+    report.answer_tokens = answer.tokens.clone();
+    report.answer_text = answer.text.clone();
+    report.answer_logprob = answer.total_logprob();
+    report.ablation_curve = None;
+    report.ablation = Some("zero:…".into());
+    app.enter_view(live.ablation.clone(), answer);
+    app.report = Some(report);
+    app.next_stage = STAGES.len();
     app
 }

@@ -2,6 +2,11 @@
 //! come in over a channel, progress and results go out on the UI's unbounded channel. Submitting
 //! a job raises the cancel flag of the one in flight, which the analyses see through their
 //! progress callbacks, so a newer job supersedes an older one within one progress step.
+//!
+//! Under a live ablation the panes look at the ablated model: a `Live` job re-runs the answer
+//! from the cached clean prefix, then puts the set in force on the engine and keeps the ablated
+//! model's subject, which the analysis jobs for that set (`under`) then use. A job for another set
+//! than the one in force switches first.
 
 use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
@@ -18,7 +23,7 @@ use super::app::{
     Ablation, AnswerView, Job, JobSpec, LiveResult, Outcome, WorkerMsg, SENTENCE_METHODS, STAGES,
 };
 use crate::analysis::cache::ResultCache;
-use crate::analysis::live::{rerun, AblationSet, LiveBase};
+use crate::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase, LiveRun};
 use crate::analysis::report::{analyze, AnalyzeOptions};
 use crate::analysis::Subject;
 use crate::engine::generate::GenerationConfig;
@@ -144,8 +149,11 @@ impl JobCtx<'_> {
 struct State {
     session: Session,
     engine: Option<Engine>,
+    /// The unablated model's subject.
     subject: Option<Subject>,
     live_base: Option<LiveBase>,
+    /// The last ablation set entered and the ablated model's subject for it.
+    ablated: Option<(Ablation, Subject)>,
 }
 
 fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>) {
@@ -154,6 +162,7 @@ fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>
         engine: None,
         subject: None,
         live_base: None,
+        ablated: None,
     };
     while let Ok(env) = rx.recv() {
         let id = env.job.id;
@@ -185,6 +194,7 @@ fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>
                     // The state may be half-updated: start over from the model.
                     state.subject = None;
                     state.live_base = None;
+                    state.ablated = None;
                     Outcome::Failed(format!("internal error: {}", panic_message(&*panic)))
                 }
             }
@@ -217,13 +227,15 @@ impl State {
     fn run(&mut self, spec: &JobSpec, ctx: &JobCtx) -> Result<()> {
         match spec {
             JobSpec::Open => self.open(ctx),
-            JobSpec::Analyze { stage } => {
+            JobSpec::Analyze { stage, under } => {
                 let methods = STAGES
                     .get(*stage)
                     .ok_or_else(|| anyhow!("no analysis stage {stage}"))?;
-                self.analyze(ctx, methods, Granularity::Document)
+                self.analyze(ctx, methods, Granularity::Document, under)
             }
-            JobSpec::Sentences => self.analyze(ctx, SENTENCE_METHODS, Granularity::Sentence),
+            JobSpec::Sentences { under } => {
+                self.analyze(ctx, SENTENCE_METHODS, Granularity::Sentence, under)
+            }
             JobSpec::Live(a) => self.live(ctx, a),
         }
     }
@@ -248,9 +260,12 @@ impl State {
                 seconds: 0.0,
             });
         }
-        let engine = self.engine.as_ref().ok_or_else(|| anyhow!("no model"))?;
+        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+        engine.model.set_standing_ablation(None)?;
+        let engine = &*engine;
         self.subject = None;
         self.live_base = None;
+        self.ablated = None;
         let s = &self.session;
         let max = s.generation.max_new_tokens;
         let mut n = 0usize;
@@ -298,10 +313,22 @@ impl State {
         ctx: &JobCtx,
         methods: &[crate::analysis::report::Method],
         granularity: Granularity,
+        under: &Ablation,
     ) -> Result<()> {
-        let (engine, subject) = self.ready()?;
+        self.enter(ctx, under)?;
+        let (engine, mut subject) = self.ready()?;
+        let mut methods = methods.to_vec();
+        if !under.is_empty() {
+            subject = self
+                .ablated
+                .as_ref()
+                .map(|(_, s)| s)
+                .ok_or_else(|| anyhow!("no ablated subject"))?;
+            // The ablation pane places the live set on the clean model's curve.
+            methods.retain(|m| *m != crate::analysis::report::Method::AblationCurve);
+        }
         let opts = AnalyzeOptions {
-            methods: methods.to_vec(),
+            methods,
             granularity,
             // Faithfulness re-scores every attribution; the explorer does not show it.
             faithfulness: false,
@@ -321,41 +348,93 @@ impl State {
         Ok(())
     }
 
+    /// Re-runs the answer under `a` from the clean prefix, reports it, and enters `a`.
     fn live(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<()> {
-        let (engine, subject) = match (&self.engine, &self.subject) {
-            (Some(e), Some(s)) => (e, s),
-            _ => return Err(anyhow!("no sample is open")),
-        };
+        let run = self.rerun(ctx, a)?;
+        self.report_live(ctx, a, &run)?;
+        self.enter_run(ctx, a, &run)
+    }
+
+    /// Puts `a` in force on the engine with its subject (re-running the answer first when `a` is
+    /// not the set last entered); the empty set restores the unablated model.
+    fn enter(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<()> {
+        if a.is_empty() {
+            let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+            engine.model.set_standing_ablation(None)?;
+            return Ok(());
+        }
+        if self.ablated.as_ref().is_some_and(|(b, _)| b == a) {
+            let standing = self.base()?.standing_ablation(&ablation_set(a));
+            let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+            engine.model.set_standing_ablation(standing)?;
+            return Ok(());
+        }
+        let run = self.rerun(ctx, a)?;
+        self.enter_run(ctx, a, &run)
+    }
+
+    fn base(&self) -> Result<&LiveBase> {
+        self.live_base
+            .as_ref()
+            .ok_or_else(|| anyhow!("no live base"))
+    }
+
+    /// The answer under `a`, from the unablated model's cached prefix.
+    fn rerun(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<LiveRun> {
+        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+        engine.model.set_standing_ablation(None)?;
         if self.live_base.is_none() {
             ctx.progress("caching the clean run", 0, 1);
+            let (engine, subject) = self.ready()?;
             self.live_base = Some(LiveBase::new(engine, subject)?);
         }
-        let base = self
-            .live_base
-            .as_ref()
-            .ok_or_else(|| anyhow!("no live base"))?;
-        let set = AblationSet {
-            heads: a.heads.clone(),
-            mlps: a.mlps.clone(),
-            kind: a.kind,
-        };
         ctx.progress("re-running", 0, 1);
-        let run = rerun(
+        let (engine, subject) = self.ready()?;
+        Ok(rerun(
             engine,
             subject,
-            base,
-            &set,
+            self.base()?,
+            &ablation_set(a),
             self.session.generation.max_new_tokens,
             &|| ctx.cancelled(),
-        )?;
+        )?)
+    }
+
+    /// Puts `a` in force and makes `run`'s answer the subject of the analyses under it.
+    fn enter_run(&mut self, ctx: &JobCtx, a: &Ablation, run: &LiveRun) -> Result<()> {
+        self.ablated = None;
+        let standing = self.base()?.standing_ablation(&ablation_set(a));
+        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+        engine.model.set_standing_ablation(standing)?;
+        ctx.progress("scoring the ablated answer", 0, 1);
+        let (engine, subject) = self.ready()?;
+        let top_k = self.session.generation.top_k_alternatives;
+        let ablated = ablated_subject(engine, subject, run, top_k)?;
+        let ids = ablated.answer_ids();
+        ctx.send(WorkerMsg::Answer {
+            id: ctx.id,
+            answer: AnswerView {
+                tokens: engine.token_texts(ids),
+                logprobs: ablated.answer.logprobs.clone(),
+                text: engine.decode(ids)?,
+                source: Some(ablated.answer_source),
+                complete: true,
+            },
+        });
+        self.ablated = Some((a.clone(), ablated));
+        Ok(())
+    }
+
+    fn report_live(&self, ctx: &JobCtx, a: &Ablation, run: &LiveRun) -> Result<()> {
+        let (engine, _) = self.ready()?;
         let tokens = engine.token_texts(&run.answer_ids);
         ctx.send(WorkerMsg::Live {
             id: ctx.id,
             result: Box::new(LiveResult {
                 ablation: a.clone(),
-                answer_text: run.answer_text,
+                answer_text: run.answer_text.clone(),
                 tokens,
-                logprobs: run.answer_logprobs,
+                logprobs: run.answer_logprobs.clone(),
                 original_logprob: run.original_answer_logprob - run.delta_logprob,
                 delta_logprob: run.delta_logprob,
                 first_change: run.first_change,
@@ -365,5 +444,13 @@ impl State {
             }),
         });
         Ok(())
+    }
+}
+
+fn ablation_set(a: &Ablation) -> AblationSet {
+    AblationSet {
+        heads: a.heads.clone(),
+        mlps: a.mlps.clone(),
+        kind: a.kind,
     }
 }

@@ -159,7 +159,8 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
 }
 
 fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
-    let Some(curve) = app.report.as_ref().and_then(|r| r.ablation_curve.as_ref()) else {
+    // The unablated model's curve: the live set is a point on it.
+    let Some(curve) = app.clean_report().and_then(|r| r.ablation_curve.as_ref()) else {
         let msg = waiting_for(app, 3, "ablation curve");
         Paragraph::new(Line::styled(msg, t.muted()))
             .wrap(Wrap { trim: true })

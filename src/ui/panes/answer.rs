@@ -1,6 +1,6 @@
 //! The answer, token by token, coloured by probability, with MIRAGE's citations inline; the
-//! token under the cursor is what every other pane looks at. Under a live ablation the ablated
-//! answer follows.
+//! token under the cursor is what every other pane looks at. Under a live ablation the pane shows
+//! the ablated model's answer (which every other pane then explains) with the clean one below.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -26,6 +26,12 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             Some(AnswerSource::Generated) => "generated",
             None => "generating",
         };
+        if !app.view.is_empty() {
+            title.push(Span::styled(
+                "ablated model · ",
+                Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
+            ));
+        }
         title.push(Span::styled(
             format!(
                 "{src} · {} tokens · log p {} ",
@@ -59,7 +65,13 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         return;
     }
 
-    let live_rows = if app.live.is_some() { 1 } else { 0 };
+    // Under an ablation the pane shows the ablated model's answer; one more row compares.
+    let compare: Option<(&str, &[String], &[f32])> = match (app.clean_answer(), &app.live) {
+        (Some(clean), _) => Some(("clean ▸ ", &clean.tokens, &clean.logprobs)),
+        (None, Some(live)) => Some(("ablated ▸ ", &live.tokens, &live.logprobs)),
+        (None, None) => None,
+    };
+    let live_rows = if compare.is_some() { 1 } else { 0 };
     let token_rows = inner.height.saturating_sub(1 + live_rows).max(1) as usize;
 
     // Tokens, with `[i]` citation marks before each cited MIRAGE sentence.
@@ -126,26 +138,25 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     }
 
     let mut y = inner.y + token_rows as u16;
-    if let Some(live) = &app.live {
+    if let Some((label, tokens, logprobs)) = compare {
         if y < inner.bottom() {
             let mut spans = vec![Span::styled(
-                "ablated ▸ ",
+                label,
                 Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
             )];
-            for (i, tok) in live.tokens.iter().enumerate() {
-                let p = live
-                    .logprobs
-                    .get(i)
-                    .map_or(f64::NAN, |&lp| (lp as f64).exp());
+            for (i, tok) in tokens.iter().enumerate() {
+                let p = logprobs.get(i).map_or(f64::NAN, |&lp| (lp as f64).exp());
                 spans.push(Span::styled(
                     show_token(tok),
                     Style::new().fg(t.probability.at(p)),
                 ));
             }
-            spans.push(Span::styled(
-                format!("  Δ log p {}", signed(live.delta_logprob)),
-                Style::new().fg(t.ablated),
-            ));
+            if let Some(live) = &app.live {
+                spans.push(Span::styled(
+                    format!("  Δ log p {}", signed(live.delta_logprob)),
+                    Style::new().fg(t.ablated),
+                ));
+            }
             Line::from(spans).render(Rect::new(inner.x, y, inner.width, 1), buf);
             y += 1;
         }

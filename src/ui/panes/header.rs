@@ -43,6 +43,13 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             l1.push(Span::styled("loading…", t.header().fg(t.muted)));
         }
     }
+    if !app.view.is_empty() {
+        l1.push(sep());
+        l1.push(Span::styled(
+            format!("✕ ablated model: {}", ablation_summary(app)),
+            t.header().fg(t.ablated).add_modifier(Modifier::BOLD),
+        ));
+    }
     l1.push(sep());
     l1.push(Span::styled("sample ", t.header().fg(t.muted)));
     l1.push(Span::styled(clip(&app.sample_label, 48), t.header()));
@@ -114,6 +121,24 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         },
         buf,
     );
+}
+
+/// `L0H1, L3 MLP (zero)`, or `7 heads, 1 MLP (mean)` when longer.
+fn ablation_summary(app: &App) -> String {
+    let v = &app.view;
+    let labels = v.labels();
+    let items = if labels.len() <= 3 {
+        labels.join(", ")
+    } else {
+        let mut parts = Vec::new();
+        for (n, what) in [(v.heads.len(), "head"), (v.mlps.len(), "MLP")] {
+            if n > 0 {
+                parts.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
+            }
+        }
+        parts.join(", ")
+    };
+    format!("{items} ({})", v.kind_label())
 }
 
 /// The last path component of a model path (hub ids stay whole).

@@ -369,7 +369,7 @@ pub fn waiting_for(app: &App, stage: usize, what: &str) -> String {
         return format!("{what} failed (see the status line)");
     }
     let running_stage = app.running.as_ref().and_then(|r| match r.spec {
-        super::app::JobSpec::Analyze { stage } => Some(stage + 1),
+        super::app::JobSpec::Analyze { stage, .. } => Some(stage + 1),
         _ => None,
     });
     if running_stage == Some(stage) {
