@@ -3,7 +3,8 @@
 //! `capture-pane`. Move, toggle a head, force the re-run, switch the attribution method, export,
 //! quit; then the ablation pane must have listed the head, the export must exist and hold the
 //! answer, the exit status must be 0, and the terminal must be back to normal (no alternate
-//! screen, the same `stty` settings as before).
+//! screen, the same `stty` settings as before). The same holds after SIGTERM and after a panic
+//! inside the terminal mode.
 //!
 //! Skips with a note when `tmux` is not installed (CI installs it).
 
@@ -98,6 +99,14 @@ fn tmux_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The status the script's `echo EXIT=$?` printed (a line of its own, unlike the typed command).
+fn exit_status(screen: &str) -> Option<&str> {
+    screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("EXIT="))
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
@@ -169,8 +178,8 @@ fn explorer_in_tmux() {
     tmux.wait_for("the export", 60, |s| s.contains("screenshot written"));
 
     tmux.keys(&["q"]);
-    let s = tmux.wait_for("the exit", 60, |s| s.contains("EXIT="));
-    assert!(s.contains("EXIT=0"), "headscope did not exit 0:\n{s}");
+    let s = tmux.wait_for("the exit", 60, |s| exit_status(s).is_some());
+    assert_eq!(exit_status(&s), Some("0"), "headscope did not exit 0:\n{s}");
     let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
     assert_eq!(
         String::from_utf8_lossy(&alt.stdout).trim(),
@@ -252,8 +261,8 @@ fn signals_restore_the_terminal() {
         .unwrap();
     // SAFETY: sending a signal to the child we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let s = tmux.wait_for("the exit after SIGTERM", 30, |s| s.contains("EXIT="));
-    assert!(s.contains("EXIT=0"), "{s}");
+    let s = tmux.wait_for("the exit after SIGTERM", 30, |s| exit_status(s).is_some());
+    assert_eq!(exit_status(&s), Some("0"), "{s}");
     let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
     assert_eq!(String::from_utf8_lossy(&alt.stdout).trim(), "0");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -263,6 +272,63 @@ fn signals_restore_the_terminal() {
     assert_eq!(
         std::fs::read_to_string(dir.join("stty.before")).unwrap(),
         std::fs::read_to_string(dir.join("stty.after")).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A panic on the UI thread: the hook leaves the alternate screen and raw mode before the message
+/// is printed, so the message is readable and the shell's settings are back. `terminal_panic` is
+/// this crate's example that panics inside `ui::terminal::enter` (cargo builds examples for tests).
+#[test]
+fn a_panic_restores_the_terminal() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; the panic test is skipped");
+        return;
+    }
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_headscope"));
+    let example = bin
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("terminal_panic");
+    assert!(
+        example.is_file(),
+        "{} was not built: `cargo test` builds examples, or `cargo build --example terminal_panic`",
+        example.display()
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tui-tmux-panic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "stty -g > {before}; {example} 2>&1; echo EXIT=$?; stty -g > {after}",
+        before = sh_quote(&dir.join("stty.before")),
+        after = sh_quote(&dir.join("stty.after")),
+        example = sh_quote(&example),
+    );
+    let tmux = Tmux::start(
+        &format!("headscope-panic-{}", std::process::id()),
+        120,
+        40,
+        &[],
+        &script,
+    );
+    let s = tmux.wait_for("the exit after the panic", 60, |s| exit_status(s).is_some());
+    assert_eq!(exit_status(&s), Some("101"), "a panic exits 101:\n{s}");
+    assert!(
+        s.contains("deliberate panic inside the explorer's terminal"),
+        "the message is on the main screen:\n{s}"
+    );
+    let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
+    assert_eq!(String::from_utf8_lossy(&alt.stdout).trim(), "0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("stty.after").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stty.before")).unwrap(),
+        std::fs::read_to_string(dir.join("stty.after")).unwrap(),
+        "raw mode is off again"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
