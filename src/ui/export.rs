@@ -668,7 +668,30 @@ fn glyph(c: char) -> Option<[u8; 8]> {
     g.filter(|rows| *rows != [0; 8])
 }
 
-/// The buffer as a PNG: backgrounds per cell, block elements as rectangles, text in `font8x8`.
+/// The raised dots `(column, row)` of a braille pattern (U+2800–U+28FF), `None` for other chars.
+/// Dots 1–3 and 7 are the left column top to bottom, 4–6 and 8 the right.
+fn braille_dots(c: char) -> Option<impl Iterator<Item = (usize, usize)>> {
+    let bits = u32::from(c).checked_sub(0x2800).filter(|&b| b <= 0xff)?;
+    const DOTS: [(usize, usize); 8] = [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+        (0, 3),
+        (1, 3),
+    ];
+    Some(
+        DOTS.into_iter()
+            .enumerate()
+            .filter(move |&(i, _)| bits >> i & 1 == 1)
+            .map(|(_, d)| d),
+    )
+}
+
+/// The buffer as a PNG: backgrounds per cell, block elements as rectangles, braille as dots, text
+/// in `font8x8`.
 pub fn to_png(buf: &Buffer, palette: &Palette) -> Result<Vec<u8>> {
     let rows = paints(buf, palette);
     // A PNG cannot be empty: an empty buffer gives one background pixel.
@@ -697,24 +720,38 @@ pub fn to_png(buf: &Buffer, palette: &Palette) -> Result<Vec<u8>> {
             }
             let ink = p.look.ink();
             if let Some(ch) = p.text.chars().next().filter(|c| !c.is_whitespace()) {
-                match glyph(ch) {
-                    Some(bitmap) => {
-                        let sx = usize::from(p.w.min(2));
-                        for (gy, &bits) in bitmap.iter().enumerate() {
-                            // Italic shears the top half one pixel right; bold smears one pixel.
-                            let shift = usize::from(p.look.italic && gy < 4);
-                            for gx in (0..8usize).filter(|&gx| bits >> gx & 1 == 1) {
-                                let w = sx + usize::from(p.look.bold);
-                                img.fill(x + (gx + shift) * sx, y + gy * 2, w, 2, ink);
+                if let Some(dots) = braille_dots(ch) {
+                    // Charts draw with braille; the bitmap font has none, so each raised dot is a
+                    // 2×2 square on a 2 × 4 grid.
+                    for (col, row) in dots {
+                        img.fill(
+                            x + col * cw / 2 + cw / 4 - 1,
+                            y + row * PH / 4 + PH / 8 - 1,
+                            2,
+                            2,
+                            ink,
+                        );
+                    }
+                } else {
+                    match glyph(ch) {
+                        Some(bitmap) => {
+                            let sx = usize::from(p.w.min(2));
+                            for (gy, &bits) in bitmap.iter().enumerate() {
+                                // Italic shears the top half one pixel right; bold smears one pixel.
+                                let shift = usize::from(p.look.italic && gy < 4);
+                                for gx in (0..8usize).filter(|&gx| bits >> gx & 1 == 1) {
+                                    let w = sx + usize::from(p.look.bold);
+                                    img.fill(x + (gx + shift) * sx, y + gy * 2, w, 2, ink);
+                                }
                             }
                         }
-                    }
-                    // Unknown glyph: a small box.
-                    None => {
-                        img.fill(x + 1, y + 4, cw - 2, 1, ink);
-                        img.fill(x + 1, y + 11, cw - 2, 1, ink);
-                        img.fill(x + 1, y + 4, 1, 8, ink);
-                        img.fill(x + cw - 2, y + 4, 1, 8, ink);
+                        // Unknown glyph: a small box.
+                        None => {
+                            img.fill(x + 1, y + 4, cw - 2, 1, ink);
+                            img.fill(x + 1, y + 11, cw - 2, 1, ink);
+                            img.fill(x + 1, y + 4, 1, 8, ink);
+                            img.fill(x + cw - 2, y + 4, 1, 8, ink);
+                        }
                     }
                 }
             }
@@ -873,6 +910,28 @@ mod tests {
         assert_eq!(at(2 * 8 + 3, 16 + 12), [10, 10, 38]); // the bottom half the background
         assert_eq!(at(0, 0), Palette::dark().ansi[2]); // the left stem of the bold green 'H'
         assert_eq!(at(11 * 8 + 7, 3 * 16 + 8), Palette::dark().bg); // plain background
+    }
+
+    #[test]
+    fn png_draws_braille_dots() {
+        // ⢁: dot 1 (left column, top row) and dot 8 (right column, bottom row).
+        let mut buf = Buffer::empty(Rect::new(0, 0, 2, 1));
+        buf.set_string(0, 0, "⢁", Style::default().fg(Color::Rgb(250, 250, 250)));
+        let bytes = to_png(&buf, &Palette::dark()).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut img = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut img).unwrap();
+        let at = |x: usize, y: usize| &img[(y * 16 + x) * 3..][..3];
+        let ink = [250, 250, 250];
+        assert_eq!(at(1, 1), ink, "dot 1");
+        assert_eq!(at(5, 13), ink, "dot 8");
+        for (x, y) in [(5, 1), (1, 13), (1, 5), (5, 9)] {
+            assert_eq!(at(x, y), Palette::dark().bg, "no dot at ({x}, {y})");
+        }
+        assert!(braille_dots('a').is_none() && braille_dots('⠀').unwrap().count() == 0);
+        assert_eq!(braille_dots('⣿').unwrap().count(), 8);
     }
 
     #[test]
