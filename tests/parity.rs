@@ -160,6 +160,7 @@ fn check_family(family: &str, gguf: bool) {
         head_ablation: Some(HeadAblation {
             mask: head_mask(1, 2),
             kind: AblationKind::Zero,
+            layers: None,
         }),
         ..Default::default()
     };
@@ -185,6 +186,7 @@ fn check_family(family: &str, gguf: bool) {
         head_ablation: Some(HeadAblation {
             mask: head_mask(1, 1),
             kind: AblationKind::UniformPattern,
+            layers: None,
         }),
         ..Default::default()
     };
@@ -199,6 +201,7 @@ fn check_family(family: &str, gguf: bool) {
             head_ablation: Some(HeadAblation {
                 mask: head_mask(2, 1),
                 kind: AblationKind::UniformPattern,
+                layers: None,
             }),
             ..Default::default()
         };
@@ -368,6 +371,7 @@ fn check_engine_invariants(family: &str) {
         head_ablation: Some(HeadAblation {
             mask: Tensor::from_vec(m, (2, layers, heads), &Device::Cpu).unwrap(),
             kind: AblationKind::Zero,
+            layers: None,
         }),
         capture: Capture {
             logits: Some(Positions::All),
@@ -394,6 +398,7 @@ fn check_engine_invariants(family: &str) {
             head_ablation: Some(HeadAblation {
                 mask: Tensor::from_vec(m1, (1, layers, heads), &Device::Cpu).unwrap(),
                 kind: AblationKind::Zero,
+                layers: None,
             }),
             ..Default::default()
         },
@@ -418,6 +423,7 @@ fn check_engine_invariants(family: &str) {
             head_ablation: Some(HeadAblation {
                 mask: Tensor::from_vec(m, (1, layers, heads), &Device::Cpu).unwrap(),
                 kind: AblationKind::Zero,
+                layers: None,
             }),
             capture: Capture {
                 logits: Some(Positions::Range(t - 6..t - 1)),

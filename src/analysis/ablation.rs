@@ -391,6 +391,7 @@ pub fn head_set_ablation(
     let (layers, heads) = (arch.num_layers, arch.num_heads);
     let total = layers * heads;
     let mut mask = vec![1f32; sets.len() * total];
+    let mut touched = vec![false; layers];
     for (r, set) in sets.iter().enumerate() {
         for &(l, h) in set {
             if l >= layers || h >= heads {
@@ -399,11 +400,13 @@ pub fn head_set_ablation(
                 )));
             }
             mask[r * total + l * heads + h] = 0.0;
+            touched[l] = true;
         }
     }
     Ok(crate::engine::HeadAblation {
         mask: Tensor::from_vec(mask, (sets.len(), layers, heads), engine.model.device())?,
         kind: kind.clone(),
+        layers: Some(touched),
     })
 }
 

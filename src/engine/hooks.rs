@@ -52,6 +52,9 @@ pub enum AblationKind {
 pub struct HeadAblation {
     pub mask: Tensor,
     pub kind: AblationKind,
+    /// Which layers the mask touches in some row, when the builder knows it on the host; `None`
+    /// makes every forward read the mask back from the device to find out (a sync on a GPU).
+    pub layers: Option<Vec<bool>>,
 }
 
 /// An ablation in force for every forward — generation, scoring, sweeps and gradients alike — until

@@ -185,6 +185,7 @@ impl Transformer {
             heads: HeadAblation {
                 mask: Tensor::from_vec(keep, (1, layers, heads), &self.device)?,
                 kind: spec.kind.clone(),
+                layers: Some(head_layers.clone()),
             },
             spec,
             head_layers,
@@ -610,7 +611,8 @@ impl Transformer {
         })
     }
 
-    /// Which layers have at least one ablated head in some row (one host read per forward).
+    /// Which layers have at least one ablated head in some row: from the ablation's host-side
+    /// flags, else one read of the mask per forward.
     fn ablated_layers(&self, hooks: &Hooks, batch: usize) -> Result<Vec<bool>> {
         let a = &self.arch;
         let Some(ab) = &hooks.head_ablation else {
@@ -622,6 +624,16 @@ impl Transformer {
                 "head mask has shape {dims:?}, expected [{batch}, {}, {}]",
                 a.num_layers, a.num_heads
             )));
+        }
+        if let Some(known) = &ab.layers {
+            if known.len() != a.num_layers {
+                return Err(Error::Hook(format!(
+                    "head ablation names {} layers, the model has {}",
+                    known.len(),
+                    a.num_layers
+                )));
+            }
+            return Ok(known.clone());
         }
         let min_per_layer = ab
             .mask
