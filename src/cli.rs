@@ -222,6 +222,28 @@ pub enum BenchCommand {
     Attribution(BenchAttributionArgs),
     /// Median time to render one full explorer frame of a synthetic state (no model needed).
     Render(BenchRenderArgs),
+    /// The explorer's live ablation toggle: a re-run from the cached clean prefix against the
+    /// same answer and score computed from scratch, for a head at the bottom, middle and top.
+    Live(BenchLiveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchLiveArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+    /// Interleaved rounds of both ways.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Longest regenerated answer.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Generate the clean answer even when the sample has an `output`.
+    #[arg(long)]
+    pub generate: bool,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -585,3 +585,45 @@ fn bad_standing_ablations_are_errors() {
     assert_eq!(ablated_key.ablation, label);
     assert_ne!(ablated_key, clean_key);
 }
+
+/// `headscope bench live` through the binary: three toggles, both ways agree (the command fails
+/// otherwise), and the JSON says what was measured.
+#[test]
+fn bench_live_runs_and_agrees_with_from_scratch() {
+    let model = common::fixture_with_context("qwen2", 512);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let json = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("bench-live-{}.json", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(["bench", "live", "--model"])
+        .arg(&model)
+        .arg(&sample)
+        .args(["--repeats", "2", "--max-new-tokens", "24", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("re-run") && stdout.contains("from scratch"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let toggles = v["toggles"].as_array().unwrap();
+    assert_eq!(toggles.len(), 3);
+    for t in toggles {
+        assert_eq!(t["same_answer_ids"], true, "{t}");
+        assert!(
+            t["max_abs_logprob_difference"].as_f64().unwrap() < 1e-4,
+            "{t}"
+        );
+        assert_eq!(t["rerun_s"].as_array().unwrap().len(), 2);
+        assert!(t["ratio"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_file(&json);
+}

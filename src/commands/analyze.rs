@@ -15,7 +15,7 @@ use headscope::analysis::{ranking, top_heads, Subject};
 use headscope::engine::generate::GenerationConfig;
 use headscope::prompt::load_samples;
 
-use super::{load_engine, write_json, ProgressBar};
+use super::{load_engine, median, write_json, ProgressBar};
 use crate::cli::{AnalyzeArgs, BenchAttributionArgs};
 
 fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
@@ -326,12 +326,6 @@ struct AttributionBench {
     tokens_full_forwards: usize,
     prompt_tokens: Vec<usize>,
     sources: Vec<usize>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
 }
 
 /// ARC-JSD attribution of each sample three ways, interleaved round by round so machine drift

@@ -1,5 +1,5 @@
-//! The explorer from the command line: `headscope [--model M] [SAMPLE]`, `headscope screenshot`
-//! and `headscope bench render`. Argument checks happen here, before the terminal changes mode,
+//! The explorer from the command line: `headscope [--model M] [SAMPLE]`, `headscope screenshot`,
+//! `headscope bench render` and `headscope bench live`. Argument checks happen here, before the terminal changes mode,
 //! so a bad theme, key file, sample or model path is a plain error message.
 
 use std::time::Duration;
@@ -18,8 +18,8 @@ use headscope::ui::theme::Theme;
 use headscope::ui::worker::Session;
 use headscope::ui::{default_export_dir, default_sample, ExploreOptions};
 
-use super::write_json;
-use crate::cli::{BenchRenderArgs, ExploreArgs, ScreenshotArgs, TuiArgs};
+use super::{load_engine, median, peak_rss_mb, write_json, ProgressBar};
+use crate::cli::{BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, TuiArgs};
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {
     let (sample, label) = match &args.sample {
@@ -166,6 +166,183 @@ pub fn bench_render(args: BenchRenderArgs) -> Result<()> {
             r.median_ms,
             args.budget_ms
         );
+    }
+    Ok(())
+}
+
+/// One toggled head's timings in `bench live`.
+#[derive(serde::Serialize)]
+struct LiveToggleBench {
+    head: (usize, usize),
+    /// `rerun` from the cached clean prefix: the original answer's score plus the regeneration.
+    rerun_s: Vec<f64>,
+    /// The same from scratch under the ablation: a generation and a teacher-forced score.
+    from_scratch_s: Vec<f64>,
+    /// Median re-run / median from scratch.
+    ratio: f64,
+    /// Scoring the regenerated answer under the ablation, which the other panes then analyse.
+    enter_s: Vec<f64>,
+    forwards: usize,
+    answer_tokens: usize,
+    answer_changed: bool,
+    same_answer_ids: bool,
+    max_abs_logprob_difference: f64,
+}
+
+#[derive(serde::Serialize)]
+struct LiveBench {
+    model: String,
+    device: String,
+    dtype: String,
+    sample: String,
+    prompt_tokens: usize,
+    answer_tokens: usize,
+    /// Building the cached clean prefix (once per sample).
+    base_s: f64,
+    repeats: usize,
+    toggles: Vec<LiveToggleBench>,
+    peak_rss_mb: Option<f64>,
+}
+
+/// `headscope bench live`: what one `space` in the explorer costs. For a head in the bottom,
+/// middle and top layer (zero ablation), rounds interleave the live re-run from the cached clean
+/// prefix with the same answer and score computed from layer 0, and check both agree.
+pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
+    use headscope::analysis::ablation::CurveAblation;
+    use headscope::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase};
+    use headscope::analysis::Subject;
+    use std::time::Instant;
+
+    let (mut engine, _) = load_engine(&args.model)?;
+    let samples = load_samples(&args.prompt.sample)?;
+    let Some(sample) = samples.get(args.prompt.index).cloned() else {
+        bail!(
+            "{}: has {} sample(s); --index {} is out of range",
+            args.prompt.sample.display(),
+            samples.len(),
+            args.prompt.index
+        );
+    };
+    let cfg = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        ..GenerationConfig::default()
+    };
+    let subject = Subject::prepare(
+        &engine,
+        sample,
+        args.prompt.prompt_style,
+        &cfg,
+        args.generate,
+        |_| true,
+    )?;
+    let t = Instant::now();
+    let base = LiveBase::new(&engine, &subject)?;
+    let base_s = t.elapsed().as_secs_f64();
+    let layers = engine.arch().num_layers;
+    let mut heads = vec![(0, 0), (layers / 2, 0), (layers - 1, 0)];
+    heads.dedup();
+    let mut toggles: Vec<LiveToggleBench> = heads
+        .iter()
+        .map(|&head| LiveToggleBench {
+            head,
+            rerun_s: Vec::new(),
+            from_scratch_s: Vec::new(),
+            ratio: f64::NAN,
+            enter_s: Vec::new(),
+            forwards: 0,
+            answer_tokens: 0,
+            answer_changed: false,
+            same_answer_ids: true,
+            max_abs_logprob_difference: 0.0,
+        })
+        .collect();
+    let original = subject.answer_ids().to_vec();
+    let mut bar = ProgressBar::new("bench live", args.repeats);
+    for round in 0..args.repeats {
+        for tb in &mut toggles {
+            let set = AblationSet {
+                heads: [tb.head].into_iter().collect(),
+                ..AblationSet::default()
+            };
+            debug_assert_eq!(set.kind, CurveAblation::Zero);
+            let t = Instant::now();
+            let run = rerun(&engine, &subject, &base, &set, args.max_new_tokens, &|| {
+                false
+            })?;
+            tb.rerun_s.push(t.elapsed().as_secs_f64());
+
+            engine
+                .model
+                .set_standing_ablation(base.standing_ablation(&set))?;
+            let t = Instant::now();
+            let generated = engine.generate(&subject.prompt.ids, &cfg, |_| true)?;
+            let scored = engine.score(&subject.prompt.ids, &original, 0)?;
+            tb.from_scratch_s.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            ablated_subject(&engine, &subject, &run, cfg.top_k_alternatives)?;
+            tb.enter_s.push(t.elapsed().as_secs_f64());
+            engine.model.set_standing_ablation(None)?;
+
+            tb.forwards = run.forwards;
+            tb.answer_tokens = run.answer_ids.len();
+            tb.answer_changed = run.first_change.is_some();
+            tb.same_answer_ids &= generated.answer_ids == run.answer_ids;
+            tb.max_abs_logprob_difference = tb
+                .max_abs_logprob_difference
+                .max((scored.total_logprob() - run.original_answer_logprob).abs());
+        }
+        bar.set(round + 1, args.repeats);
+    }
+    bar.finish();
+    for tb in &mut toggles {
+        tb.ratio = median(&tb.rerun_s) / median(&tb.from_scratch_s);
+    }
+    let ms = |v: &[f64]| median(v) * 1e3;
+    println!(
+        "live ablation toggle, {} prompt + {} answer tokens, {} ({}, {}); clean prefix cached once in {:.0} ms; medians of {} rounds:",
+        subject.prompt.ids.len(),
+        original.len(),
+        engine.info.model,
+        engine.info.device,
+        engine.info.dtype,
+        base_s * 1e3,
+        args.repeats
+    );
+    for tb in &toggles {
+        println!(
+            "  L{}H{}: re-run {:.0} ms ({} forward{}, {} answer tokens{}) vs from scratch {:.0} ms = {:.2}×; \
+             scoring the ablated answer for the other panes {:.0} ms; same ids: {}, max |Δ log p| {:.1e}",
+            tb.head.0,
+            tb.head.1,
+            ms(&tb.rerun_s),
+            tb.forwards,
+            if tb.forwards == 1 { "" } else { "s" },
+            tb.answer_tokens,
+            if tb.answer_changed { ", changed" } else { "" },
+            ms(&tb.from_scratch_s),
+            tb.ratio,
+            ms(&tb.enter_s),
+            tb.same_answer_ids,
+            tb.max_abs_logprob_difference
+        );
+    }
+    let out = LiveBench {
+        model: engine.info.model.clone(),
+        device: engine.info.device.clone(),
+        dtype: engine.info.dtype.clone(),
+        sample: args.prompt.sample.display().to_string(),
+        prompt_tokens: subject.prompt.ids.len(),
+        answer_tokens: original.len(),
+        base_s,
+        repeats: args.repeats,
+        toggles,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    if out.toggles.iter().any(|t| !t.same_answer_ids) {
+        bail!("the live re-run and the from-scratch run disagree on the regenerated answer");
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &out)?;
     }
     Ok(())
 }

@@ -269,6 +269,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Sweep(args) => bench_sweep(args),
         BenchCommand::Attribution(args) => analyze::bench_attribution(args),
         BenchCommand::Render(args) => explore::bench_render(args),
+        BenchCommand::Live(args) => explore::bench_live(args),
     }
 }
 
@@ -286,13 +287,15 @@ struct BenchForwardJson {
     threads: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (NaN for none).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -345,7 +348,7 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
         eprintln!("forward {}/{}: {s:.3}s", i + 1, args.repeats);
         all.push(s);
     }
-    let median_s = median(all.clone());
+    let median_s = median(&all);
     println!(
         "median forward over {} tokens: {median_s:.3}s ({:.0} tokens/s)",
         args.tokens,
