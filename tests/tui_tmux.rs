@@ -99,6 +99,24 @@ fn tmux_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The alternate screen is left and `stty -g` after the run (written to `dir/stty.after` by the
+/// script) equals the one before: raw mode is off again.
+fn assert_terminal_restored(tmux: &Tmux, dir: &Path) {
+    let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&alt.stdout).trim(),
+        "0",
+        "the alternate screen is left"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("stty.after").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = std::fs::read_to_string(dir.join("stty.before")).unwrap();
+    let after = std::fs::read_to_string(dir.join("stty.after")).unwrap();
+    assert_eq!(before, after, "terminal settings restored");
+}
+
 /// The status the script's `echo EXIT=$?` printed (a line of its own, unlike the typed command).
 fn exit_status(screen: &str) -> Option<&str> {
     screen
@@ -180,20 +198,7 @@ fn explorer_in_tmux() {
     tmux.keys(&["q"]);
     let s = tmux.wait_for("the exit", 60, |s| exit_status(s).is_some());
     assert_eq!(exit_status(&s), Some("0"), "headscope did not exit 0:\n{s}");
-    let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
-    assert_eq!(
-        String::from_utf8_lossy(&alt.stdout).trim(),
-        "0",
-        "the alternate screen is left"
-    );
-    // `stty -g` after equals before: raw mode is off again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.join("stty.after").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let before = std::fs::read_to_string(dir.join("stty.before")).unwrap();
-    let after = std::fs::read_to_string(dir.join("stty.after")).unwrap();
-    assert_eq!(before, after, "terminal settings restored");
+    assert_terminal_restored(&tmux, &dir);
 
     let files: Vec<PathBuf> = std::fs::read_dir(&exports)
         .unwrap()
@@ -263,16 +268,7 @@ fn signals_restore_the_terminal() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let s = tmux.wait_for("the exit after SIGTERM", 30, |s| exit_status(s).is_some());
     assert_eq!(exit_status(&s), Some("0"), "{s}");
-    let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
-    assert_eq!(String::from_utf8_lossy(&alt.stdout).trim(), "0");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.join("stty.after").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        std::fs::read_to_string(dir.join("stty.before")).unwrap(),
-        std::fs::read_to_string(dir.join("stty.after")).unwrap()
-    );
+    assert_terminal_restored(&tmux, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -319,16 +315,6 @@ fn a_panic_restores_the_terminal() {
         s.contains("deliberate panic inside the explorer's terminal"),
         "the message is on the main screen:\n{s}"
     );
-    let alt = tmux.run(&["display", "-p", "-t", "hs", "#{alternate_on}"]);
-    assert_eq!(String::from_utf8_lossy(&alt.stdout).trim(), "0");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.join("stty.after").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        std::fs::read_to_string(dir.join("stty.before")).unwrap(),
-        std::fs::read_to_string(dir.join("stty.after")).unwrap(),
-        "raw mode is off again"
-    );
+    assert_terminal_restored(&tmux, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }

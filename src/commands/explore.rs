@@ -18,7 +18,7 @@ use headscope::ui::theme::Theme;
 use headscope::ui::worker::Session;
 use headscope::ui::{default_export_dir, default_sample, ExploreOptions};
 
-use super::{load_engine, median, peak_rss_mb, write_json, ProgressBar};
+use super::{load_engine, load_sample, median, peak_rss_mb, write_json, ProgressBar};
 use crate::cli::{BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, TuiArgs};
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {
@@ -214,15 +214,7 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
     use std::time::Instant;
 
     let (mut engine, _) = load_engine(&args.model)?;
-    let samples = load_samples(&args.prompt.sample)?;
-    let Some(sample) = samples.get(args.prompt.index).cloned() else {
-        bail!(
-            "{}: has {} sample(s); --index {} is out of range",
-            args.prompt.sample.display(),
-            samples.len(),
-            args.prompt.index
-        );
-    };
+    let sample = load_sample(&args.prompt)?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         ..GenerationConfig::default()

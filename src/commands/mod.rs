@@ -42,16 +42,22 @@ pub(crate) fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
     Ok((engine, secs))
 }
 
-fn load_prompt(engine: &Engine, args: &PromptArgs) -> Result<(Sample, RagPrompt)> {
+/// Sample `--index` of the sample file.
+pub(crate) fn load_sample(args: &PromptArgs) -> Result<Sample> {
     let samples = load_samples(&args.sample)?;
-    let Some(sample) = samples.get(args.index).cloned() else {
-        bail!(
+    match samples.get(args.index) {
+        Some(sample) => Ok(sample.clone()),
+        None => bail!(
             "{}: has {} sample(s); --index {} is out of range",
             args.sample.display(),
             samples.len(),
             args.index
-        );
-    };
+        ),
+    }
+}
+
+fn load_prompt(engine: &Engine, args: &PromptArgs) -> Result<(Sample, RagPrompt)> {
+    let sample = load_sample(args)?;
     let prompt = RagPrompt::build(
         &sample,
         args.prompt_style,

@@ -286,16 +286,9 @@ impl State {
         if ctx.cancelled() {
             return Err(crate::Error::Cancelled.into());
         }
-        let ids = subject.answer_ids();
         ctx.send(WorkerMsg::Answer {
             id: ctx.id,
-            answer: AnswerView {
-                tokens: engine.token_texts(ids),
-                logprobs: subject.answer.logprobs.clone(),
-                text: engine.decode(ids)?,
-                source: Some(subject.answer_source),
-                complete: true,
-            },
+            answer: answer_view(engine, &subject)?,
         });
         self.subject = Some(subject);
         Ok(())
@@ -410,16 +403,9 @@ impl State {
         let (engine, subject) = self.ready()?;
         let top_k = self.session.generation.top_k_alternatives;
         let ablated = ablated_subject(engine, subject, run, top_k)?;
-        let ids = ablated.answer_ids();
         ctx.send(WorkerMsg::Answer {
             id: ctx.id,
-            answer: AnswerView {
-                tokens: engine.token_texts(ids),
-                logprobs: ablated.answer.logprobs.clone(),
-                text: engine.decode(ids)?,
-                source: Some(ablated.answer_source),
-                complete: true,
-            },
+            answer: answer_view(engine, &ablated)?,
         });
         self.ablated = Some((a.clone(), ablated));
         Ok(())
@@ -445,6 +431,18 @@ impl State {
         });
         Ok(())
     }
+}
+
+/// A subject's answer as the answer pane shows it.
+fn answer_view(engine: &Engine, subject: &Subject) -> Result<AnswerView> {
+    let ids = subject.answer_ids();
+    Ok(AnswerView {
+        tokens: engine.token_texts(ids),
+        logprobs: subject.answer.logprobs.clone(),
+        text: engine.decode(ids)?,
+        source: Some(subject.answer_source),
+        complete: true,
+    })
 }
 
 fn ablation_set(a: &Ablation) -> AblationSet {
