@@ -668,6 +668,24 @@ fn glyph(c: char) -> Option<[u8; 8]> {
     g.filter(|rows| *rows != [0; 8])
 }
 
+/// An ASCII stand-in for the symbols the explorer draws that the bitmap font lacks (marks,
+/// arrows, the star, the visible space), so PNG screenshots show them instead of a box.
+fn lookalike(c: char) -> Option<char> {
+    Some(match c {
+        '✕' | '✗' | '×' => 'x',
+        '✓' | '✔' => 'v',
+        '▸' | '▶' | '›' | '→' => '>',
+        '◂' | '◀' | '‹' | '←' => '<',
+        '★' | '☆' => '*',
+        '␣' => '_',
+        '…' | '⋯' => ':',
+        '⟳' => '@',
+        '⏸' => '=',
+        '−' | '–' | '—' => '-',
+        _ => return None,
+    })
+}
+
 /// The raised dots `(column, row)` of a braille pattern (U+2800–U+28FF), `None` for other chars.
 /// Dots 1–3 and 7 are the left column top to bottom, 4–6 and 8 the right.
 fn braille_dots(c: char) -> Option<impl Iterator<Item = (usize, usize)>> {
@@ -733,7 +751,7 @@ pub fn to_png(buf: &Buffer, palette: &Palette) -> Result<Vec<u8>> {
                         );
                     }
                 } else {
-                    match glyph(ch) {
+                    match glyph(ch).or_else(|| lookalike(ch).and_then(glyph)) {
                         Some(bitmap) => {
                             let sx = usize::from(p.w.min(2));
                             for (gy, &bits) in bitmap.iter().enumerate() {
@@ -931,6 +949,10 @@ mod tests {
             assert_eq!(at(x, y), Palette::dark().bg, "no dot at ({x}, {y})");
         }
         assert!(braille_dots('a').is_none() && braille_dots('⠀').unwrap().count() == 0);
+        // Symbols the font lacks fall back to ASCII look-alikes it has.
+        for c in ['✕', '✓', '▸', '★', '␣', '…', '⟳', '−'] {
+            assert!(lookalike(c).and_then(glyph).is_some(), "{c}");
+        }
         assert_eq!(braille_dots('⣿').unwrap().count(), 8);
     }
 
