@@ -340,6 +340,26 @@ impl std::str::FromStr for KGrid {
     }
 }
 
+/// `--ablate L19H1,L20H3`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadList(pub Vec<(usize, usize)>);
+
+impl std::str::FromStr for HeadList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|p| {
+                let p = p.trim();
+                let bad = || format!("`{p}`: write a head as L{{layer}}H{{head}}, e.g. L19H1");
+                let rest = p.strip_prefix(['L', 'l']).ok_or_else(bad)?;
+                let (l, h) = rest.split_once(['H', 'h']).ok_or_else(bad)?;
+                Ok((l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?))
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(HeadList)
+    }
+}
+
 fn parse_span(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s
         .split_once("..")
@@ -438,6 +458,18 @@ pub struct AnalyzeArgs {
     /// Ablated variants per forward in head sweeps.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Analyse the model with these heads ablated, as the explorer does after a live re-run:
+    /// the answer is the ablated model's own and every method sees the ablated model.
+    /// Comma-separated `L{layer}H{head}`, e.g. `L19H1,L20H3`.
+    #[arg(long)]
+    pub ablate: Option<HeadList>,
+    /// Also zero these layers' MLP outputs (comma-separated layer numbers).
+    #[arg(long, value_delimiter = ',')]
+    pub ablate_mlp: Vec<usize>,
+    /// How the `--ablate` heads are replaced: zero, mean (the head's mean output over the clean
+    /// run) or uniform (a uniform attention pattern).
+    #[arg(long, default_value = "zero")]
+    pub ablation_kind: CurveAblation,
     /// Recompute everything and store nothing.
     #[arg(long)]
     pub no_cache: bool,

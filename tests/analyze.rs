@@ -173,3 +173,63 @@ fn smollm2_arc_jsd_ranks_the_gold_document_first_when_correct() {
     }
     assert!(checked >= 8, "only {checked} samples answered correctly");
 }
+
+/// `analyze --ablate` through the binary: the report names the ablation, the answer is the
+/// ablated model's, and the ablated heads and MLP carry nothing (their ARC-JSD lens scores are 0).
+#[test]
+fn analyze_ablate_examines_the_ablated_model() {
+    let model = common::fixture_with_context("qwen2", 512);
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+            .args(["analyze", "--model"])
+            .arg(&model)
+            .arg(&sample)
+            .args([
+                "--method",
+                "heads:arc-jsd",
+                "--generate",
+                "--no-cache",
+                "--json",
+                "-",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, clean, err) = run(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    let clean: serde_json::Value = serde_json::from_str(&clean).unwrap();
+    assert!(clean.get("ablation").is_none());
+    let (code, ablated, err) = run(&["--ablate", "L1H0,l1h1", "--ablate-mlp", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let ablated: serde_json::Value = serde_json::from_str(&ablated).unwrap();
+    assert_eq!(ablated["ablation"], "zero:L1H0,L1H1|mlp:L1");
+    let heads = &ablated["head_scores"]["arc_jsd"][1];
+    let clean_heads = &clean["head_scores"]["arc_jsd"][1];
+    for h in 0..2 {
+        assert!(heads[h].as_f64().unwrap().abs() < 1e-6, "{heads}");
+        assert!(clean_heads[h].as_f64().unwrap() > 1e-6, "{clean_heads}");
+    }
+    assert!(ablated["mlp_scores"]["arc_jsd"][1].as_f64().unwrap().abs() < 1e-6);
+    // The other kinds run too, and name themselves.
+    for (kind, label) in [("mean", "mean:L1H0|mlp:"), ("uniform", "uniform:L1H0|mlp:")] {
+        let (code, out, err) = run(&["--ablate", "L1H0", "--ablation-kind", kind]);
+        assert_eq!(code, Some(0), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["ablation"], label);
+    }
+    // Heads outside the model and malformed heads are clear errors.
+    let (code, _, err) = run(&["--ablate", "L99H0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("L99H0 does not exist"), "{err}");
+    let (code, _, err) = run(&["--ablate", "19.1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("write a head as L{layer}H{head}"), "{err}");
+}

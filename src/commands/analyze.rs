@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use headscope::analysis::ablation::CurveConfig;
+use headscope::analysis::ablation::{ablation_kind, CurveAblation, CurveConfig};
 use headscope::analysis::cache::ResultCache;
 use headscope::analysis::context_cite::ContextCiteConfig;
 use headscope::analysis::faithfulness::LdsConfig;
@@ -13,7 +13,8 @@ use headscope::analysis::mirage::MirageConfig;
 use headscope::analysis::report::{analyze as run_analysis, AnalysisReport, AnalyzeOptions};
 use headscope::analysis::{ranking, top_heads, Subject};
 use headscope::engine::generate::GenerationConfig;
-use headscope::prompt::load_samples;
+use headscope::engine::{AblationKind, Engine, StandingAblation};
+use headscope::prompt::{load_samples, Sample};
 
 use super::{load_engine, median, write_json, ProgressBar};
 use crate::cli::{AnalyzeArgs, BenchAttributionArgs};
@@ -57,8 +58,49 @@ fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
     }
 }
 
+/// The analysed subject: the clean model's, or with `--ablate` / `--ablate-mlp` the ablated
+/// model's own answer with the ablation left in force on `engine` for the analyses.
+fn prepare_subject(
+    engine: &mut Engine,
+    args: &AnalyzeArgs,
+    sample: Sample,
+    cfg: &GenerationConfig,
+) -> Result<Subject> {
+    let heads = args.ablate.as_ref().map_or(&[][..], |h| &h.0[..]);
+    engine.model.set_standing_ablation(None)?;
+    let prepare = |engine: &Engine, sample: Sample| {
+        Subject::prepare(
+            engine,
+            sample,
+            args.prompt.prompt_style,
+            cfg,
+            args.generate,
+            |_| true,
+        )
+    };
+    if heads.is_empty() && args.ablate_mlp.is_empty() {
+        return Ok(prepare(engine, sample)?);
+    }
+    let kind = match args.ablation_kind {
+        CurveAblation::Zero => AblationKind::Zero,
+        CurveAblation::Uniform => AblationKind::UniformPattern,
+        // The heads' mean outputs over the clean model's run on this sample.
+        CurveAblation::Mean => ablation_kind(
+            engine,
+            &prepare(engine, sample.clone())?,
+            CurveAblation::Mean,
+        )?,
+    };
+    engine.model.set_standing_ablation(Some(StandingAblation {
+        heads: heads.to_vec(),
+        kind,
+        mlps: args.ablate_mlp.clone(),
+    }))?;
+    Ok(prepare(engine, sample)?)
+}
+
 pub fn analyze(args: AnalyzeArgs) -> Result<()> {
-    let (engine, _) = load_engine(&args.model)?;
+    let (mut engine, _) = load_engine(&args.model)?;
     let samples = load_samples(&args.prompt.sample)?;
     let chosen: Vec<usize> = if args.all_samples {
         (0..samples.len()).collect()
@@ -90,14 +132,7 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
         let name = sample.id().unwrap_or_else(|| format!("sample {i}"));
         eprintln!("── {name}");
         let t = Instant::now();
-        let subject = Subject::prepare(
-            &engine,
-            sample,
-            args.prompt.prompt_style,
-            &cfg,
-            args.generate,
-            |_| true,
-        )?;
+        let subject = prepare_subject(&mut engine, &args, sample, &cfg)?;
         let answer_s = t.elapsed().as_secs_f64();
         let mut bar: Option<(String, ProgressBar)> = None;
         let report = run_analysis(
@@ -150,6 +185,9 @@ fn fmt_score(v: f64) -> String {
 }
 
 fn print_summary(r: &AnalysisReport, answer_s: f64) {
+    if let Some(a) = &r.ablation {
+        println!("ablated model: {a}");
+    }
     let correct = match r.answer_correct {
         Some(true) => " (correct)",
         Some(false) => " (not correct)",
