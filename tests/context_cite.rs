@@ -11,15 +11,14 @@ use headscope::analysis::lasso::pearson;
 use headscope::analysis::rng::SplitMix64;
 use headscope::analysis::scoring::PrefixScorer;
 use headscope::analysis::{ranking, Subject};
-use headscope::engine::{Engine, GenerationConfig, LoadOptions};
+use headscope::engine::{Engine, GenerationConfig};
 use headscope::prompt::{Document, Granularity, PromptStyle, Sample};
 use headscope::Error;
 
+mod common;
+
 fn engine() -> Engine {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen2");
-    let mut opts = LoadOptions::new(dir.to_string_lossy());
-    opts.offline = true;
-    Engine::load(&opts).expect("the qwen2 fixture loads")
+    common::load_fixture("qwen2", false)
 }
 
 /// Three short documents (the fixture's context is 128 tokens), gold = the second.

@@ -1,24 +1,11 @@
 //! The differentiable forward (`Hooks::differentiable`) against the fast one, and its input
 //! gradients against finite differences, on the tiny fixtures of each family.
 
-use std::path::PathBuf;
+mod common;
+use common::{load_fixture as load, max_abs, max_abs_diff};
 
 use candle_core::{DType, IndexOp, Tensor, D};
-use headscope::engine::{Capture, Engine, Hooks, LoadOptions, Positions, Start};
-
-fn load(family: &str, gguf: bool) -> Engine {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(family);
-    let path = if gguf {
-        dir.join(format!("{family}.gguf"))
-    } else {
-        dir
-    };
-    let mut opts = LoadOptions::new(path.to_string_lossy());
-    opts.offline = true;
-    Engine::load(&opts).unwrap_or_else(|e| panic!("loading {family}: {e}"))
-}
+use headscope::engine::{Capture, Engine, Hooks, Positions, Start};
 
 /// 20 ids (longer than Gemma 2's sliding window of 8).
 fn ids(engine: &Engine) -> Tensor {
@@ -42,19 +29,6 @@ fn logits(engine: &Engine, ids: &Tensor, differentiable: bool) -> Tensor {
         .unwrap()
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 #[test]
 fn differentiable_forward_matches_the_fast_one() {
     for family in ["qwen2", "llama", "gemma2"] {
@@ -68,16 +42,7 @@ fn differentiable_forward_matches_the_fast_one() {
             let got = logits(&engine, &ids, true);
             // f32 rounding: the fast path's own full and chunked attention differ by up to 1.2e-5
             // on logits of magnitude ~8, so the tolerance is 1e-5 relative to the largest logit.
-            let scale = want
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .max(1.0);
+            let scale = max_abs(&want).max(1.0);
             for (what, other) in [("full", &want), ("chunked", &chunked)] {
                 let d = max_abs_diff(&got, other);
                 assert!(

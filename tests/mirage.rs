@@ -10,7 +10,7 @@ use headscope::analysis::cache::ResultCache;
 use headscope::analysis::divergence::{kl, log_softmax, token_logprob};
 use headscope::analysis::mirage::{self, MirageConfig, MirageResult, MirageScores};
 use headscope::analysis::Subject;
-use headscope::engine::{Capture, Engine, GenerationConfig, Hooks, LoadOptions, Positions, Start};
+use headscope::engine::{Capture, Engine, GenerationConfig, Hooks, Positions, Start};
 use headscope::prompt::{Document, Granularity, PromptStyle, RagPrompt, Sample};
 use headscope::Error;
 
@@ -26,9 +26,7 @@ fn model_dir() -> &'static PathBuf {
 }
 
 fn engine() -> Engine {
-    let mut opts = LoadOptions::new(model_dir().to_string_lossy());
-    opts.offline = true;
-    Engine::load(&opts).expect("loading the qwen2 fixture")
+    common::load_offline(model_dir())
 }
 
 fn subject(engine: &Engine) -> Subject {

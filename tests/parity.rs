@@ -2,13 +2,14 @@
 //! safetensors folders and from GGUF files. Expected values come from scripts/make_fixtures.py
 //! (committed with its outputs; these tests never run Python). Tolerance: max |Δ| ≤ 1e-4 in f32.
 
+mod common;
+use common::{load_fixture as load, max_abs_diff};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use headscope::engine::{
-    AblationKind, Capture, Engine, HeadAblation, Hooks, LoadOptions, Positions, Start,
-};
+use headscope::engine::{AblationKind, Capture, Engine, HeadAblation, Hooks, Positions, Start};
 
 const TOL: f32 = 1e-4;
 
@@ -18,38 +19,12 @@ fn fixture_dir(family: &str) -> PathBuf {
         .join(family)
 }
 
-fn load(family: &str, gguf: bool) -> Engine {
-    let dir = fixture_dir(family);
-    let path = if gguf {
-        dir.join(format!("{family}.gguf"))
-    } else {
-        dir
-    };
-    let mut opts = LoadOptions::new(path.to_string_lossy());
-    opts.offline = true;
-    Engine::load(&opts).unwrap_or_else(|e| panic!("loading {family} (gguf={gguf}): {e}"))
-}
-
 fn expected(family: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(
         fixture_dir(family).join("expected.safetensors"),
         &Device::Cpu,
     )
     .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    a.sub(&b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[track_caller]

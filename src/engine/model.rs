@@ -701,13 +701,13 @@ impl Transformer {
         let wants_probs = in_capture
             && (cap.full_patterns || cap.attn_rows.is_some() || cap.attn_span_sums.is_some());
         // The standing ablation first, then this forward's own.
-        let ablations: Vec<&HeadAblation> = self
-            .standing_heads(l)
-            .into_iter()
-            .chain(hooks.head_ablation.as_ref().filter(|_| ablated))
-            .collect();
+        let ablations = [
+            self.standing_heads(l),
+            hooks.head_ablation.as_ref().filter(|_| ablated),
+        ];
         let uniform_ablation = ablations
             .iter()
+            .flatten()
             .any(|ab| matches!(ab.kind, AblationKind::UniformPattern));
         let (mut z, uniform_z) = if query_rows.is_none()
             && !ctx.differentiable
@@ -731,7 +731,7 @@ impl Transformer {
                 trace,
             )?
         };
-        for ab in ablations {
+        for ab in ablations.into_iter().flatten() {
             let (keep, drop) = self.keep_and_drop(ab, l)?;
             let replacement = match &ab.kind {
                 AblationKind::Zero => None,

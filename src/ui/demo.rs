@@ -14,7 +14,7 @@ use crate::analysis::divergence::Divergence;
 use crate::analysis::logit_lens::{LensCell, LensRow, LensToken, LogitLens};
 use crate::analysis::marginal::Marginal;
 use crate::analysis::mirage::{MirageConfig, MirageResult, MirageSentence};
-use crate::analysis::report::{AnalysisReport, AnalyzeOptions, Details, SourceInfo};
+use crate::analysis::report::{AnalysisReport, AnalyzeOptions, Details, SourceInfo, HEAD_SCORES};
 use crate::analysis::scoring::ScoringStats;
 use crate::analysis::AnswerSource;
 use crate::engine::ModelInfo;
@@ -102,17 +102,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             .collect()
     };
     let mut head_scores = BTreeMap::new();
-    for (k, key) in [
-        "arc_jsd",
-        "summed_attention",
-        "retrieval",
-        "qrhead",
-        "ablation",
-        "patching",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (k, key) in HEAD_SCORES.iter().enumerate() {
         head_scores.insert(
             key.to_string(),
             matrix(k, *key == "ablation" || *key == "patching"),

@@ -84,3 +84,49 @@ pub fn fixture_subject(family: &str) -> (headscope::engine::Engine, headscope::a
     .unwrap();
     (engine, subject)
 }
+
+/// The tiny fixture `tests/fixtures/<family>`: the safetensors folder, or with `gguf` its GGUF.
+#[allow(dead_code)]
+pub fn load_fixture(family: &str, gguf: bool) -> headscope::engine::Engine {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(family);
+    let path = if gguf {
+        dir.join(format!("{family}.gguf"))
+    } else {
+        dir
+    };
+    load_offline(&path)
+}
+
+/// A model from a local path, never touching the network.
+#[allow(dead_code)]
+pub fn load_offline(path: &std::path::Path) -> headscope::engine::Engine {
+    let mut opts = headscope::engine::LoadOptions::new(path.to_string_lossy());
+    opts.offline = true;
+    headscope::engine::Engine::load(&opts)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// The largest |x| of a tensor of any dtype and shape.
+#[allow(dead_code)]
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The largest |a − b| of two tensors of the same shape.
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    max_abs(&(f32(a) - f32(b)).unwrap())
+}
