@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use headscope::analysis::ablation::CurveAblation;
 use headscope::analysis::divergence::Divergence;
+use headscope::analysis::report::HeadScore;
 use headscope::analysis::report::Method;
+use headscope::engine::AblationMode;
 use headscope::engine::{parse_dtype, DeviceChoice};
 use headscope::prompt::{Granularity, PromptStyle};
 use headscope::ui::export::ExportFormat;
@@ -441,11 +442,11 @@ pub struct AnalyzeArgs {
     pub curve_draws: usize,
     /// Ablation curve: zero, mean or uniform.
     #[arg(long, default_value = "zero")]
-    pub curve_ablation: CurveAblation,
+    pub curve_ablation: AblationMode,
     /// Ablation curve: the head score that ranks heads (arc_jsd, summed_attention, retrieval,
     /// qrhead, ablation, patching).
     #[arg(long, default_value = "arc_jsd")]
-    pub curve_score: String,
+    pub curve_score: HeadScore,
     /// Ablation curve: skip regenerating the answer under each ablation.
     #[arg(long)]
     pub no_regenerate: bool,
@@ -469,7 +470,7 @@ pub struct AnalyzeArgs {
     /// How the `--ablate` heads are replaced: zero, mean (the head's mean output over the clean
     /// run) or uniform (a uniform attention pattern).
     #[arg(long, default_value = "zero")]
-    pub ablation_kind: CurveAblation,
+    pub ablation_kind: AblationMode,
     /// Recompute everything and store nothing.
     #[arg(long)]
     pub no_cache: bool,

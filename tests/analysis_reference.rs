@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use headscope::analysis::ablation::{
-    ablated_answer_logprobs, ablation_kind, head_ablation_sweep, head_set_ablation, CurveAblation,
+    ablated_answer_logprobs, ablation_kind, head_ablation_sweep, head_set_ablation,
 };
 use headscope::analysis::attention::{attention_attribution, span_attention, summed_attention};
 use headscope::analysis::context_cite::{ablations, fit};
@@ -21,6 +21,7 @@ use headscope::analysis::scoring::PrefixScorer;
 use headscope::analysis::{
     arc_jsd, logit_lens, marginal, mirage, no_progress, patching, qrhead, retrieval, Subject,
 };
+use headscope::engine::AblationMode;
 use headscope::engine::Engine;
 use headscope::prompt::Granularity;
 
@@ -284,9 +285,9 @@ fn check_family(family: &str) {
     let set: Vec<(usize, usize)> = serde_json::from_value(fixed["curve_heads"].clone()).unwrap();
     let xa = &x["ablation_fixed_heads"];
     for (kind, key) in [
-        (CurveAblation::Zero, "zero"),
-        (CurveAblation::Mean, "mean"),
-        (CurveAblation::Uniform, "uniform"),
+        (AblationMode::Zero, "zero"),
+        (AblationMode::Mean, "mean"),
+        (AblationMode::Uniform, "uniform"),
     ] {
         let k = ablation_kind(e, s, kind).unwrap();
         let ab = head_set_ablation(e, &[set.clone(), vec![]], &k).unwrap();

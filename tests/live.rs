@@ -9,11 +9,13 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use headscope::analysis::ablation::{ablation_kind, head_set_ablation, CurveAblation};
-use headscope::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase, LiveRun};
+use headscope::analysis::ablation::{ablation_kind, head_set_ablation};
+use headscope::analysis::live::{ablated_subject, rerun, LiveBase, LiveRun};
 use headscope::analysis::Subject;
 use headscope::engine::generate::{answer_logprob_per_row, generate_ablated, top_k};
-use headscope::engine::{Capture, Engine, Hooks, LoadOptions, Positions, Start};
+use headscope::engine::{
+    AblationMode, AblationSet, Capture, Engine, Hooks, LoadOptions, Positions, Start,
+};
 use headscope::prompt::{load_samples, PromptStyle};
 use headscope::Error;
 
@@ -54,11 +56,11 @@ fn case(family: &str) -> Case {
     case_with(family, true)
 }
 
-fn set(heads: &[(usize, usize)], mlps: &[usize], kind: CurveAblation) -> AblationSet {
+fn set(heads: &[(usize, usize)], mlps: &[usize], mode: AblationMode) -> AblationSet {
     AblationSet {
         heads: heads.iter().copied().collect(),
         mlps: mlps.iter().copied().collect(),
-        kind,
+        mode,
     }
 }
 
@@ -67,7 +69,7 @@ fn interventions(c: &Case, set: &AblationSet) -> Hooks {
     let e = &c.engine;
     let layers = e.arch().num_layers;
     let head_ablation = (!set.heads.is_empty()).then(|| {
-        let kind = ablation_kind(e, &c.subject, set.kind).unwrap();
+        let kind = ablation_kind(e, &c.subject, set.mode).unwrap();
         head_set_ablation(e, &[set.heads.iter().copied().collect()], &kind).unwrap()
     });
     let mlp_mask = (!set.mlps.is_empty()).then(|| {
@@ -84,8 +86,8 @@ fn interventions(c: &Case, set: &AblationSet) -> Hooks {
 }
 
 /// Teacher-forced `log p(answer)` under `hooks`, one forward from the token ids.
-fn scratch_logprob(c: &Case, hooks: &Hooks) -> f64 {
-    let (prompt, answer) = (&c.subject.prompt.ids, c.subject.answer_ids());
+fn scratch_logprob(e: &Engine, subject: &Subject, hooks: &Hooks) -> f64 {
+    let (prompt, answer) = (&subject.prompt.ids, subject.answer_ids());
     let p = prompt.len();
     let mut ids = prompt.clone();
     ids.extend_from_slice(&answer[..answer.len() - 1]);
@@ -97,17 +99,13 @@ fn scratch_logprob(c: &Case, hooks: &Hooks) -> f64 {
         },
         ..hooks.clone()
     };
-    let trace = c
-        .engine
-        .forward(Start::Tokens(&input), None, &hooks)
-        .unwrap();
+    let trace = e.forward(Start::Tokens(&input), None, &hooks).unwrap();
     answer_logprob_per_row(trace.logits.as_ref().unwrap(), answer).unwrap()[0]
 }
 
 /// Greedy decoding under `hooks` from layer 0: prompt prefill, then KV-cached steps.
-fn scratch_greedy(c: &Case, hooks: &Hooks) -> Vec<u32> {
-    let e = &c.engine;
-    let prompt = &c.subject.prompt.ids;
+fn scratch_greedy(e: &Engine, subject: &Subject, hooks: &Hooks) -> Vec<u32> {
+    let prompt = &subject.prompt.ids;
     let step = |ids: &[u32], past: Option<&headscope::engine::KvCache>| {
         let input = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
         let hooks = Hooks {
@@ -139,14 +137,14 @@ fn check(c: &Case, set: &AblationSet) -> LiveRun {
     assert_eq!(run.recomputed_from_layer, set.earliest_layer(), "{what}");
     assert_eq!(&run.set, set);
     let hooks = interventions(c, set);
-    let want = scratch_logprob(c, &hooks);
+    let want = scratch_logprob(&c.engine, &c.subject, &hooks);
     let got = run.original_answer_logprob;
     assert!((got - want).abs() < 1e-4, "{what}: log p {got} vs {want}");
     let delta = want - c.base.clean_logprob();
     assert!((run.delta_logprob - delta).abs() < 1e-4, "{what}: Δ");
     assert_eq!(
         run.answer_ids,
-        scratch_greedy(c, &hooks),
+        scratch_greedy(&c.engine, &c.subject, &hooks),
         "{what}: greedy ids"
     );
     if let (Some(ab), true) = (&hooks.head_ablation, set.mlps.is_empty()) {
@@ -190,9 +188,9 @@ fn heads_and_mlps_match_from_scratch(family: &str) {
             .collect(),
     ];
     let kinds = [
-        CurveAblation::Zero,
-        CurveAblation::Mean,
-        CurveAblation::Uniform,
+        AblationMode::Zero,
+        AblationMode::Mean,
+        AblationMode::Uniform,
     ];
     for kind in kinds {
         for heads in &head_sets {
@@ -200,11 +198,11 @@ fn heads_and_mlps_match_from_scratch(family: &str) {
         }
     }
     for mlps in [vec![0], vec![1], vec![top], vec![1, top]] {
-        tally(check(&c, &set(&[], &mlps, CurveAblation::Zero)), &c);
+        tally(check(&c, &set(&[], &mlps, AblationMode::Zero)), &c);
     }
-    tally(check(&c, &set(&[(2, 1)], &[1], CurveAblation::Mean)), &c);
+    tally(check(&c, &set(&[(2, 1)], &[1], AblationMode::Mean)), &c);
     tally(
-        check(&c, &set(&[(1, 1)], &[top], CurveAblation::Uniform)),
+        check(&c, &set(&[(1, 1)], &[top], AblationMode::Uniform)),
         &c,
     );
     // The sample's own output: greedy regeneration departs from it at once.
@@ -212,10 +210,7 @@ fn heads_and_mlps_match_from_scratch(family: &str) {
     for kind in kinds {
         tally(check(&c, &set(&[(1, 2), (top, 0)], &[], kind)), &c);
     }
-    tally(
-        check(&c, &set(&[(top, 3)], &[top], CurveAblation::Zero)),
-        &c,
-    );
+    tally(check(&c, &set(&[(top, 3)], &[top], AblationMode::Zero)), &c);
     // Decoding steps ran, also after a departure from the original answer.
     assert!(
         decoded > 0 && departed > 0,
@@ -243,7 +238,7 @@ fn empty_set_is_the_clean_answer_without_model_work() {
     let c = case("qwen2");
     let before = c.engine.forward_count();
     // The head ablation's kind does not matter when no head is ablated.
-    for kind in [CurveAblation::Zero, CurveAblation::Mean] {
+    for kind in [AblationMode::Zero, AblationMode::Mean] {
         let empty = set(&[], &[], kind);
         assert!(empty.is_empty() && empty.earliest_layer().is_none());
         let run = rerun(&c.engine, &c.subject, &c.base, &empty, MAX_NEW, &|| false).unwrap();
@@ -265,10 +260,10 @@ fn the_rerun_starts_at_the_earliest_ablated_layer() {
     let c = case("gemma2");
     let top = c.engine.arch().num_layers - 1;
     for (s, l0) in [
-        (set(&[(2, 0)], &[top], CurveAblation::Zero), 2),
-        (set(&[(top, 3)], &[1], CurveAblation::Zero), 1),
-        (set(&[(top, 3)], &[], CurveAblation::Zero), top),
-        (set(&[(0, 0), (top, 1)], &[2], CurveAblation::Zero), 0),
+        (set(&[(2, 0)], &[top], AblationMode::Zero), 2),
+        (set(&[(top, 3)], &[1], AblationMode::Zero), 1),
+        (set(&[(top, 3)], &[], AblationMode::Zero), top),
+        (set(&[(0, 0), (top, 1)], &[2], AblationMode::Zero), 0),
     ] {
         assert_eq!(s.earliest_layer(), Some(l0));
         assert_eq!(check(&c, &s).recomputed_from_layer, Some(l0));
@@ -285,9 +280,9 @@ fn toggling_adds_and_removes() {
     assert_eq!(s.earliest_layer(), Some(3));
     assert!(!s.toggle_head(3, 1));
     assert!(s.is_empty());
-    let json = serde_json::to_string(&set(&[(1, 2)], &[0], CurveAblation::Uniform)).unwrap();
+    let json = serde_json::to_string(&set(&[(1, 2)], &[0], AblationMode::Uniform)).unwrap();
     let back: AblationSet = serde_json::from_str(&json).unwrap();
-    assert_eq!(back, set(&[(1, 2)], &[0], CurveAblation::Uniform));
+    assert_eq!(back, set(&[(1, 2)], &[0], AblationMode::Uniform));
 }
 
 #[test]
@@ -295,16 +290,16 @@ fn bad_sets_and_bases_are_errors() {
     let c = case("qwen2");
     let (layers, heads) = (c.engine.arch().num_layers, c.engine.arch().num_heads);
     for bad in [
-        set(&[(layers, 0)], &[], CurveAblation::Zero),
-        set(&[(0, heads)], &[], CurveAblation::Mean),
-        set(&[], &[layers], CurveAblation::Zero),
+        set(&[(layers, 0)], &[], AblationMode::Zero),
+        set(&[(0, heads)], &[], AblationMode::Mean),
+        set(&[], &[layers], AblationMode::Zero),
     ] {
         let err = rerun(&c.engine, &c.subject, &c.base, &bad, MAX_NEW, &|| false).unwrap_err();
         assert!(matches!(err, Error::Analysis(_)), "{bad:?}: {err}");
     }
     let mut other = c.subject.clone();
     other.answer.answer_ids.push(other.answer.answer_ids[0]);
-    let ok = set(&[(0, 0)], &[], CurveAblation::Zero);
+    let ok = set(&[(0, 0)], &[], AblationMode::Zero);
     let err = rerun(&c.engine, &other, &c.base, &ok, MAX_NEW, &|| false).unwrap_err();
     assert!(matches!(err, Error::Analysis(_)), "{err}");
 }
@@ -312,7 +307,7 @@ fn bad_sets_and_bases_are_errors() {
 #[test]
 fn cancel_stops_a_rerun() {
     let c = case("qwen2");
-    let s = set(&[(0, 0), (1, 2)], &[], CurveAblation::Zero);
+    let s = set(&[(0, 0), (1, 2)], &[], AblationMode::Zero);
     let err = rerun(&c.engine, &c.subject, &c.base, &s, MAX_NEW, &|| true).unwrap_err();
     assert!(matches!(err, Error::Cancelled));
     // Cancelled between decoding steps: the run stops with the second poll.
@@ -420,31 +415,28 @@ fn standing_matches_hooks(family: &str) {
     let layers = c.engine.arch().num_layers;
     let top = layers - 1;
     let sets = [
-        set(&[(0, 1), (top, 2)], &[], CurveAblation::Zero),
-        set(&[(1, 0), (top, 1)], &[], CurveAblation::Mean),
-        set(&[(1, 1), (top, 0)], &[1], CurveAblation::Uniform),
-        set(&[], &[0, top], CurveAblation::Zero),
+        set(&[(0, 1), (top, 2)], &[], AblationMode::Zero),
+        set(&[(1, 0), (top, 1)], &[], AblationMode::Mean),
+        set(&[(1, 1), (top, 0)], &[1], AblationMode::Uniform),
+        set(&[], &[0, top], AblationMode::Zero),
     ];
     let clean = c.base.clean_logprob();
     for s in &sets {
         let what = format!("{family} {s:?}");
         // The reference: the set as this forward's own hooks, on the unablated model.
         let hooks = interventions(&c, s);
-        let want_logprob = scratch_logprob(&c, &hooks);
-        let want_ids = scratch_greedy(&c, &hooks);
+        let want_logprob = scratch_logprob(&c.engine, &c.subject, &hooks);
+        let want_ids = scratch_greedy(&c.engine, &c.subject, &hooks);
         let run = rerun(&c.engine, &c.subject, &c.base, s, MAX_NEW, &|| false).unwrap();
 
-        c.engine
-            .model
-            .set_standing_ablation(c.base.standing_ablation(s))
-            .unwrap();
-        let got = scratch_logprob(&c, &Hooks::default());
+        let model = c.base.ablate(&mut c.engine, s).unwrap();
+        let got = scratch_logprob(&model, &c.subject, &Hooks::default());
         assert!(
             (got - want_logprob).abs() < 1e-5,
             "{what}: {got} vs {want_logprob}"
         );
         assert_eq!(
-            scratch_greedy(&c, &Hooks::default()),
+            scratch_greedy(&model, &c.subject, &Hooks::default()),
             want_ids,
             "{what}: greedy"
         );
@@ -452,18 +444,17 @@ fn standing_matches_hooks(family: &str) {
             max_new_tokens: MAX_NEW,
             ..Default::default()
         };
-        let generated = c
-            .engine
+        let generated = model
             .generate(&c.subject.prompt.ids, &cfg, |_| true)
             .unwrap();
         assert_eq!(generated.answer_ids, want_ids, "{what}: Engine::generate");
         // Live re-runs refuse to start from an ablated model.
         assert!(matches!(
-            rerun(&c.engine, &c.subject, &c.base, s, MAX_NEW, &|| false),
+            rerun(&model, &c.subject, &c.base, s, MAX_NEW, &|| false),
             Err(Error::Analysis(_))
         ));
         // The ablated model's subject is the re-run's answer with the re-run's log-probs.
-        let ablated = ablated_subject(&c.engine, &c.subject, &run, 3).unwrap();
+        let ablated = ablated_subject(&model, &c.subject, &run, 3).unwrap();
         if run.answer_ids.is_empty() {
             assert_eq!(ablated.answer_ids(), c.subject.answer_ids(), "{what}");
         } else {
@@ -472,8 +463,8 @@ fn standing_matches_hooks(family: &str) {
             assert!((a - b).abs() < 1e-4, "{what}: answer log p {a} vs {b}");
         }
         assert!(ablated.state.is_some(), "{what}: re-scoring state");
-        c.engine.model.set_standing_ablation(None).unwrap();
-        let back = scratch_logprob(&c, &Hooks::default());
+        drop(model);
+        let back = scratch_logprob(&c.engine, &c.subject, &Hooks::default());
         assert!(
             (back - clean).abs() < 1e-5,
             "{what}: cleared {back} vs {clean}"
@@ -482,16 +473,13 @@ fn standing_matches_hooks(family: &str) {
 
     // A forward's own ablation composes with the standing one: zero A standing plus zero B as
     // hooks is zero A ∪ B.
-    let a = set(&[(0, 0), (1, 2)], &[top], CurveAblation::Zero);
-    let b = set(&[(top, 1)], &[], CurveAblation::Zero);
-    let union = set(&[(0, 0), (1, 2), (top, 1)], &[top], CurveAblation::Zero);
-    let want = scratch_logprob(&c, &interventions(&c, &union));
+    let a = set(&[(0, 0), (1, 2)], &[top], AblationMode::Zero);
+    let b = set(&[(top, 1)], &[], AblationMode::Zero);
+    let union = set(&[(0, 0), (1, 2), (top, 1)], &[top], AblationMode::Zero);
+    let want = scratch_logprob(&c.engine, &c.subject, &interventions(&c, &union));
     let b_hooks = interventions(&c, &b);
-    c.engine
-        .model
-        .set_standing_ablation(c.base.standing_ablation(&a))
-        .unwrap();
-    let got = scratch_logprob(&c, &b_hooks);
+    let model = c.base.ablate(&mut c.engine, &a).unwrap();
+    let got = scratch_logprob(&model, &c.subject, &b_hooks);
     assert!(
         (got - want).abs() < 1e-5,
         "{family}: composed {got} vs {want}"
@@ -500,24 +488,24 @@ fn standing_matches_hooks(family: &str) {
     // The prefix-reusing sweep under the standing set: each head's Δ is the union's from scratch
     // minus the standing set's.
     let sweep = headscope::analysis::ablation::head_ablation_sweep(
-        &c.engine,
+        &model,
         &c.subject.prompt.ids,
         c.subject.answer_ids(),
         4,
         &mut |_, _| true,
     )
     .unwrap();
-    let base_a = scratch_logprob(&c, &Hooks::default());
+    let base_a = scratch_logprob(&model, &c.subject, &Hooks::default());
     assert!(
         (sweep.clean_logprob - base_a).abs() < 1e-4,
         "{family}: sweep base"
     );
-    c.engine.model.set_standing_ablation(None).unwrap();
+    drop(model);
     for (l, h) in [(0, 1), (top, 1), (1, 2)] {
         let mut heads = a.heads.clone();
         heads.insert((l, h));
         let with = AblationSet { heads, ..a.clone() };
-        let want = scratch_logprob(&c, &interventions(&c, &with)) - base_a;
+        let want = scratch_logprob(&c.engine, &c.subject, &interventions(&c, &with)) - base_a;
         let got = sweep.delta_logprob[l][h];
         assert!(
             (got - want).abs() < 1e-4,
@@ -546,40 +534,52 @@ fn bad_standing_ablations_are_errors() {
     let mut c = case("qwen2");
     let (layers, heads) = (c.engine.arch().num_layers, c.engine.arch().num_heads);
     for bad in [
-        set(&[(layers, 0)], &[], CurveAblation::Zero),
-        set(&[(0, heads)], &[], CurveAblation::Zero),
-        set(&[], &[layers], CurveAblation::Zero),
+        set(&[(layers, 0)], &[], AblationMode::Zero),
+        set(&[(0, heads)], &[], AblationMode::Zero),
+        set(&[], &[layers], AblationMode::Zero),
     ] {
-        let e = c
-            .engine
-            .model
-            .set_standing_ablation(c.base.standing_ablation(&bad));
+        let e = c.base.ablate(&mut c.engine, &bad).map(|_| ());
         assert!(matches!(e, Err(Error::Hook(_))), "{bad:?}: {e:?}");
-        assert!(c.engine.model.standing_ablation().is_none());
+        assert!(c.engine.ablation().is_none());
     }
-    assert!(c.base.standing_ablation(&AblationSet::default()).is_none());
+    let empty = c
+        .base
+        .ablate(&mut c.engine, &AblationSet::default())
+        .unwrap();
+    assert!(empty.ablation().is_none());
+    drop(empty);
     // The ablated subject needs the run's set in force.
-    let s = set(&[(0, 1)], &[], CurveAblation::Zero);
+    let s = set(&[(0, 1)], &[], AblationMode::Zero);
     let run = rerun(&c.engine, &c.subject, &c.base, &s, 8, &|| false).unwrap();
     assert!(matches!(
         ablated_subject(&c.engine, &c.subject, &run, 3),
         Err(Error::Analysis(_))
     ));
-    let other = set(&[(0, 2)], &[], CurveAblation::Zero);
-    c.engine
-        .model
-        .set_standing_ablation(c.base.standing_ablation(&other))
-        .unwrap();
+    let other = set(&[(0, 2)], &[], AblationMode::Zero);
+    let model = c.base.ablate(&mut c.engine, &other).unwrap();
     assert!(matches!(
-        ablated_subject(&c.engine, &c.subject, &run, 3),
+        ablated_subject(&model, &c.subject, &run, 3),
         Err(Error::Analysis(_))
     ));
+    // The run's heads in another mode are another model.
+    let mean = AblationSet {
+        mode: AblationMode::Mean,
+        ..s.clone()
+    };
+    drop(model);
+    let mean_model = c.base.ablate(&mut c.engine, &mean).unwrap();
+    assert!(matches!(
+        ablated_subject(&mean_model, &c.subject, &run, 3),
+        Err(Error::Analysis(_))
+    ));
+    drop(mean_model);
+    let model = c.base.ablate(&mut c.engine, &other).unwrap();
     // Cached results and reports name the standing set, so they never mix with the clean ones.
-    let label = c.engine.model.standing_ablation().unwrap().label();
+    let label = model.ablation().unwrap().label();
     assert_eq!(label, "zero:L0H2|mlp:");
     let ablated_key =
-        headscope::analysis::cache::CacheKey::new(&c.engine, &c.subject, "x", ()).unwrap();
-    c.engine.model.set_standing_ablation(None).unwrap();
+        headscope::analysis::cache::CacheKey::new(&model, &c.subject, "x", ()).unwrap();
+    drop(model);
     let clean_key =
         headscope::analysis::cache::CacheKey::new(&c.engine, &c.subject, "x", ()).unwrap();
     assert_eq!(ablated_key.ablation, label);

@@ -97,7 +97,7 @@ fn pane_states() {
     app.sentences = true;
     app.lens_rank = true;
     app.head_score = headscope::ui::app::HeadScore::Ablation;
-    app.attr_method = headscope::ui::app::AttrMethod::Mirage;
+    app.attr_method = headscope::ui::app::Attribution::Mirage;
     let attribution = pane(Pane::Attribution, &app, 70, 8);
     insta::assert_snapshot!("attribution_sentences_pending", attribution.backend());
     app.sentences = false;
@@ -194,7 +194,7 @@ fn the_cursor_head_and_ablated_heads_are_shown() {
     assert!(s.contains('✕'), "ablated heads are marked:\n{s}");
     let t = pane(Pane::Ablation, &app, 90, 10);
     let s = text(&t);
-    for label in app.ablation.labels() {
+    for label in app.ablation.item_labels() {
         assert!(s.contains(&label), "{label} missing:\n{s}");
     }
 }

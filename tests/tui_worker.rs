@@ -11,10 +11,11 @@ use std::time::Duration;
 use headscope::analysis::cache::ResultCache;
 use headscope::analysis::report::AnalysisReport;
 use headscope::analysis::report::AnalyzeOptions;
+use headscope::analysis::report::HeadScore;
 use headscope::engine::generate::GenerationConfig;
 use headscope::engine::LoadOptions;
 use headscope::prompt::{load_samples, PromptStyle};
-use headscope::ui::app::{Ablation, AnswerView, Job, JobSpec, Outcome, WorkerMsg};
+use headscope::ui::app::{AblationSet, AnswerView, Job, JobSpec, Outcome, WorkerMsg};
 use headscope::ui::event::Context;
 use headscope::ui::export::ExportFormat;
 use headscope::ui::keys::KeyMap;
@@ -173,21 +174,21 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut w = Worker::spawn(session(&dir.join("cache")), tx).unwrap();
     let clean_answer = answer_of(&run_job(&mut w, &mut rx, 1, JobSpec::Open));
-    let stage0 = |under: &Ablation| JobSpec::Analyze {
+    let stage0 = |under: &AblationSet| JobSpec::Analyze {
         stage: 0,
         under: under.clone(),
     };
-    let none = Ablation::default();
+    let none = AblationSet::default();
     let clean = report_of(&run_job(&mut w, &mut rx, 2, stage0(&none)));
     assert_eq!(clean.ablation, None);
     assert_eq!(clean.answer_tokens, clean_answer.tokens);
 
     // Knock out every head of the last layer and its MLP: the answer changes.
     let layers = clean.model.layers;
-    let set = Ablation {
+    let set = AblationSet {
         heads: (0..clean.model.heads).map(|h| (layers - 1, h)).collect(),
         mlps: [layers - 1].into_iter().collect(),
-        ..Ablation::default()
+        ..AblationSet::default()
     };
     let msgs = run_job(&mut w, &mut rx, 3, JobSpec::Live(set.clone()));
     let live = msgs
@@ -214,8 +215,8 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
     // ARC-JSD scores vanish; on the clean model they did not.
     let top = layers - 1;
     let (c, a) = (
-        &clean.head_scores["arc_jsd"][top],
-        &ablated.head_scores["arc_jsd"][top],
+        &clean.head_scores[&HeadScore::ArcJsd][top],
+        &ablated.head_scores[&HeadScore::ArcJsd][top],
     );
     assert!(c.iter().any(|&v| v > 1e-6), "{c:?}");
     assert!(a.iter().all(|&v| v.abs() < 1e-6), "{a:?}");
@@ -224,12 +225,15 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
     let again = report_of(&run_job(&mut w, &mut rx, 5, stage0(&none)));
     assert_eq!(again.ablation, None);
     assert_eq!(again.answer_ids, clean.answer_ids);
-    assert_eq!(again.head_scores["arc_jsd"], clean.head_scores["arc_jsd"]);
+    assert_eq!(
+        again.head_scores[&HeadScore::ArcJsd],
+        clean.head_scores[&HeadScore::ArcJsd]
+    );
 
     // A set no live job ran for is entered by the analysis job itself.
-    let other = Ablation {
+    let other = AblationSet {
         heads: [(0, 0)].into_iter().collect(),
-        ..Ablation::default()
+        ..AblationSet::default()
     };
     let r = report_of(&run_job(&mut w, &mut rx, 6, stage0(&other)));
     assert_eq!(r.ablation.as_deref(), Some("zero:L0H0|mlp:"));

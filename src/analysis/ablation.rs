@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::scoring::{answer_rows, teacher_forced_input};
 use crate::engine::generate::answer_logprob_per_row;
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{AblationMode, Capture, Engine, Hooks, Positions, Start};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -142,34 +142,6 @@ pub(crate) fn score_attn_out_variants(
     answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer_ids)
 }
 
-/// How the heads of an ablation curve are knocked out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CurveAblation {
-    /// `z_h = 0`.
-    #[default]
-    Zero,
-    /// `z_h` replaced by its mean over this prompt's positions.
-    Mean,
-    /// The head's pattern replaced by the uniform distribution over visible keys (the retrieval-head
-    /// paper's masking).
-    Uniform,
-}
-
-impl std::str::FromStr for CurveAblation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "zero" => Ok(CurveAblation::Zero),
-            "mean" => Ok(CurveAblation::Mean),
-            "uniform" | "uniform-pattern" | "uniform_pattern" => Ok(CurveAblation::Uniform),
-            _ => Err(format!(
-                "unknown ablation `{s}` (use zero, mean or uniform)"
-            )),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct CurveConfig {
     /// Numbers of ablated heads (capped at layers × heads).
@@ -177,7 +149,7 @@ pub struct CurveConfig {
     /// Random head sets per k.
     pub draws: usize,
     pub seed: u64,
-    pub kind: CurveAblation,
+    pub kind: AblationMode,
     /// Regenerate the answer under each ablation and check it against the sample's `answers`.
     pub regenerate: bool,
     pub max_new_tokens: usize,
@@ -189,7 +161,7 @@ impl Default for CurveConfig {
             ks: vec![0, 10, 20, 30, 40, 50],
             draws: 5,
             seed: 0,
-            kind: CurveAblation::Zero,
+            kind: AblationMode::Zero,
             regenerate: true,
             max_new_tokens: 32,
         }
@@ -338,33 +310,32 @@ pub fn ablation_curve(
     })
 }
 
-/// The engine's ablation for a curve's kind; `Mean` averages each head's `z` over every input
-/// position of the subject's teacher-forced run.
+/// The engine's ablation for a curve's mode; `Mean` averages each head's `z` over every input
+/// position of the subject's teacher-forced run ([`subject_mean_z`]).
 pub fn ablation_kind(
     engine: &Engine,
     subject: &super::Subject,
-    kind: CurveAblation,
+    mode: AblationMode,
 ) -> Result<crate::engine::AblationKind> {
-    use crate::engine::AblationKind;
-    Ok(match kind {
-        CurveAblation::Zero => AblationKind::Zero,
-        CurveAblation::Uniform => AblationKind::UniformPattern,
-        CurveAblation::Mean => {
-            let ids = subject.teacher_forced_ids();
-            let trace = engine.forward(
-                Start::Tokens(&super::scoring::ids_tensor(engine, &ids)?),
-                None,
-                &Hooks {
-                    capture: Capture {
-                        z: Some(Positions::All),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            )?;
-            AblationKind::Mean(mean_z(engine.arch().num_layers, &trace)?)
-        }
-    })
+    mode.resolve(|| subject_mean_z(engine, subject))
+}
+
+/// Each head's `z` averaged over every position of the subject's teacher-forced input,
+/// `[L, H, d_head]`: what mean ablation substitutes. One forward.
+pub fn subject_mean_z(engine: &Engine, subject: &super::Subject) -> Result<Tensor> {
+    let ids = subject.teacher_forced_ids();
+    let trace = engine.forward(
+        Start::Tokens(&super::scoring::ids_tensor(engine, &ids)?),
+        None,
+        &Hooks {
+            capture: Capture {
+                z: Some(Positions::All),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    mean_z(engine.arch().num_layers, &trace)
 }
 
 /// Each head's `z` averaged over every input position, `[L, H, d_head]` (what mean ablation

@@ -31,7 +31,7 @@ pub struct CacheKey {
     pub prompt_style: String,
     pub prompt_ids: Vec<u32>,
     pub answer_ids: Vec<u32>,
-    /// The engine's standing ablation ([`crate::engine::StandingAblation::label`]), empty when none.
+    /// The ablation in force on the engine ([`crate::engine::AblationSet::label`]), empty when none.
     pub ablation: String,
     pub params: Value,
 }
@@ -70,11 +70,7 @@ impl CacheKey {
             prompt_style: subject.prompt.style.name().to_string(),
             prompt_ids: subject.prompt.ids.clone(),
             answer_ids: subject.answer_ids().to_vec(),
-            ablation: engine
-                .model
-                .standing_ablation()
-                .map(|a| a.label())
-                .unwrap_or_default(),
+            ablation: engine.ablation().map(|a| a.label()).unwrap_or_default(),
             params: serde_json::to_value(params)
                 .map_err(|e| Error::Analysis(format!("cannot key the cache: {e}")))?,
         })

@@ -14,58 +14,22 @@
 //! * only tokens the original answer does not contain run as decoding steps, through every layer
 //!   since they are new.
 //!
-//! The rest of the explorer's panes then look at the ablated model: [`LiveBase::standing_ablation`]
+//! The rest of the explorer's panes then look at the ablated model: [`LiveBase::ablate`]
 //! puts the set in force on the engine for every forward and [`ablated_subject`] makes the
 //! regenerated answer the subject every analysis explains.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::ablation::{ablation_kind, head_set_ablation, mean_z, CurveAblation};
+use super::ablation::mean_z;
 use super::scoring::ids_tensor;
 use super::{AnswerSource, Subject};
 use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
 use crate::engine::hooks::hook_name;
-use crate::engine::{
-    AblationKind, Capture, Engine, Hooks, KvCache, Positions, StandingAblation, Start,
-};
+use crate::engine::{Ablated, AblationSet, Capture, Engine, Hooks, KvCache, Positions, Start};
 use crate::{Error, Result};
-
-/// The heads and MLPs knocked out together.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AblationSet {
-    /// `(layer, head)` pairs ablated as `kind` says.
-    pub heads: BTreeSet<(usize, usize)>,
-    /// Layers whose MLP output is zeroed.
-    pub mlps: BTreeSet<usize>,
-    /// How the heads are ablated (MLPs are always zeroed).
-    pub kind: CurveAblation,
-}
-
-impl AblationSet {
-    pub fn is_empty(&self) -> bool {
-        self.heads.is_empty() && self.mlps.is_empty()
-    }
-
-    /// The lowest layer with an ablated head or MLP: nothing below it changes. `None` when empty.
-    pub fn earliest_layer(&self) -> Option<usize> {
-        let head = self.heads.first().map(|&(l, _)| l);
-        head.into_iter().chain(self.mlps.first().copied()).min()
-    }
-
-    /// Adds the head if absent, else removes it; returns whether it is now ablated.
-    pub fn toggle_head(&mut self, layer: usize, head: usize) -> bool {
-        self.heads.insert((layer, head)) || !self.heads.remove(&(layer, head))
-    }
-
-    /// Adds layer `layer`'s MLP if absent, else removes it; returns whether it is now ablated.
-    pub fn toggle_mlp(&mut self, layer: usize) -> bool {
-        self.mlps.insert(layer) || !self.mlps.remove(&layer)
-    }
-}
 
 /// The answer under one ablation set.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,22 +126,23 @@ impl LiveBase {
         })
     }
 
-    /// `set` as an ablation in force for every forward of the engine (mean ablation substitutes
-    /// this clean run's mean `z`); `None` for the empty set.
-    pub fn standing_ablation(&self, set: &AblationSet) -> Option<StandingAblation> {
-        if set.is_empty() {
-            return None;
-        }
-        let kind = match set.kind {
-            CurveAblation::Zero => AblationKind::Zero,
-            CurveAblation::Uniform => AblationKind::UniformPattern,
-            CurveAblation::Mean => AblationKind::Mean(self.mean_z.clone()),
-        };
-        Some(StandingAblation {
-            heads: set.heads.iter().copied().collect(),
-            kind,
-            mlps: set.mlps.iter().copied().collect(),
-        })
+    /// `engine` with `set` in force for every forward while the guard lives (mean ablation
+    /// substitutes this clean run's mean `z`); the empty set leaves the model unablated.
+    pub fn ablate<'e>(&self, engine: &'e mut Engine, set: &AblationSet) -> Result<Ablated<'e>> {
+        engine.ablate(set, || Ok(self.mean_z.clone()))
+    }
+
+    /// `set` resolved for `engine` as one forward's hooks, with this clean run's mean `z`.
+    fn hooks_for(&self, engine: &Engine, set: &AblationSet) -> Result<Hooks> {
+        let arch = engine.arch();
+        let dims = (arch.num_layers, arch.num_heads, arch.head_dim);
+        set.resolve(dims, engine.model.device(), || Ok(self.mean_z.clone()))
+            .and_then(|r| r.as_hooks(engine.model.device()))
+            // A bad set is the caller's analysis request, not a hook the engine was given.
+            .map_err(|e| match e {
+                Error::Hook(m) => Error::Analysis(m),
+                other => other,
+            })
     }
 
     /// Teacher-forced `log p(answer)` of the clean run.
@@ -222,25 +187,7 @@ pub fn rerun(
     let started = Instant::now();
     require_unablated(engine)?;
     base.check(engine, subject)?;
-    let layers = engine.arch().num_layers;
-    if let Some(l) = set.mlps.iter().find(|&&l| l >= layers) {
-        return Err(Error::Analysis(format!(
-            "MLP L{l} does not exist ({layers} layers)"
-        )));
-    }
-    let head_ablation = if set.heads.is_empty() {
-        None
-    } else {
-        let kind = match set.kind {
-            CurveAblation::Mean => AblationKind::Mean(base.mean_z.clone()),
-            other => ablation_kind(engine, subject, other)?,
-        };
-        Some(head_set_ablation(
-            engine,
-            &[set.heads.iter().copied().collect()],
-            &kind,
-        )?)
-    };
+    let interventions = base.hooks_for(engine, set)?;
     let Some(l0) = set.earliest_layer() else {
         return Ok(LiveRun {
             set: set.clone(),
@@ -250,19 +197,6 @@ pub fn rerun(
     if cancel() {
         return Err(Error::Cancelled);
     }
-    let mlp_mask = if set.mlps.is_empty() {
-        None
-    } else {
-        let keep: Vec<f32> = (0..layers)
-            .map(|l| if set.mlps.contains(&l) { 0.0 } else { 1.0 })
-            .collect();
-        Some(Tensor::from_vec(keep, (1, layers), engine.model.device())?)
-    };
-    let interventions = Hooks {
-        head_ablation,
-        mlp_mask,
-        ..Default::default()
-    };
 
     // (1) The original answer, teacher-forced from layer l0; the same forward prefills (2).
     let (p, a) = (base.prompt_len, base.answer.len());
@@ -369,9 +303,9 @@ pub fn rerun(
     })
 }
 
-/// Live re-runs compare with the clean model: a standing ablation would be counted twice.
+/// Live re-runs compare with the clean model: an ablation in force would be counted twice.
 fn require_unablated(engine: &Engine) -> Result<()> {
-    match engine.model.standing_ablation() {
+    match engine.ablation() {
         None => Ok(()),
         Some(a) => Err(Error::Analysis(format!(
             "live re-runs start from the unablated model, but `{}` is in force",
@@ -382,7 +316,7 @@ fn require_unablated(engine: &Engine) -> Result<()> {
 
 /// The subject of the model under `run.set`: `run`'s regenerated answer (the original one if the
 /// regeneration is empty, which no analysis could explain), teacher-forced under the engine's
-/// standing ablation, which must be `run.set`'s ([`LiveBase::standing_ablation`]). Analyses of it
+/// ablation, which must be `run.set` ([`LiveBase::ablate`]). Analyses of it
 /// on that engine explain the ablated model's own answer. One forward.
 pub fn ablated_subject(
     engine: &Engine,
@@ -390,15 +324,11 @@ pub fn ablated_subject(
     run: &LiveRun,
     top_k_alternatives: usize,
 ) -> Result<Subject> {
-    let in_force = engine.model.standing_ablation();
-    let matches = in_force.is_some_and(|a| {
-        let heads: BTreeSet<(usize, usize)> = a.heads.iter().copied().collect();
-        let mlps: BTreeSet<usize> = a.mlps.iter().copied().collect();
-        heads == run.set.heads && mlps == run.set.mlps
-    });
-    if !matches || run.set.is_empty() {
+    let in_force = engine.ablation();
+    // The whole set, mode included: a mean-ablated model is not the zero-ablated one.
+    if in_force != Some(&run.set) || run.set.is_empty() {
         return Err(Error::Analysis(format!(
-            "the engine's standing ablation ({}) is not the re-run's set",
+            "the engine's ablation ({}) is not the re-run's set",
             in_force.map_or("none".into(), |a| a.label())
         )));
     }

@@ -30,6 +30,7 @@ pub mod lasso;
 pub mod live;
 pub mod logit_lens;
 pub mod marginal;
+pub mod method;
 pub mod mirage;
 pub mod patching;
 pub mod qrhead;

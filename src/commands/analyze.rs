@@ -5,15 +5,18 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-use headscope::analysis::ablation::{ablation_kind, CurveAblation, CurveConfig};
+use candle_core::Tensor;
+use headscope::analysis::ablation::{subject_mean_z, CurveConfig};
 use headscope::analysis::cache::ResultCache;
 use headscope::analysis::context_cite::ContextCiteConfig;
 use headscope::analysis::faithfulness::LdsConfig;
 use headscope::analysis::mirage::MirageConfig;
-use headscope::analysis::report::{analyze as run_analysis, AnalysisReport, AnalyzeOptions};
+use headscope::analysis::report::{
+    analyze as run_analysis, AnalysisReport, AnalyzeOptions, Attribution,
+};
 use headscope::analysis::{ranking, top_heads, Subject};
 use headscope::engine::generate::GenerationConfig;
-use headscope::engine::{AblationKind, Engine, StandingAblation};
+use headscope::engine::{AblationMode, AblationSet, Engine};
 use headscope::prompt::{load_samples, Sample};
 
 use super::{load_engine, median, write_json, ProgressBar};
@@ -46,7 +49,7 @@ fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
             regenerate: !args.no_regenerate,
             ..CurveConfig::default()
         },
-        curve_score: args.curve_score.replace('-', "_"),
+        curve_score: args.curve_score,
         faithfulness: !args.no_faithfulness,
         lds: LdsConfig {
             num_masks: args.lds_masks,
@@ -58,45 +61,51 @@ fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
     }
 }
 
-/// The analysed subject: the clean model's, or with `--ablate` / `--ablate-mlp` the ablated
-/// model's own answer with the ablation left in force on `engine` for the analyses.
+/// `--ablate`, `--ablate-mlp` and `--ablation-kind` as one set (empty without them).
+fn ablation_set(args: &AnalyzeArgs) -> AblationSet {
+    AblationSet {
+        heads: args
+            .ablate
+            .iter()
+            .flat_map(|h| h.0.iter().copied())
+            .collect(),
+        mlps: args.ablate_mlp.iter().copied().collect(),
+        mode: args.ablation_kind,
+    }
+}
+
+/// The subject: the sample's prompt and the (possibly ablated) model's own answer.
 fn prepare_subject(
-    engine: &mut Engine,
+    engine: &Engine,
     args: &AnalyzeArgs,
     sample: Sample,
     cfg: &GenerationConfig,
 ) -> Result<Subject> {
-    let heads = args.ablate.as_ref().map_or(&[][..], |h| &h.0[..]);
-    engine.model.set_standing_ablation(None)?;
-    let prepare = |engine: &Engine, sample: Sample| {
-        Subject::prepare(
-            engine,
-            sample,
-            args.prompt.prompt_style,
-            cfg,
-            args.generate,
-            |_| true,
-        )
-    };
-    if heads.is_empty() && args.ablate_mlp.is_empty() {
-        return Ok(prepare(engine, sample)?);
+    let style = args.prompt.prompt_style;
+    Ok(Subject::prepare(
+        engine,
+        sample,
+        style,
+        cfg,
+        args.generate,
+        |_| true,
+    )?)
+}
+
+/// What a mean ablation substitutes: the heads' mean outputs over the clean model's run on this
+/// sample (one answer and one forward); `None` for the other modes, which need none.
+fn mean_values(
+    engine: &Engine,
+    args: &AnalyzeArgs,
+    set: &AblationSet,
+    sample: &Sample,
+    cfg: &GenerationConfig,
+) -> Result<Option<Tensor>> {
+    if set.mode != AblationMode::Mean || set.heads.is_empty() {
+        return Ok(None);
     }
-    let kind = match args.ablation_kind {
-        CurveAblation::Zero => AblationKind::Zero,
-        CurveAblation::Uniform => AblationKind::UniformPattern,
-        // The heads' mean outputs over the clean model's run on this sample.
-        CurveAblation::Mean => ablation_kind(
-            engine,
-            &prepare(engine, sample.clone())?,
-            CurveAblation::Mean,
-        )?,
-    };
-    engine.model.set_standing_ablation(Some(StandingAblation {
-        heads: heads.to_vec(),
-        kind,
-        mlps: args.ablate_mlp.clone(),
-    }))?;
-    Ok(prepare(engine, sample)?)
+    let clean = prepare_subject(engine, args, sample.clone(), cfg)?;
+    Ok(Some(subject_mean_z(engine, &clean)?))
 }
 
 pub fn analyze(args: AnalyzeArgs) -> Result<()> {
@@ -126,17 +135,23 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
         ..GenerationConfig::default()
     };
     let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let set = ablation_set(&args);
     let mut reports = Vec::with_capacity(chosen.len());
     for &i in &chosen {
         let sample = samples[i].clone();
         let name = sample.id().unwrap_or_else(|| format!("sample {i}"));
         eprintln!("── {name}");
         let t = Instant::now();
-        let subject = prepare_subject(&mut engine, &args, sample, &cfg)?;
+        let means = mean_values(&engine, &args, &set, &sample, &cfg)?;
+        // With `--ablate` the ablated model answers and is analysed, as in the explorer.
+        let model = engine.ablate(&set, || {
+            means.ok_or_else(|| headscope::Error::Analysis("no mean values".into()))
+        })?;
+        let subject = prepare_subject(&model, &args, sample, &cfg)?;
         let answer_s = t.elapsed().as_secs_f64();
         let mut bar: Option<(String, ProgressBar)> = None;
         let report = run_analysis(
-            &engine,
+            &model,
             &subject,
             &opts,
             &cache,
@@ -230,7 +245,7 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
             .map(|(l, h, v)| format!("L{l}H{h} {}", fmt_score(v)))
             .collect::<Vec<_>>()
             .join(", ");
-        println!("heads {name:<17} top: {top}");
+        println!("heads {:<17} top: {top}", name.key());
     }
     for (name, scores) in &r.attribution {
         let ranked = ranking(scores)
@@ -255,7 +270,7 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
                 format!("   [{top1}{lds}{drop}]")
             })
             .unwrap_or_default();
-        println!("attr  {name:<13} {ranked}{extra}");
+        println!("attr  {:<13} {ranked}{extra}", name.key());
     }
     if let Some(m) = &r.details.mirage {
         println!("MIRAGE citations: {}", m.cited_answer);
@@ -309,7 +324,10 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
 /// Over several samples: per attribution, how often the top source is the gold document (on all
 /// samples and on those the model answers correctly).
 fn print_accuracy(reports: &[AnalysisReport]) {
-    let mut names: Vec<&String> = reports.iter().flat_map(|r| r.faithfulness.keys()).collect();
+    let mut names: Vec<Attribution> = reports
+        .iter()
+        .flat_map(|r| r.faithfulness.keys().copied())
+        .collect();
     names.sort();
     names.dedup();
     println!(
@@ -320,7 +338,7 @@ fn print_accuracy(reports: &[AnalysisReport]) {
         let mut all = (0, 0);
         let mut when_correct = (0, 0);
         for r in reports {
-            if let Some(ok) = r.faithfulness.get(name).and_then(|f| f.top1_correct) {
+            if let Some(ok) = r.faithfulness.get(&name).and_then(|f| f.top1_correct) {
                 all.1 += 1;
                 all.0 += usize::from(ok);
                 if r.answer_correct == Some(true) {
@@ -330,8 +348,12 @@ fn print_accuracy(reports: &[AnalysisReport]) {
             }
         }
         println!(
-            "  {name:<13} {}/{} (answer correct: {}/{})",
-            all.0, all.1, when_correct.0, when_correct.1
+            "  {:<13} {}/{} (answer correct: {}/{})",
+            name.key(),
+            all.0,
+            all.1,
+            when_correct.0,
+            when_correct.1
         );
     }
 }

@@ -208,9 +208,9 @@ struct LiveBench {
 /// middle and top layer (zero ablation), rounds interleave the live re-run from the cached clean
 /// prefix with the same answer and score computed from layer 0, and check both agree.
 pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
-    use headscope::analysis::ablation::CurveAblation;
-    use headscope::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase};
+    use headscope::analysis::live::{ablated_subject, rerun, LiveBase};
     use headscope::analysis::Subject;
+    use headscope::engine::{AblationMode, AblationSet};
     use std::time::Instant;
 
     let (mut engine, _) = load_engine(&args.model)?;
@@ -256,24 +256,22 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
                 heads: [tb.head].into_iter().collect(),
                 ..AblationSet::default()
             };
-            debug_assert_eq!(set.kind, CurveAblation::Zero);
+            debug_assert_eq!(set.mode, AblationMode::Zero);
             let t = Instant::now();
             let run = rerun(&engine, &subject, &base, &set, args.max_new_tokens, &|| {
                 false
             })?;
             tb.rerun_s.push(t.elapsed().as_secs_f64());
 
-            engine
-                .model
-                .set_standing_ablation(base.standing_ablation(&set))?;
+            let model = base.ablate(&mut engine, &set)?;
             let t = Instant::now();
-            let generated = engine.generate(&subject.prompt.ids, &cfg, |_| true)?;
-            let scored = engine.score(&subject.prompt.ids, &original, 0)?;
+            let generated = model.generate(&subject.prompt.ids, &cfg, |_| true)?;
+            let scored = model.score(&subject.prompt.ids, &original, 0)?;
             tb.from_scratch_s.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            ablated_subject(&engine, &subject, &run, cfg.top_k_alternatives)?;
+            ablated_subject(&model, &subject, &run, cfg.top_k_alternatives)?;
             tb.enter_s.push(t.elapsed().as_secs_f64());
-            engine.model.set_standing_ablation(None)?;
+            drop(model);
 
             tb.forwards = run.forwards;
             tb.answer_tokens = run.answer_ids.len();

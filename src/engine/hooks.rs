@@ -5,10 +5,12 @@
 //! `blocks.{l}.hook_mlp_out`, `blocks.{l}.hook_resid_mid`, `blocks.{l}.hook_resid_post`,
 //! `ln_final.hook_normalized`). Every captured tensor is keyed by that name in a [`Trace`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::str::FromStr;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 /// Which token positions (of this forward's input) a capture keeps.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,38 +59,224 @@ pub struct HeadAblation {
     pub layers: Option<Vec<bool>>,
 }
 
-/// An ablation in force for every forward — generation, scoring, sweeps and gradients alike — until
-/// it is cleared ([`super::Transformer::set_standing_ablation`]): the explorer's live ablation set,
-/// so that every analysis examines the ablated model. It acts before a forward's own
-/// [`Hooks::head_ablation`], so a head that both ablate ends up as the forward's ablation says.
-#[derive(Clone, Debug)]
-pub struct StandingAblation {
-    /// `(layer, head)` pairs replaced as `kind` says.
-    pub heads: Vec<(usize, usize)>,
-    pub kind: AblationKind,
-    /// Layers whose MLP output is zeroed.
-    pub mlps: Vec<usize>,
+/// How the heads of an [`AblationSet`] are knocked out (its MLPs are always zeroed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AblationMode {
+    /// `z_h = 0`.
+    #[default]
+    Zero,
+    /// `z_h` replaced by its mean over the clean run's positions.
+    Mean,
+    /// The head's pattern replaced by the uniform distribution over visible keys (the
+    /// retrieval-head paper's masking).
+    Uniform,
 }
 
-impl StandingAblation {
+impl AblationMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            AblationMode::Zero => "zero",
+            AblationMode::Mean => "mean",
+            AblationMode::Uniform => "uniform",
+        }
+    }
+
+    /// The engine's [`AblationKind`]; `means` (`[layers, heads, d_head]`) is asked for only by a
+    /// mean ablation.
+    pub fn resolve(
+        self,
+        means: impl FnOnce() -> crate::Result<Tensor>,
+    ) -> crate::Result<AblationKind> {
+        Ok(match self {
+            AblationMode::Zero => AblationKind::Zero,
+            AblationMode::Uniform => AblationKind::UniformPattern,
+            AblationMode::Mean => AblationKind::Mean(means()?),
+        })
+    }
+}
+
+impl FromStr for AblationMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "zero" => Ok(AblationMode::Zero),
+            "mean" => Ok(AblationMode::Mean),
+            "uniform" | "uniform-pattern" | "uniform_pattern" => Ok(AblationMode::Uniform),
+            _ => Err(format!(
+                "unknown ablation `{s}` (use zero, mean or uniform)"
+            )),
+        }
+    }
+}
+
+/// The heads and MLPs knocked out together: the explorer's live set, `analyze --ablate`, and what
+/// [`super::Engine::ablate`] puts in force for every forward.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AblationSet {
+    /// `(layer, head)` pairs ablated as `mode` says.
+    pub heads: BTreeSet<(usize, usize)>,
+    /// Layers whose MLP output is zeroed.
+    pub mlps: BTreeSet<usize>,
+    /// How the heads are ablated.
+    #[serde(alias = "kind")]
+    pub mode: AblationMode,
+}
+
+impl AblationSet {
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty() && self.mlps.is_empty()
+    }
+
+    /// Heads plus MLPs.
+    pub fn len(&self) -> usize {
+        self.heads.len() + self.mlps.len()
+    }
+
+    /// The lowest layer with an ablated head or MLP: nothing below it changes. `None` when empty.
+    pub fn earliest_layer(&self) -> Option<usize> {
+        let head = self.heads.first().map(|&(l, _)| l);
+        head.into_iter().chain(self.mlps.first().copied()).min()
+    }
+
+    /// Adds the head if absent, else removes it; returns whether it is now ablated.
+    pub fn toggle_head(&mut self, layer: usize, head: usize) -> bool {
+        self.heads.insert((layer, head)) || !self.heads.remove(&(layer, head))
+    }
+
+    /// Adds layer `layer`'s MLP if absent, else removes it; returns whether it is now ablated.
+    pub fn toggle_mlp(&mut self, layer: usize) -> bool {
+        self.mlps.insert(layer) || !self.mlps.remove(&layer)
+    }
+
     /// A stable description (`zero:L3H1,L5H0|mlp:L4`) for cache keys and reports; a mean
     /// ablation's means are not in it (they come from the subject's clean run, which the cache
     /// key already pins down).
     pub fn label(&self) -> String {
-        let kind = match self.kind {
-            AblationKind::Zero => "zero",
-            AblationKind::Mean(_) => "mean",
-            AblationKind::UniformPattern => "uniform",
+        let heads: Vec<String> = self
+            .heads
+            .iter()
+            .map(|(l, h)| format!("L{l}H{h}"))
+            .collect();
+        let mlps: Vec<String> = self.mlps.iter().map(|l| format!("L{l}")).collect();
+        format!(
+            "{}:{}|mlp:{}",
+            self.mode.label(),
+            heads.join(","),
+            mlps.join(",")
+        )
+    }
+
+    /// `L{l}H{h}` for heads, `L{l} MLP` for MLPs, in layer order (a layer's MLP after its heads).
+    pub fn item_labels(&self) -> Vec<String> {
+        let mut items: Vec<(usize, usize, String)> = self
+            .heads
+            .iter()
+            .map(|&(l, h)| (l, h, format!("L{l}H{h}")))
+            .chain(
+                self.mlps
+                    .iter()
+                    .map(|&l| (l, usize::MAX, format!("L{l} MLP"))),
+            )
+            .collect();
+        items.sort();
+        items.into_iter().map(|x| x.2).collect()
+    }
+
+    /// The set as a forward applies it, for a model of `layers × heads` (heads of `d_head`):
+    /// a one-row head mask and host-side layer flags. Heads or MLPs outside the model, or mean
+    /// values of the wrong shape, are an [`Error::Hook`](crate::Error::Hook). `means` is asked
+    /// for only by a mean ablation with heads.
+    pub fn resolve(
+        &self,
+        dims: (usize, usize, usize),
+        device: &Device,
+        means: impl FnOnce() -> crate::Result<Tensor>,
+    ) -> crate::Result<ResolvedAblation> {
+        let (layers, heads, d_head) = dims;
+        if let Some((l, h)) = self.heads.iter().find(|&&(l, h)| l >= layers || h >= heads) {
+            return Err(crate::Error::Hook(format!(
+                "head L{l}H{h} does not exist ({layers} layers × {heads} heads)"
+            )));
+        }
+        if let Some(l) = self.mlps.iter().find(|&&l| l >= layers) {
+            return Err(crate::Error::Hook(format!(
+                "MLP L{l} does not exist ({layers} layers)"
+            )));
+        }
+        let mut mlp_layers = vec![false; layers];
+        for &l in &self.mlps {
+            mlp_layers[l] = true;
+        }
+        let head_ablation = if self.heads.is_empty() {
+            None
+        } else {
+            let kind = self.mode.resolve(means)?;
+            if let AblationKind::Mean(m) = &kind {
+                if m.dims() != [layers, heads, d_head] {
+                    return Err(crate::Error::Hook(format!(
+                        "mean values have shape {:?}, expected {:?}",
+                        m.dims(),
+                        [layers, heads, d_head]
+                    )));
+                }
+            }
+            let mut keep = vec![1f32; layers * heads];
+            let mut touched = vec![false; layers];
+            for &(l, h) in &self.heads {
+                keep[l * heads + h] = 0.0;
+                touched[l] = true;
+            }
+            Some(HeadAblation {
+                mask: Tensor::from_vec(keep, (1, layers, heads), device)?,
+                kind,
+                layers: Some(touched),
+            })
         };
-        let mut heads = self.heads.clone();
-        heads.sort_unstable();
-        heads.dedup();
-        let mut mlps = self.mlps.clone();
-        mlps.sort_unstable();
-        mlps.dedup();
-        let heads: Vec<String> = heads.iter().map(|(l, h)| format!("L{l}H{h}")).collect();
-        let mlps: Vec<String> = mlps.iter().map(|l| format!("L{l}")).collect();
-        format!("{kind}:{}|mlp:{}", heads.join(","), mlps.join(","))
+        Ok(ResolvedAblation {
+            set: self.clone(),
+            heads: head_ablation,
+            mlp_layers,
+        })
+    }
+}
+
+/// An [`AblationSet`] ready for forwards ([`AblationSet::resolve`]).
+#[derive(Clone, Debug)]
+pub struct ResolvedAblation {
+    pub set: AblationSet,
+    /// A `[1, L, H]` mask with its kind and touched layers; `None` without heads.
+    pub heads: Option<HeadAblation>,
+    /// Which layers' MLP output is zeroed.
+    pub mlp_layers: Vec<bool>,
+}
+
+impl ResolvedAblation {
+    /// The heads of layer `l`, if the set touches that layer.
+    pub fn heads_of_layer(&self, l: usize) -> Option<&HeadAblation> {
+        self.heads
+            .as_ref()
+            .filter(|h| h.layers.as_ref().is_some_and(|t| t[l]))
+    }
+
+    /// The set as one forward's own hooks (a `[1, L]` MLP mask), e.g. to start mid-model.
+    pub fn as_hooks(&self, device: &Device) -> crate::Result<Hooks> {
+        let mlp_mask = if self.set.mlps.is_empty() {
+            None
+        } else {
+            let keep: Vec<f32> = self
+                .mlp_layers
+                .iter()
+                .map(|&z| if z { 0.0 } else { 1.0 })
+                .collect();
+            let n = keep.len();
+            Some(Tensor::from_vec(keep, (1, n), device)?)
+        };
+        Ok(Hooks {
+            head_ablation: self.heads.clone(),
+            mlp_mask,
+            ..Default::default()
+        })
     }
 }
 

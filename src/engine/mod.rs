@@ -24,8 +24,8 @@ pub use arch::{Arch, Family};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{GenerationConfig, ScoredAnswer};
 pub use hooks::{
-    AblationKind, Capture, HeadAblation, HeadPatch, Hooks, KvCache, Positions, StandingAblation,
-    Trace,
+    AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
+    Positions, ResolvedAblation, Trace,
 };
 pub use model::{Start, Transformer};
 pub use source::ModelSource;
@@ -99,6 +99,25 @@ impl LoadOptions {
             device: DeviceChoice::Cpu,
             dtype: None,
         }
+    }
+}
+
+/// The engine with an [`AblationSet`] in force ([`Engine::ablate`]): derefs to the [`Engine`], so
+/// every analysis runs on it unchanged, and restores the unablated model when dropped.
+pub struct Ablated<'e> {
+    engine: &'e mut Engine,
+}
+
+impl std::ops::Deref for Ablated<'_> {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine
+    }
+}
+
+impl Drop for Ablated<'_> {
+    fn drop(&mut self) {
+        self.engine.model.set_standing_ablation(None);
     }
 }
 
@@ -188,6 +207,32 @@ impl Engine {
 
     pub fn arch(&self) -> &Arch {
         &self.model.arch
+    }
+
+    /// The model with `set` ablated in every forward — generation, scoring, sweeps and gradients
+    /// alike — for as long as the returned guard lives; dropping it restores the unablated model.
+    /// It acts before a forward's own [`Hooks::head_ablation`], so a head that both ablate ends up
+    /// as the forward's ablation says. `means` (`[layers, heads, d_head]`, the clean run's mean
+    /// `z`) is asked for only by a mean ablation. The empty set gives the unablated model.
+    pub fn ablate(
+        &mut self,
+        set: &AblationSet,
+        means: impl FnOnce() -> Result<candle_core::Tensor>,
+    ) -> Result<Ablated<'_>> {
+        let arch = &self.model.arch;
+        let dims = (arch.num_layers, arch.num_heads, arch.head_dim);
+        let resolved = if set.is_empty() {
+            None
+        } else {
+            Some(set.resolve(dims, self.model.device(), means)?)
+        };
+        self.model.set_standing_ablation(resolved);
+        Ok(Ablated { engine: self })
+    }
+
+    /// The ablation in force (inside an [`Engine::ablate`] guard), if any.
+    pub fn ablation(&self) -> Option<&AblationSet> {
+        self.model.standing_ablation()
     }
 
     /// One hooked forward (see [`Transformer::forward`]).

@@ -15,8 +15,8 @@ use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
 use super::hooks::{
-    hook_name, AblationKind, Capture, HeadAblation, Hooks, KvCache, Positions, StandingAblation,
-    Trace,
+    hook_name, AblationKind, AblationSet, Capture, HeadAblation, Hooks, KvCache, Positions,
+    ResolvedAblation, Trace,
 };
 use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::weights::{LayerWeights, ModelWeights};
@@ -49,18 +49,8 @@ pub struct Transformer {
     attention_chunk: usize,
     device: Device,
     dtype: DType,
-    /// Applied in every forward until cleared (see [`StandingAblation`]).
-    standing: Option<ActiveStanding>,
-}
-
-/// A [`StandingAblation`] ready for forwards: its head mask `[1, L, H]` and which layers it touches
-/// (known on the host, so a forward needs no device read to skip untouched layers).
-#[derive(Clone, Debug)]
-struct ActiveStanding {
-    spec: StandingAblation,
-    heads: HeadAblation,
-    head_layers: Vec<bool>,
-    mlp_layers: Vec<bool>,
+    /// Applied in every forward while an [`super::Ablated`] guard holds it.
+    standing: Option<ResolvedAblation>,
 }
 
 /// Per-forward constants shared by every layer.
@@ -144,67 +134,20 @@ impl Transformer {
         self.attention_chunk = rows.max(1);
     }
 
-    /// Puts `ablation` in force for every later forward (`None` clears it). Heads or MLPs outside
-    /// the model, or mean values of the wrong shape, are an error and leave the previous one.
-    pub fn set_standing_ablation(&mut self, ablation: Option<StandingAblation>) -> Result<()> {
-        let Some(spec) = ablation else {
-            self.standing = None;
-            return Ok(());
-        };
-        let (layers, heads) = (self.arch.num_layers, self.arch.num_heads);
-        if let Some((l, h)) = spec.heads.iter().find(|&&(l, h)| l >= layers || h >= heads) {
-            return Err(Error::Hook(format!(
-                "head L{l}H{h} does not exist ({layers} layers × {heads} heads)"
-            )));
-        }
-        if let Some(l) = spec.mlps.iter().find(|&&l| l >= layers) {
-            return Err(Error::Hook(format!(
-                "MLP L{l} does not exist ({layers} layers)"
-            )));
-        }
-        if let AblationKind::Mean(means) = &spec.kind {
-            let want = [layers, heads, self.arch.head_dim];
-            if means.dims() != want {
-                return Err(Error::Hook(format!(
-                    "mean values have shape {:?}, expected {want:?}",
-                    means.dims()
-                )));
-            }
-        }
-        let mut keep = vec![1f32; layers * heads];
-        let mut head_layers = vec![false; layers];
-        for &(l, h) in &spec.heads {
-            keep[l * heads + h] = 0.0;
-            head_layers[l] = true;
-        }
-        let mut mlp_layers = vec![false; layers];
-        for &l in &spec.mlps {
-            mlp_layers[l] = true;
-        }
-        self.standing = Some(ActiveStanding {
-            heads: HeadAblation {
-                mask: Tensor::from_vec(keep, (1, layers, heads), &self.device)?,
-                kind: spec.kind.clone(),
-                layers: Some(head_layers.clone()),
-            },
-            spec,
-            head_layers,
-            mlp_layers,
-        });
-        Ok(())
+    /// Puts `ablation` in force for every later forward (`None` clears it). Only
+    /// [`super::Engine::ablate`] calls this, through a guard that clears it again.
+    pub(crate) fn set_standing_ablation(&mut self, ablation: Option<ResolvedAblation>) {
+        self.standing = ablation;
     }
 
     /// The ablation in force for every forward, if any.
-    pub fn standing_ablation(&self) -> Option<&StandingAblation> {
-        self.standing.as_ref().map(|s| &s.spec)
+    pub fn standing_ablation(&self) -> Option<&AblationSet> {
+        self.standing.as_ref().map(|s| &s.set)
     }
 
     /// The standing ablation of layer `l`'s heads, if it touches that layer.
     fn standing_heads(&self, l: usize) -> Option<&HeadAblation> {
-        self.standing
-            .as_ref()
-            .filter(|s| s.head_layers[l])
-            .map(|s| &s.heads)
+        self.standing.as_ref().and_then(|s| s.heads_of_layer(l))
     }
 
     pub fn device(&self) -> &Device {

@@ -3,47 +3,26 @@
 //! loop carries out. The state holds plain vectors and serde report structs, never tensors, so the
 //! panes and the tests need no model.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::analysis::ablation::CurveAblation;
 use crate::analysis::report::{AnalysisReport, Method};
+pub use crate::analysis::report::{Attribution, HeadScore};
 use crate::analysis::rng::SplitMix64;
 use crate::analysis::{top_heads, AnswerSource};
 use crate::engine::ModelInfo;
+pub use crate::engine::{AblationMode, AblationSet};
 use crate::prompt::Sample;
 
-/// The analysis runs in stages so the panes fill progressively: fast single-forward methods
-/// first, then the leave-out and gradient methods, then the sweeps over every head.
-pub const STAGES: [&[Method]; 3] = [
-    &[
-        Method::LogitLens,
-        Method::AttrAttention,
-        Method::HeadsSummedAttention,
-        Method::AttrArcJsd,
-        Method::HeadsArcJsd,
-    ],
-    &[
-        Method::HeadsRetrieval,
-        Method::HeadsQrHead,
-        Method::AttrMarginal,
-        Method::AttrContextCite,
-        Method::AttrMirage,
-    ],
-    &[
-        Method::HeadsAblation,
-        Method::HeadsPatching,
-        Method::AblationCurve,
-    ],
-];
+/// The analysis runs in stages so the panes fill progressively ([`Method::STAGES`]).
+pub const STAGES: [&[Method]; 3] = Method::STAGES;
 
 /// Attributions at sentence granularity, run when the user first asks for sentences.
 pub const SENTENCE_METHODS: &[Method] = &[
-    Method::AttrAttention,
-    Method::AttrArcJsd,
-    Method::AttrMarginal,
-    Method::AttrContextCite,
-    Method::AttrMirage,
+    Method::Attr(Attribution::Attention),
+    Method::Attr(Attribution::ArcJsd),
+    Method::Attr(Attribution::Marginal),
+    Method::Attr(Attribution::ContextCite),
+    Method::Attr(Attribution::Mirage),
 ];
 
 /// Quiet time after an ablation toggle before the live re-run starts.
@@ -92,141 +71,6 @@ impl Pane {
     }
 }
 
-/// The head score shown in the heatmap (`m` cycles).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HeadScore {
-    ArcJsd,
-    SummedAttention,
-    Retrieval,
-    QrHead,
-    Ablation,
-    Patching,
-}
-
-impl HeadScore {
-    pub const ALL: [HeadScore; 6] = [
-        HeadScore::ArcJsd,
-        HeadScore::SummedAttention,
-        HeadScore::Retrieval,
-        HeadScore::QrHead,
-        HeadScore::Ablation,
-        HeadScore::Patching,
-    ];
-
-    /// The key under `head_scores` in the report.
-    pub fn key(self) -> &'static str {
-        match self {
-            HeadScore::ArcJsd => "arc_jsd",
-            HeadScore::SummedAttention => "summed_attention",
-            HeadScore::Retrieval => "retrieval",
-            HeadScore::QrHead => "qrhead",
-            HeadScore::Ablation => "ablation",
-            HeadScore::Patching => "patching",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            HeadScore::ArcJsd => "ARC-JSD",
-            HeadScore::SummedAttention => "summed attention",
-            HeadScore::Retrieval => "retrieval",
-            HeadScore::QrHead => "QRHead",
-            HeadScore::Ablation => "ablation Δ",
-            HeadScore::Patching => "patching",
-        }
-    }
-
-    /// Scores with a meaningful sign get a diverging scale centred on zero.
-    pub fn signed(self) -> bool {
-        matches!(self, HeadScore::Ablation | HeadScore::Patching)
-    }
-
-    /// The matrix ranked for `a` (top-k ablation): higher = more important. An ablation Δ is
-    /// negative for heads the answer needs, so it is negated.
-    pub fn importance(self, matrix: &[Vec<f64>]) -> Vec<Vec<f64>> {
-        match self {
-            HeadScore::Ablation => matrix
-                .iter()
-                .map(|r| r.iter().map(|v| -v).collect())
-                .collect(),
-            _ => matrix.to_vec(),
-        }
-    }
-
-    /// The stage (1-based) that computes it.
-    pub fn stage(self) -> usize {
-        let m = match self {
-            HeadScore::ArcJsd => Method::HeadsArcJsd,
-            HeadScore::SummedAttention => Method::HeadsSummedAttention,
-            HeadScore::Retrieval => Method::HeadsRetrieval,
-            HeadScore::QrHead => Method::HeadsQrHead,
-            HeadScore::Ablation => Method::HeadsAblation,
-            HeadScore::Patching => Method::HeadsPatching,
-        };
-        stage_of(m)
-    }
-
-    fn next(self) -> HeadScore {
-        cycle(&Self::ALL, self)
-    }
-}
-
-/// The source attribution shown in the attribution pane (`M` cycles).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AttrMethod {
-    ArcJsd,
-    ContextCite,
-    Mirage,
-    Marginal,
-    Attention,
-}
-
-impl AttrMethod {
-    pub const ALL: [AttrMethod; 5] = [
-        AttrMethod::ArcJsd,
-        AttrMethod::ContextCite,
-        AttrMethod::Mirage,
-        AttrMethod::Marginal,
-        AttrMethod::Attention,
-    ];
-
-    /// The key under `attribution` in the report.
-    pub fn key(self) -> &'static str {
-        match self {
-            AttrMethod::ArcJsd => "arc_jsd",
-            AttrMethod::ContextCite => "context_cite",
-            AttrMethod::Mirage => "mirage",
-            AttrMethod::Marginal => "marginal",
-            AttrMethod::Attention => "attention",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            AttrMethod::ArcJsd => "ARC-JSD",
-            AttrMethod::ContextCite => "ContextCite",
-            AttrMethod::Mirage => "MIRAGE",
-            AttrMethod::Marginal => "marginal",
-            AttrMethod::Attention => "attention",
-        }
-    }
-
-    pub fn stage(self) -> usize {
-        let m = match self {
-            AttrMethod::ArcJsd => Method::AttrArcJsd,
-            AttrMethod::ContextCite => Method::AttrContextCite,
-            AttrMethod::Mirage => Method::AttrMirage,
-            AttrMethod::Marginal => Method::AttrMarginal,
-            AttrMethod::Attention => Method::AttrAttention,
-        };
-        stage_of(m)
-    }
-
-    fn next(self) -> AttrMethod {
-        cycle(&Self::ALL, self)
-    }
-}
-
 /// Which residual-stream points the logit lens shows (`p` cycles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LensPoint {
@@ -264,59 +108,6 @@ fn cycle<T: Copy + PartialEq>(all: &[T], x: T) -> T {
     all[(i + 1) % all.len()]
 }
 
-fn stage_of(m: Method) -> usize {
-    STAGES
-        .iter()
-        .position(|s| s.contains(&m))
-        .map_or(0, |i| i + 1)
-}
-
-/// The heads and MLPs knocked out for the live re-run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ablation {
-    pub heads: BTreeSet<(usize, usize)>,
-    pub mlps: BTreeSet<usize>,
-    pub kind: CurveAblation,
-}
-
-impl Ablation {
-    pub fn is_empty(&self) -> bool {
-        self.heads.is_empty() && self.mlps.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.heads.len() + self.mlps.len()
-    }
-
-    /// `L{l}H{h}` for heads, `L{l} MLP` for MLPs, in layer order.
-    pub fn labels(&self) -> Vec<String> {
-        let mut items: Vec<(usize, usize, String)> = self
-            .heads
-            .iter()
-            .map(|&(l, h)| (l, h, format!("L{l}H{h}")))
-            .chain(
-                self.mlps
-                    .iter()
-                    .map(|&l| (l, usize::MAX, format!("L{l} MLP"))),
-            )
-            .collect();
-        items.sort();
-        items.into_iter().map(|x| x.2).collect()
-    }
-
-    pub fn kind_label(&self) -> &'static str {
-        kind_label(self.kind)
-    }
-}
-
-pub fn kind_label(kind: CurveAblation) -> &'static str {
-    match kind {
-        CurveAblation::Zero => "zero",
-        CurveAblation::Mean => "mean",
-        CurveAblation::Uniform => "uniform",
-    }
-}
-
 /// How the current ablation set was made, so `+`/`-` can redo it with a new k.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AblationOrigin {
@@ -345,7 +136,7 @@ impl AnswerView {
 /// One live ablation re-run, copied out of the worker's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveResult {
-    pub ablation: Ablation,
+    pub ablation: AblationSet,
     pub answer_text: String,
     pub tokens: Vec<String>,
     pub logprobs: Vec<f32>,
@@ -366,11 +157,11 @@ pub enum JobSpec {
     Open,
     /// Run stage `stage` (0-based) of [`STAGES`] at document granularity, on the model with
     /// `under` ablated (empty: the unablated model).
-    Analyze { stage: usize, under: Ablation },
+    Analyze { stage: usize, under: AblationSet },
     /// [`SENTENCE_METHODS`] at sentence granularity, on the model with `under` ablated.
-    Sentences { under: Ablation },
+    Sentences { under: AblationSet },
     /// Re-run the answer with these heads and MLPs ablated.
-    Live(Ablation),
+    Live(AblationSet),
 }
 
 impl JobSpec {
@@ -389,7 +180,7 @@ impl JobSpec {
     }
 }
 
-fn ablated_suffix(under: &Ablation) -> &'static str {
+fn ablated_suffix(under: &AblationSet) -> &'static str {
     if under.is_empty() {
         ""
     } else {
@@ -577,7 +368,7 @@ pub struct App {
     /// `(layer, head)`; `head == heads` is the layer's MLP.
     pub head_cursor: (usize, usize),
     pub head_score: HeadScore,
-    pub attr_method: AttrMethod,
+    pub attr_method: Attribution,
     pub sentences: bool,
     pub source_cursor: usize,
     /// Until the user moves it, the source cursor sits on the top source of the method shown.
@@ -590,7 +381,7 @@ pub struct App {
     pub lens_row: usize,
     pub ablation_scroll: usize,
 
-    pub ablation: Ablation,
+    pub ablation: AblationSet,
     pub ablation_origin: AblationOrigin,
     pub top_k: usize,
     random_draws: u64,
@@ -599,7 +390,7 @@ pub struct App {
     pub live_dirty: bool,
     /// The ablation the answer and every report are for (empty: the unablated model). It follows
     /// `ablation` once a live re-run for it has come back.
-    pub view: Ablation,
+    pub view: AblationSet,
     /// The unablated model's results while `view` is not empty.
     pub clean: Option<Box<CleanView>>,
 
@@ -637,7 +428,7 @@ impl App {
             token: 0,
             head_cursor: (0, 0),
             head_score: HeadScore::ArcJsd,
-            attr_method: AttrMethod::ArcJsd,
+            attr_method: Attribution::ArcJsd,
             sentences: false,
             source_cursor: 0,
             source_moved: false,
@@ -647,13 +438,13 @@ impl App {
             lens_rank: false,
             lens_row: 0,
             ablation_scroll: 0,
-            ablation: Ablation::default(),
+            ablation: AblationSet::default(),
             ablation_origin: AblationOrigin::ByHand,
             top_k: 5,
             random_draws: 0,
             live: None,
             live_dirty: false,
-            view: Ablation::default(),
+            view: AblationSet::default(),
             clean: None,
             opened: false,
             open_failed: false,
@@ -696,7 +487,7 @@ impl App {
     /// The panes now show the model with `set` ablated: keep the unablated results (when leaving
     /// them) and start the analyses over. The answer is the re-run's until the worker sends the
     /// ablated model's own scores for it.
-    pub(crate) fn enter_view(&mut self, set: Ablation, answer: AnswerView) {
+    pub(crate) fn enter_view(&mut self, set: AblationSet, answer: AnswerView) {
         if set == self.view {
             return;
         }
@@ -728,19 +519,19 @@ impl App {
         self.next_stage = c.next_stage;
         self.failed_stages = c.failed_stages;
         self.sentences_failed = c.sentences_failed;
-        self.view = Ablation::default();
+        self.view = AblationSet::default();
         self.token = self.token.min(self.answer.tokens.len().saturating_sub(1));
         self.follow_top_source();
     }
 
     /// The selected head score's `[layers][heads]` matrix, when computed.
     pub fn head_matrix(&self) -> Option<&Vec<Vec<f64>>> {
-        self.report.as_ref()?.head_scores.get(self.head_score.key())
+        self.report.as_ref()?.head_scores.get(&self.head_score)
     }
 
     /// The selected head score's per-layer MLP scores, when the method has them.
     pub fn mlp_scores(&self) -> Option<&Vec<f64>> {
-        self.report.as_ref()?.mlp_scores.get(self.head_score.key())
+        self.report.as_ref()?.mlp_scores.get(&self.head_score)
     }
 
     /// The report the attribution pane shows (document or sentence granularity).
@@ -756,7 +547,7 @@ impl App {
     pub fn attribution(&self) -> Option<&Vec<f64>> {
         self.attribution_report()?
             .attribution
-            .get(self.attr_method.key())
+            .get(&self.attr_method)
     }
 
     pub fn source_count(&self) -> usize {
@@ -1009,10 +800,7 @@ impl App {
     /// Ablates the top k heads of `score` on the unablated model (so `+`/`-` grow and shrink one
     /// ranking, whatever is ablated now).
     fn set_top_k(&mut self, score: HeadScore) -> Vec<Effect> {
-        let Some(matrix) = self
-            .clean_report()
-            .and_then(|r| r.head_scores.get(score.key()))
-        else {
+        let Some(matrix) = self.clean_report().and_then(|r| r.head_scores.get(&score)) else {
             self.set_error(format!(
                 "{} is not computed yet (stage {}): cannot pick its top heads",
                 score.label(),
@@ -1118,11 +906,11 @@ impl App {
                 vec![]
             }
             CycleHeadScore => {
-                self.head_score = self.head_score.next();
+                self.head_score = cycle(&HeadScore::ALL, self.head_score);
                 vec![]
             }
             CycleAttribution => {
-                self.attr_method = self.attr_method.next();
+                self.attr_method = cycle(&Attribution::ALL, self.attr_method);
                 self.follow_top_source();
                 vec![]
             }
@@ -1179,10 +967,10 @@ impl App {
             MoreK => self.change_k(1),
             FewerK => self.change_k(-1),
             CycleAblationKind => {
-                self.ablation.kind = match self.ablation.kind {
-                    CurveAblation::Zero => CurveAblation::Mean,
-                    CurveAblation::Mean => CurveAblation::Uniform,
-                    CurveAblation::Uniform => CurveAblation::Zero,
+                self.ablation.mode = match self.ablation.mode {
+                    AblationMode::Zero => AblationMode::Mean,
+                    AblationMode::Mean => AblationMode::Uniform,
+                    AblationMode::Uniform => AblationMode::Zero,
                 };
                 if self.ablation.is_empty() {
                     vec![]
@@ -1268,7 +1056,7 @@ impl App {
                     _ => &mut self.report,
                 };
                 match slot {
-                    Some(existing) => merge_report(existing, *report),
+                    Some(existing) => existing.merge(*report),
                     None => *slot = Some(*report),
                 }
                 self.follow_top_source();
@@ -1327,40 +1115,6 @@ impl App {
             }
         }
     }
-}
-
-/// Folds a later stage's report into the one the panes show.
-pub fn merge_report(dst: &mut AnalysisReport, src: AnalysisReport) {
-    if src.target_document.is_some() {
-        dst.target_document = src.target_document;
-    }
-    if src.logit_lens.is_some() {
-        dst.logit_lens = src.logit_lens;
-    }
-    if src.ablation_curve.is_some() {
-        dst.ablation_curve = src.ablation_curve;
-    }
-    dst.head_scores.extend(src.head_scores);
-    dst.mlp_scores.extend(src.mlp_scores);
-    dst.attribution.extend(src.attribution);
-    dst.faithfulness.extend(src.faithfulness);
-    dst.costs.extend(src.costs);
-    let d = src.details;
-    let dd = &mut dst.details;
-    macro_rules! take {
-        ($($f:ident),*) => { $( if d.$f.is_some() { dd.$f = d.$f; } )* };
-    }
-    take!(
-        arc_jsd,
-        arc_jsd_heads,
-        context_cite,
-        mirage,
-        marginal,
-        retrieval,
-        qrhead,
-        ablation,
-        patching
-    );
 }
 
 /// Elm's `update`: applies `action` to `app` and says what the loop must do.
@@ -1423,7 +1177,7 @@ mod tests {
     fn analyze(stage: usize) -> JobSpec {
         JobSpec::Analyze {
             stage,
-            under: Ablation::default(),
+            under: AblationSet::default(),
         }
     }
 
@@ -1468,7 +1222,7 @@ mod tests {
     #[test]
     fn toggling_debounces_then_supersedes_the_running_stage() {
         let mut app = demo_app(4, 4, 10);
-        app.ablation = Ablation::default();
+        app.ablation = AblationSet::default();
         app.live = None;
         app.next_stage = 1;
         let e = update(&mut app, Action::Start);
@@ -1487,9 +1241,9 @@ mod tests {
             vec![Effect::Debounce]
         );
         let e = update(&mut app, Action::DebounceElapsed);
-        let want = Ablation {
+        let want = AblationSet {
             heads: [(0, 0), (2, 3)].into_iter().collect(),
-            ..Ablation::default()
+            ..AblationSet::default()
         };
         assert_eq!(submitted(&e), vec![JobSpec::Live(want.clone())]);
         assert!(!app.live_dirty);
@@ -1558,13 +1312,13 @@ mod tests {
     #[test]
     fn a_new_set_replaces_the_ablated_view_but_keeps_the_clean_one() {
         let mut app = demo_app(3, 3, 4);
-        app.ablation = Ablation::default();
+        app.ablation = AblationSet::default();
         app.live = None;
         let clean_answer = app.answer.clone();
         let live = |app: &mut App, heads: &[(usize, usize)]| {
-            let set = Ablation {
+            let set = AblationSet {
                 heads: heads.iter().copied().collect(),
-                ..Ablation::default()
+                ..AblationSet::default()
             };
             app.ablation = set.clone();
             let e = cmd(app, Command::Rerun);
@@ -1625,7 +1379,7 @@ mod tests {
     #[test]
     fn mlp_column_toggles_the_layer_mlp() {
         let mut app = demo_app(3, 4, 5);
-        app.ablation = Ablation::default();
+        app.ablation = AblationSet::default();
         app.focus = Pane::Heatmap;
         app.head_cursor = (1, 0);
         cmd(&mut app, Command::End);
@@ -1636,7 +1390,7 @@ mod tests {
         );
         cmd(&mut app, Command::ToggleAblation);
         assert!(app.ablation.mlps.contains(&1) && app.ablation.heads.is_empty());
-        assert_eq!(app.ablation.labels(), vec!["L1 MLP"]);
+        assert_eq!(app.ablation.item_labels(), vec!["L1 MLP"]);
         cmd(&mut app, Command::ToggleAblation);
         assert!(app.ablation.is_empty() && !app.live_dirty);
     }
@@ -1644,13 +1398,13 @@ mod tests {
     #[test]
     fn top_k_random_k_and_reset() {
         let mut app = demo_app(4, 6, 5);
-        app.ablation = Ablation::default();
+        app.ablation = AblationSet::default();
         app.live = None;
         app.top_k = 3;
         let e = cmd(&mut app, Command::AblateTopK);
         assert_eq!(e, vec![Effect::Debounce]);
-        let m = app.report.as_ref().unwrap().head_scores["arc_jsd"].clone();
-        let want: BTreeSet<(usize, usize)> = top_heads(&m, 3)
+        let m = app.report.as_ref().unwrap().head_scores[&HeadScore::ArcJsd].clone();
+        let want: std::collections::BTreeSet<(usize, usize)> = top_heads(&m, 3)
             .into_iter()
             .map(|(l, h, _)| (l, h))
             .collect();
@@ -1662,7 +1416,7 @@ mod tests {
         // The ablation Δ ranks the most negative heads first.
         app.head_score = HeadScore::Ablation;
         cmd(&mut app, Command::AblateTopK);
-        let d = &app.report.as_ref().unwrap().head_scores["ablation"];
+        let d = &app.report.as_ref().unwrap().head_scores[&HeadScore::Ablation];
         let worst = d
             .iter()
             .enumerate()
@@ -1687,7 +1441,11 @@ mod tests {
     #[test]
     fn top_k_of_a_missing_score_is_an_error_message() {
         let mut app = demo_app(2, 2, 3);
-        app.report.as_mut().unwrap().head_scores.remove("qrhead");
+        app.report
+            .as_mut()
+            .unwrap()
+            .head_scores
+            .remove(&HeadScore::QrHead);
         app.head_score = HeadScore::QrHead;
         assert!(cmd(&mut app, Command::AblateTopK).is_empty());
         assert!(app.status.as_ref().unwrap().error);
@@ -1704,11 +1462,11 @@ mod tests {
         assert_eq!(seen[..6], HeadScore::ALL);
         assert_eq!(seen[6], HeadScore::ArcJsd);
         cmd(&mut app, Command::CycleAttribution);
-        assert_eq!(app.attr_method, AttrMethod::ContextCite);
+        assert_eq!(app.attr_method, Attribution::ContextCite);
         for _ in 0..4 {
             cmd(&mut app, Command::CycleAttribution);
         }
-        assert_eq!(app.attr_method, AttrMethod::ArcJsd);
+        assert_eq!(app.attr_method, Attribution::ArcJsd);
         cmd(&mut app, Command::CycleLensPoint);
         assert_eq!(app.lens_point, LensPoint::Mid);
     }
@@ -1802,7 +1560,7 @@ mod tests {
         assert_eq!(
             submitted(&e),
             vec![JobSpec::Sentences {
-                under: Ablation::default()
+                under: AblationSet::default()
             }]
         );
         let id = app.running.as_ref().unwrap().id;
@@ -1824,12 +1582,12 @@ mod tests {
     fn reports_merge_stage_by_stage() {
         let full = demo_app(2, 2, 3).report.unwrap();
         let mut a = full.clone();
-        a.head_scores.retain(|k, _| k == "arc_jsd");
+        a.head_scores.retain(|k, _| *k == HeadScore::ArcJsd);
         a.ablation_curve = None;
         let mut b = full.clone();
-        b.head_scores.retain(|k, _| k == "ablation");
+        b.head_scores.retain(|k, _| *k == HeadScore::Ablation);
         b.logit_lens = None;
-        merge_report(&mut a, b);
+        a.merge(b);
         assert_eq!(a.head_scores.len(), 2);
         assert!(a.logit_lens.is_some() && a.ablation_curve.is_some());
     }
@@ -1867,7 +1625,7 @@ mod tests {
         let mut report = demo_app(2, 2, 3).report.unwrap();
         report
             .attribution
-            .insert("arc_jsd".into(), vec![0.1, 0.2, 0.9]);
+            .insert(Attribution::ArcJsd, vec![0.1, 0.2, 0.9]);
         update(
             &mut app,
             Action::Worker(WorkerMsg::Report {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::app::{Ablation, AnswerView, App, LiveResult, Pane, STAGES};
+use super::app::{AblationSet, AnswerView, App, LiveResult, Pane, STAGES};
 use crate::analysis::ablation::{AblationCurve, CurveConfig, CurvePoint};
 use crate::analysis::arc_jsd::ArcJsdAttribution;
 use crate::analysis::attention::TargetDocument;
@@ -14,7 +14,9 @@ use crate::analysis::divergence::Divergence;
 use crate::analysis::logit_lens::{LensCell, LensRow, LensToken, LogitLens};
 use crate::analysis::marginal::Marginal;
 use crate::analysis::mirage::{MirageConfig, MirageResult, MirageSentence};
-use crate::analysis::report::{AnalysisReport, AnalyzeOptions, Details, SourceInfo, HEAD_SCORES};
+use crate::analysis::report::{
+    AnalysisReport, AnalyzeOptions, Attribution, Details, HeadScore, SourceInfo,
+};
 use crate::analysis::scoring::ScoringStats;
 use crate::analysis::AnswerSource;
 use crate::engine::ModelInfo;
@@ -102,15 +104,12 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             .collect()
     };
     let mut head_scores = BTreeMap::new();
-    for (k, key) in HEAD_SCORES.iter().enumerate() {
-        head_scores.insert(
-            key.to_string(),
-            matrix(k, *key == "ablation" || *key == "patching"),
-        );
+    for (k, score) in HeadScore::ALL.into_iter().enumerate() {
+        head_scores.insert(score, matrix(k, score.signed()));
     }
     let mut mlp_scores = BTreeMap::new();
     mlp_scores.insert(
-        "arc_jsd".to_string(),
+        HeadScore::ArcJsd,
         (0..layers)
             .map(|l| noise(99, l, 0) * 0.4)
             .collect::<Vec<f64>>(),
@@ -127,11 +126,8 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             .collect()
     };
     let mut attribution = BTreeMap::new();
-    for (k, key) in ["arc_jsd", "context_cite", "mirage", "marginal", "attention"]
-        .iter()
-        .enumerate()
-    {
-        attribution.insert(key.to_string(), doc_scores(k));
+    for (k, method) in Attribution::ALL.into_iter().enumerate() {
+        attribution.insert(method, doc_scores(k));
     }
 
     let rows: Vec<LensRow> = (0..layers)
@@ -201,7 +197,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
     let mirage = MirageResult {
         granularity: Granularity::Document,
         config: MirageConfig::default(),
-        scores: attribution["mirage"].clone(),
+        scores: attribution[&Attribution::Mirage].clone(),
         answer: text.clone(),
         cited_answer: format!("[2] {text}"),
         sentences: vec![MirageSentence {
@@ -257,7 +253,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         details: Details {
             arc_jsd: Some(ArcJsdAttribution {
                 divergence: Divergence::Jsd,
-                scores: attribution["arc_jsd"].clone(),
+                scores: attribution[&Attribution::ArcJsd].clone(),
                 per_token: (0..n_src)
                     .map(|i| (0..answer_len).map(|t| noise(i, t, 11) * 0.1).collect())
                     .collect(),
@@ -269,13 +265,13 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             }),
             mirage: Some(mirage),
             marginal: Some(Marginal {
-                posterior: attribution["marginal"].clone(),
+                posterior: attribution[&Attribution::Marginal].clone(),
                 loglik: vec![-9.0, -2.5, -8.0],
                 loglik_no_documents: -11.25,
                 prior: vec![1.0 / 3.0; 3],
             }),
             context_cite: Some(ContextCiteResult {
-                scores: attribution["context_cite"].clone(),
+                scores: attribution[&Attribution::ContextCite].clone(),
                 intercept: -3.5,
                 span: 0..answer_len,
                 alpha: 0.01,
@@ -298,7 +294,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
     app.token = 6.min(answer_len.saturating_sub(1));
     app.head_cursor = (1.min(layers - 1), 2.min(heads - 1));
     app.source_cursor = 1;
-    let mut ablation = Ablation::default();
+    let mut ablation = AblationSet::default();
     ablation.heads.insert((0, 1.min(heads - 1)));
     ablation.heads.insert((1.min(layers - 1), 2.min(heads - 1)));
     ablation.heads.insert((layers - 1, 0));

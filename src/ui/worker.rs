@@ -20,14 +20,14 @@ use anyhow::{anyhow, Context, Result};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::app::{
-    Ablation, AnswerView, Job, JobSpec, LiveResult, Outcome, WorkerMsg, SENTENCE_METHODS, STAGES,
+    AnswerView, Job, JobSpec, LiveResult, Outcome, WorkerMsg, SENTENCE_METHODS, STAGES,
 };
 use crate::analysis::cache::ResultCache;
-use crate::analysis::live::{ablated_subject, rerun, AblationSet, LiveBase, LiveRun};
-use crate::analysis::report::{analyze, AnalyzeOptions};
+use crate::analysis::live::{ablated_subject, rerun, LiveBase, LiveRun};
+use crate::analysis::report::{analyze, AnalyzeOptions, Method};
 use crate::analysis::Subject;
 use crate::engine::generate::GenerationConfig;
-use crate::engine::{Engine, LoadOptions};
+use crate::engine::{Ablated, AblationSet, Engine, LoadOptions};
 use crate::prompt::{Granularity, PromptStyle, Sample};
 
 /// The worker thread's name; the panic hook leaves the terminal alone for panics on it (they
@@ -153,7 +153,7 @@ struct State {
     subject: Option<Subject>,
     live_base: Option<LiveBase>,
     /// The last ablation set entered and the ablated model's subject for it.
-    ablated: Option<(Ablation, Subject)>,
+    ablated: Option<(AblationSet, Subject)>,
 }
 
 fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>) {
@@ -260,9 +260,7 @@ impl State {
                 seconds: 0.0,
             });
         }
-        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
-        engine.model.set_standing_ablation(None)?;
-        let engine = &*engine;
+        let engine = self.engine.as_ref().ok_or_else(|| anyhow!("no model"))?;
         self.subject = None;
         self.live_base = None;
         self.ablated = None;
@@ -304,21 +302,15 @@ impl State {
     fn analyze(
         &mut self,
         ctx: &JobCtx,
-        methods: &[crate::analysis::report::Method],
+        methods: &[Method],
         granularity: Granularity,
-        under: &Ablation,
+        under: &AblationSet,
     ) -> Result<()> {
         self.enter(ctx, under)?;
-        let (engine, mut subject) = self.ready()?;
         let mut methods = methods.to_vec();
         if !under.is_empty() {
-            subject = self
-                .ablated
-                .as_ref()
-                .map(|(_, s)| s)
-                .ok_or_else(|| anyhow!("no ablated subject"))?;
             // The ablation pane places the live set on the clean model's curve.
-            methods.retain(|m| *m != crate::analysis::report::Method::AblationCurve);
+            methods.retain(|m| *m != Method::AblationCurve);
         }
         let opts = AnalyzeOptions {
             methods,
@@ -327,11 +319,30 @@ impl State {
             faithfulness: false,
             ..self.session.analyze.clone()
         };
-        let report = analyze(
+        let State {
+            session,
             engine,
             subject,
+            live_base,
+            ablated,
+        } = self;
+        let engine = engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+        let subject = if under.is_empty() {
+            subject
+                .as_ref()
+                .ok_or_else(|| anyhow!("no sample is open"))?
+        } else {
+            ablated
+                .as_ref()
+                .map(|(_, s)| s)
+                .ok_or_else(|| anyhow!("no ablated subject"))?
+        };
+        let model = ablated_model(engine, live_base.as_ref(), under)?;
+        let report = analyze(
+            &model,
+            subject,
             &opts,
-            &self.session.cache,
+            &session.cache,
             &mut |step, done, total| ctx.progress(step, done, total),
         )?;
         ctx.send(WorkerMsg::Report {
@@ -342,40 +353,24 @@ impl State {
     }
 
     /// Re-runs the answer under `a` from the clean prefix, reports it, and enters `a`.
-    fn live(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<()> {
+    fn live(&mut self, ctx: &JobCtx, a: &AblationSet) -> Result<()> {
         let run = self.rerun(ctx, a)?;
         self.report_live(ctx, a, &run)?;
         self.enter_run(ctx, a, &run)
     }
 
-    /// Puts `a` in force on the engine with its subject (re-running the answer first when `a` is
-    /// not the set last entered); the empty set restores the unablated model.
-    fn enter(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<()> {
-        if a.is_empty() {
-            let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
-            engine.model.set_standing_ablation(None)?;
-            return Ok(());
-        }
-        if self.ablated.as_ref().is_some_and(|(b, _)| b == a) {
-            let standing = self.base()?.standing_ablation(&ablation_set(a));
-            let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
-            engine.model.set_standing_ablation(standing)?;
+    /// Makes sure the ablated model's subject for `a` is at hand (re-running the answer first
+    /// when `a` is not the set last entered); nothing to do for the empty set.
+    fn enter(&mut self, ctx: &JobCtx, a: &AblationSet) -> Result<()> {
+        if a.is_empty() || self.ablated.as_ref().is_some_and(|(b, _)| b == a) {
             return Ok(());
         }
         let run = self.rerun(ctx, a)?;
         self.enter_run(ctx, a, &run)
     }
 
-    fn base(&self) -> Result<&LiveBase> {
-        self.live_base
-            .as_ref()
-            .ok_or_else(|| anyhow!("no live base"))
-    }
-
     /// The answer under `a`, from the unablated model's cached prefix.
-    fn rerun(&mut self, ctx: &JobCtx, a: &Ablation) -> Result<LiveRun> {
-        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
-        engine.model.set_standing_ablation(None)?;
+    fn rerun(&mut self, ctx: &JobCtx, a: &AblationSet) -> Result<LiveRun> {
         if self.live_base.is_none() {
             ctx.progress("caching the clean run", 0, 1);
             let (engine, subject) = self.ready()?;
@@ -383,35 +378,39 @@ impl State {
         }
         ctx.progress("re-running", 0, 1);
         let (engine, subject) = self.ready()?;
-        Ok(rerun(
-            engine,
-            subject,
-            self.base()?,
-            &ablation_set(a),
-            self.session.generation.max_new_tokens,
-            &|| ctx.cancelled(),
-        )?)
+        let base = self
+            .live_base
+            .as_ref()
+            .ok_or_else(|| anyhow!("no live base"))?;
+        let max_new = self.session.generation.max_new_tokens;
+        Ok(rerun(engine, subject, base, a, max_new, &|| {
+            ctx.cancelled()
+        })?)
     }
 
-    /// Puts `a` in force and makes `run`'s answer the subject of the analyses under it.
-    fn enter_run(&mut self, ctx: &JobCtx, a: &Ablation, run: &LiveRun) -> Result<()> {
+    /// Makes `run`'s answer, scored on the model with `a` ablated, the subject of the analyses
+    /// under `a`.
+    fn enter_run(&mut self, ctx: &JobCtx, a: &AblationSet, run: &LiveRun) -> Result<()> {
         self.ablated = None;
-        let standing = self.base()?.standing_ablation(&ablation_set(a));
-        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
-        engine.model.set_standing_ablation(standing)?;
         ctx.progress("scoring the ablated answer", 0, 1);
-        let (engine, subject) = self.ready()?;
         let top_k = self.session.generation.top_k_alternatives;
-        let ablated = ablated_subject(engine, subject, run, top_k)?;
+        let engine = self.engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
+        let subject = self
+            .subject
+            .as_ref()
+            .ok_or_else(|| anyhow!("no sample is open"))?;
+        let model = ablated_model(engine, self.live_base.as_ref(), a)?;
+        let ablated = ablated_subject(&model, subject, run, top_k)?;
         ctx.send(WorkerMsg::Answer {
             id: ctx.id,
-            answer: answer_view(engine, &ablated)?,
+            answer: answer_view(&model, &ablated)?,
         });
+        drop(model);
         self.ablated = Some((a.clone(), ablated));
         Ok(())
     }
 
-    fn report_live(&self, ctx: &JobCtx, a: &Ablation, run: &LiveRun) -> Result<()> {
+    fn report_live(&self, ctx: &JobCtx, a: &AblationSet, run: &LiveRun) -> Result<()> {
         let (engine, _) = self.ready()?;
         let tokens = engine.token_texts(&run.answer_ids);
         ctx.send(WorkerMsg::Live {
@@ -445,10 +444,19 @@ fn answer_view(engine: &Engine, subject: &Subject) -> Result<AnswerView> {
     })
 }
 
-fn ablation_set(a: &Ablation) -> AblationSet {
-    AblationSet {
-        heads: a.heads.clone(),
-        mlps: a.mlps.clone(),
-        kind: a.kind,
-    }
+/// `engine` with `set` in force for one job (a mean ablation uses the clean run's means);
+/// the guard restores the unablated model when the job ends, however it ends.
+fn ablated_model<'e>(
+    engine: &'e mut Engine,
+    base: Option<&LiveBase>,
+    set: &AblationSet,
+) -> Result<Ablated<'e>> {
+    Ok(match base {
+        Some(base) => base.ablate(engine, set)?,
+        None => engine.ablate(set, || {
+            Err(crate::Error::Analysis(
+                "no clean run to take mean values from".into(),
+            ))
+        })?,
+    })
 }

@@ -16,7 +16,7 @@ use super::{frame, num, show_token, waiting_for};
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let a = &app.ablation;
     let title = vec![
-        Span::styled(format!("· {} ", a.kind_label()), t.accent()),
+        Span::styled(format!("· {} ", a.mode.label()), t.accent()),
         Span::styled(format!("· k {} ", app.top_k), t.muted()),
     ];
     let block = frame(app, t, Pane::Ablation, title);
@@ -60,7 +60,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
         Style::new().fg(t.fg).add_modifier(Modifier::BOLD),
     )];
     set_line.push(Span::styled(
-        format!(" · {} (t) · k {} (+/-)", a.kind_label(), app.top_k),
+        format!(" · {} (t) · k {} (+/-)", a.mode.label(), app.top_k),
         muted,
     ));
     lines.push(Line::from(set_line));
@@ -72,7 +72,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
         return lines;
     }
     let mut ids = vec![Span::styled("✕ ", Style::new().fg(t.ablated))];
-    for (i, label) in a.labels().into_iter().enumerate() {
+    for (i, label) in a.item_labels().into_iter().enumerate() {
         if i > 0 {
             ids.push(Span::raw(" "));
         }

@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use super::super::app::{App, AttrMethod, Pane};
+use super::super::app::{App, Attribution, Pane};
 use super::super::theme::Theme;
 use super::heatmap::{position, range};
 use super::{clip, frame, num, placeholder, scroll_to, show_token, waiting_for};
@@ -28,9 +28,9 @@ pub fn source_color(t: &Theme, scores: &[f64], i: usize) -> Option<Color> {
 }
 
 /// Per source, the method's value at answer token `token`, where it has one.
-fn at_token(report: &AnalysisReport, method: AttrMethod, token: usize) -> Option<Vec<f64>> {
+fn at_token(report: &AnalysisReport, method: Attribution, token: usize) -> Option<Vec<f64>> {
     match method {
-        AttrMethod::ArcJsd => {
+        Attribution::ArcJsd => {
             let a = report.details.arc_jsd.as_ref()?;
             Some(
                 a.per_token
@@ -39,7 +39,7 @@ fn at_token(report: &AnalysisReport, method: AttrMethod, token: usize) -> Option
                     .collect(),
             )
         }
-        AttrMethod::Mirage => {
+        Attribution::Mirage => {
             let m = report.details.mirage.as_ref()?;
             let s = m.sentences.iter().find(|s| s.tokens.contains(&token))?;
             // Per document; at sentence granularity map each source to its document.
@@ -200,14 +200,14 @@ fn footer(app: &App, t: &Theme, report: &AnalysisReport) -> Line<'static> {
     let d = &report.details;
     let muted = t.muted();
     let spans = match app.attr_method {
-        AttrMethod::Mirage => match &d.mirage {
+        Attribution::Mirage => match &d.mirage {
             Some(m) => vec![
                 Span::styled("cited: ", muted),
                 Span::styled(show_token(&m.cited_answer), Style::new().fg(t.fg)),
             ],
             None => vec![],
         },
-        AttrMethod::ArcJsd => match &d.arc_jsd {
+        Attribution::ArcJsd => match &d.arc_jsd {
             Some(a) => vec![
                 Span::styled("top ", muted),
                 Span::styled(
@@ -221,7 +221,7 @@ fn footer(app: &App, t: &Theme, report: &AnalysisReport) -> Line<'static> {
             ],
             None => vec![],
         },
-        AttrMethod::Marginal => match &d.marginal {
+        Attribution::Marginal => match &d.marginal {
             Some(m) => vec![Span::styled(
                 format!(
                     "posterior p(source | answer) · log p(answer | no documents) {}",
@@ -231,7 +231,7 @@ fn footer(app: &App, t: &Theme, report: &AnalysisReport) -> Line<'static> {
             )],
             None => vec![],
         },
-        AttrMethod::ContextCite => match &d.context_cite {
+        Attribution::ContextCite => match &d.context_cite {
             Some(c) => vec![Span::styled(
                 format!(
                     "Lasso surrogate over tokens {}..{} · intercept {}{}",
@@ -244,7 +244,7 @@ fn footer(app: &App, t: &Theme, report: &AnalysisReport) -> Line<'static> {
             )],
             None => vec![],
         },
-        AttrMethod::Attention => vec![Span::styled(
+        Attribution::Attention => vec![Span::styled(
             "mean attention mass over all layers, heads and answer positions",
             muted,
         )],

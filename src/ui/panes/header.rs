@@ -126,7 +126,7 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
 /// `L0H1, L3 MLP (zero)`, or `7 heads, 1 MLP (mean)` when longer.
 fn ablation_summary(app: &App) -> String {
     let v = &app.view;
-    let labels = v.labels();
+    let labels = v.item_labels();
     let items = if labels.len() <= 3 {
         labels.join(", ")
     } else {
@@ -138,7 +138,7 @@ fn ablation_summary(app: &App) -> String {
         }
         parts.join(", ")
     };
-    format!("{items} ({})", v.kind_label())
+    format!("{items} ({})", v.mode.label())
 }
 
 /// The last path component of a model path (hub ids stay whole).
