@@ -71,7 +71,6 @@ impl CacheKey {
             prompt_ids: subject.prompt.ids.clone(),
             answer_ids: subject.answer_ids().to_vec(),
             ablation: engine
-                .model
                 .standing_ablation()
                 .map(|a| a.label())
                 .unwrap_or_default(),

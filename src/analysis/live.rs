@@ -25,9 +25,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::ablation::{ablation_kind, head_set_ablation, mean_z, CurveAblation};
-use super::scoring::ids_tensor;
 use super::{AnswerSource, Subject};
-use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
+use crate::engine::decoder::greedy_pick;
+use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::hooks::hook_name;
 use crate::engine::{
     AblationKind, Capture, Engine, Hooks, KvCache, Positions, StandingAblation, Start,
@@ -132,8 +132,8 @@ impl LiveBase {
             },
             ..Default::default()
         };
-        let mut trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
-        let logits = trace.logits.take().expect("logits were requested");
+        let mut trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
+        let logits = trace.take_logits()?;
         let clean_logprob = answer_logprob_per_row(&logits, &answer)?[0];
         let layers = engine.arch().num_layers;
         let resid_pre = (0..layers)
@@ -153,7 +153,7 @@ impl LiveBase {
         };
         Ok(LiveBase {
             mean_z: mean_z(layers, &trace)?,
-            kv_cache: trace.kv_cache.take().expect("the KV cache was requested"),
+            kv_cache: trace.take_kv_cache()?,
             ids,
             prompt_len: subject.prompt.ids.len(),
             answer,
@@ -256,7 +256,7 @@ pub fn rerun(
         let keep: Vec<f32> = (0..layers)
             .map(|l| if set.mlps.contains(&l) { 0.0 } else { 1.0 })
             .collect();
-        Some(Tensor::from_vec(keep, (1, layers), engine.model.device())?)
+        Some(Tensor::from_vec(keep, (1, layers), engine.device())?)
     };
     let interventions = Hooks {
         head_ablation,
@@ -279,75 +279,32 @@ pub fn rerun(
         resid: base.resid_pre[l0].clone(),
     };
     let mut trace = engine.forward(start, None, &hooks)?;
-    let logits = trace.logits.take().expect("logits were requested");
+    let logits = trace.take_logits()?;
     let original = answer_logprob_per_row(&logits, &base.answer)?[0];
     let rows = logits
         .squeeze(0)?
         .to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?
         .to_vec2::<f32>()?;
-    let upper = trace.kv_cache.take().expect("the KV cache was requested");
+    let upper = trace.take_kv_cache()?;
 
     // (2) The greedy regeneration.
     let context = engine.arch().max_position_embeddings;
     let max_new = max_new_tokens.min(context.saturating_sub(p));
-    let mut ids = Vec::new();
-    let mut logprobs = Vec::new();
-    // Greedy choice from a logit row; false on a stop token.
-    let mut take = |row: &[f32], ids: &mut Vec<u32>| -> bool {
-        let id = top_k(row, 1)[0].0;
-        if engine.stop_ids.contains(&id) {
-            return false;
-        }
-        ids.push(id);
-        logprobs.push(log_softmax_row(row)[id as usize]);
-        true
-    };
-    // While the regeneration repeats the original answer, the teacher-forced rows are its rows.
-    let mut going = true;
-    for (row, &original_id) in rows.iter().zip(&base.answer) {
-        going = ids.len() < max_new && take(row, &mut ids);
-        if !going || ids[ids.len() - 1] != original_id {
-            break;
-        }
-    }
+    let (mut ids, mut logprobs, going) =
+        follow_original(&rows, &base.answer, max_new, engine.stop_ids());
     let mut forwards = 1;
-    if going && ids.len() < max_new {
+    if going {
         // Keys and values of every position before the last chosen token: the ablated run's from
         // layer l0, the clean run's below (they agree there, and the prefix is the original's).
         let past = p + ids.len() - 1;
-        let mut cache = base
+        let cache = base
             .kv_cache
             .truncate(past)?
             .with_layers_from(l0, &upper.truncate(past)?)?;
-        let step_hooks = Hooks {
-            capture: Capture {
-                logits: Some(Positions::All),
-                kv_cache: true,
-                ..Default::default()
-            },
-            ..interventions
-        };
-        while ids.len() < max_new {
-            if cancel() {
-                return Err(Error::Cancelled);
-            }
-            let last = ids_tensor(engine, &ids[ids.len() - 1..])?;
-            let mut trace = engine.forward(Start::Tokens(&last), Some(&cache), &step_hooks)?;
-            forwards += 1;
-            cache = trace.kv_cache.take().expect("the KV cache was requested");
-            let row = trace
-                .logits
-                .take()
-                .expect("logits were requested")
-                .flatten_all()?
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f32>()?;
-            if !take(&row, &mut ids) {
-                break;
-            }
-        }
+        let mut decoder = engine.resume_decoder(&interventions, cache);
+        decoder.greedy(&mut ids, &mut logprobs, max_new, cancel)?;
+        forwards += decoder.forwards();
     }
 
     let first_change = ids
@@ -369,9 +326,36 @@ pub fn rerun(
     })
 }
 
+/// The greedy tokens (and their log-probs) the teacher-forced `rows` give while the regeneration
+/// repeats the original `answer`: they are its rows for as long. Returns whether decoding goes on
+/// after them (no stop token was chosen and fewer than `max_new` tokens are chosen).
+fn follow_original(
+    rows: &[Vec<f32>],
+    answer: &[u32],
+    max_new: usize,
+    stop_ids: &[u32],
+) -> (Vec<u32>, Vec<f32>, bool) {
+    let (mut ids, mut logprobs) = (Vec::new(), Vec::new());
+    for (row, &original_id) in rows.iter().zip(answer) {
+        let pick = (ids.len() < max_new)
+            .then(|| greedy_pick(row, stop_ids))
+            .flatten();
+        let Some((id, lp)) = pick else {
+            return (ids, logprobs, false);
+        };
+        ids.push(id);
+        logprobs.push(lp);
+        if id != original_id {
+            break;
+        }
+    }
+    let going = ids.len() < max_new;
+    (ids, logprobs, going)
+}
+
 /// Live re-runs compare with the clean model: a standing ablation would be counted twice.
 fn require_unablated(engine: &Engine) -> Result<()> {
-    match engine.model.standing_ablation() {
+    match engine.standing_ablation() {
         None => Ok(()),
         Some(a) => Err(Error::Analysis(format!(
             "live re-runs start from the unablated model, but `{}` is in force",
@@ -390,7 +374,7 @@ pub fn ablated_subject(
     run: &LiveRun,
     top_k_alternatives: usize,
 ) -> Result<Subject> {
-    let in_force = engine.model.standing_ablation();
+    let in_force = engine.standing_ablation();
     let matches = in_force.is_some_and(|a| {
         let heads: BTreeSet<(usize, usize)> = a.heads.iter().copied().collect();
         let mlps: BTreeSet<usize> = a.mlps.iter().copied().collect();
