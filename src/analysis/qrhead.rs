@@ -85,8 +85,8 @@ pub fn qrhead(
     let null = RagPrompt::build(
         &null_sample,
         prompt.style,
-        &engine.template,
-        &engine.tokenizer,
+        engine.template(),
+        engine.tokenizer(),
     )?;
     if null.question.tokens.start != q_start || null.ids[..q_start] != prompt.ids[..q_start] {
         return Err(Error::Analysis(
