@@ -50,8 +50,7 @@ pub fn head_ablation_sweep(
     // (causality), so the input stops just before it.
     let ids = teacher_forced_input(prompt_ids, answer_ids);
     let answer_rows = answer_rows(prompt_ids.len(), answer_ids.len());
-    let dev = engine.model.device();
-    let ids_t = Tensor::from_vec(ids.clone(), (1, ids.len()), dev)?;
+    let ids_t = engine.ids_tensor(&ids)?;
 
     let clean = engine.forward(
         Start::Tokens(&ids_t),
@@ -67,8 +66,7 @@ pub fn head_ablation_sweep(
             ..Default::default()
         },
     )?;
-    let clean_logprob =
-        answer_logprob_per_row(clean.logits.as_ref().expect("requested"), answer_ids)?[0];
+    let clean_logprob = answer_logprob_per_row(clean.logits()?, answer_ids)?[0];
 
     let total = layers * heads;
     let mut delta = vec![vec![0.0; heads]; layers];
@@ -85,11 +83,7 @@ pub fn head_ablation_sweep(
         let attn_out = clean.get(&format!("blocks.{l}.hook_attn_out"))?;
         // [1, T, H, d_h] → per-head results [1, T, H, d] → [H, T, d]
         let z = clean.get(&format!("blocks.{l}.attn.hook_z"))?;
-        let results = engine
-            .model
-            .head_results(l, z)?
-            .squeeze(0)?
-            .transpose(0, 1)?;
+        let results = engine.head_results(l, z)?.squeeze(0)?.transpose(0, 1)?;
         let mut h0 = 0;
         while h0 < heads {
             let n = batch.min(heads - h0);
@@ -128,7 +122,6 @@ pub(crate) fn score_attn_out_variants(
     answer_ids: &[u32],
 ) -> Result<Vec<f64>> {
     let resid_mid = engine
-        .model
         .post_attention(l, attn_out)?
         .broadcast_add(resid_pre)?;
     let trace = engine.forward(
@@ -139,7 +132,7 @@ pub(crate) fn score_attn_out_variants(
         None,
         tail_hooks,
     )?;
-    answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer_ids)
+    answer_logprob_per_row(trace.logits()?, answer_ids)
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -219,8 +212,6 @@ pub fn ablation_curve(
     cfg: &CurveConfig,
     progress: Progress,
 ) -> Result<AblationCurve> {
-    use crate::engine::generate::generate_ablated;
-
     let arch = engine.arch();
     let (layers, heads) = (arch.num_layers, arch.num_heads);
     let total = layers * heads;
@@ -256,15 +247,12 @@ pub fn ablation_curve(
         let ablation = head_set_ablation(engine, &sets, &kind)?;
         let lp = ablated_answer_logprobs(engine, subject, &ablation)?;
         let (texts, correct) = if cfg.regenerate && answers_given {
-            let outs = generate_ablated(
-                &engine.model,
+            let outs = engine.generate_ablated(
                 &subject.prompt.ids,
-                &engine.stop_ids,
                 cfg.max_new_tokens,
                 &ablation,
                 || true,
             )?;
-            engine.count_forwards(1 + outs.iter().map(Vec::len).max().unwrap_or(0));
             let texts = outs
                 .iter()
                 .map(|o| engine.decode(o))
@@ -325,7 +313,7 @@ pub fn ablation_kind(
 pub fn subject_mean_z(engine: &Engine, subject: &super::Subject) -> Result<Tensor> {
     let ids = subject.teacher_forced_ids();
     let trace = engine.forward(
-        Start::Tokens(&super::scoring::ids_tensor(engine, &ids)?),
+        Start::Tokens(&engine.ids_tensor(&ids)?),
         None,
         &Hooks {
             capture: Capture {
@@ -375,7 +363,7 @@ pub fn head_set_ablation(
         }
     }
     Ok(crate::engine::HeadAblation {
-        mask: Tensor::from_vec(mask, (sets.len(), layers, heads), engine.model.device())?,
+        mask: Tensor::from_vec(mask, (sets.len(), layers, heads), engine.device())?,
         kind: kind.clone(),
         layers: Some(touched),
     })
@@ -390,7 +378,8 @@ pub fn ablated_answer_logprobs(
     let answer = subject.answer_ids();
     let ids = subject.teacher_forced_ids();
     let rows = ablation.mask.dims()[0];
-    let input = super::scoring::ids_tensor(engine, &ids)?
+    let input = engine
+        .ids_tensor(&ids)?
         .broadcast_as((rows, ids.len()))?
         .contiguous()?;
     let trace = engine.forward(
@@ -405,5 +394,5 @@ pub fn ablated_answer_logprobs(
             ..Default::default()
         },
     )?;
-    answer_logprob_per_row(trace.logits.as_ref().expect("requested"), answer)
+    answer_logprob_per_row(trace.logits()?, answer)
 }

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::divergence::{log_softmax, Divergence};
-use super::scoring::{answer_rows, ids_tensor, teacher_forced_input, PrefixScorer, ScoringStats};
+use super::scoring::{answer_rows, teacher_forced_input, PrefixScorer, ScoringStats};
 use super::{ranking, Progress, Subject};
 use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::prompt::Granularity;
@@ -121,7 +121,7 @@ fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Com
         },
         ..Default::default()
     };
-    let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
     let layers = engine.arch().num_layers;
     let mut heads = Vec::with_capacity(layers);
     let mut mlp = Vec::with_capacity(layers);
@@ -139,7 +139,6 @@ fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Com
 /// Lens log-probabilities of `[rows, d]` residual-space vectors.
 fn lens_log_probs(engine: &Engine, x: &Tensor) -> Result<Vec<Vec<f64>>> {
     let logits = engine
-        .model
         .unembed(x)?
         .to_device(&Device::Cpu)?
         .to_vec2::<f32>()?;

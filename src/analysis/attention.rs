@@ -12,7 +12,6 @@ use std::ops::Range;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::scoring::ids_tensor;
 use super::Subject;
 use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::prompt::Granularity;
@@ -39,7 +38,7 @@ pub fn span_attention(
         },
         ..Default::default()
     };
-    let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
     let layers = engine.arch().num_layers;
     let mass = (0..layers)
         .map(|l| {

@@ -43,7 +43,7 @@ impl CacheKey {
         what: &str,
         params: impl Serialize,
     ) -> Result<CacheKey> {
-        let info = &engine.info;
+        let info = engine.info();
         let stamp = std::fs::metadata(&info.path)
             .ok()
             .map(|m| {

@@ -24,9 +24,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::ablation::mean_z;
-use super::scoring::ids_tensor;
 use super::{AnswerSource, Subject};
-use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
+use crate::engine::decoder::greedy_pick;
+use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::hooks::hook_name;
 use crate::engine::{Ablated, AblationSet, Capture, Engine, Hooks, KvCache, Positions, Start};
 use crate::{Error, Result};
@@ -96,8 +96,8 @@ impl LiveBase {
             },
             ..Default::default()
         };
-        let mut trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
-        let logits = trace.logits.take().expect("logits were requested");
+        let mut trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
+        let logits = trace.take_logits()?;
         let clean_logprob = answer_logprob_per_row(&logits, &answer)?[0];
         let layers = engine.arch().num_layers;
         let resid_pre = (0..layers)
@@ -117,7 +117,7 @@ impl LiveBase {
         };
         Ok(LiveBase {
             mean_z: mean_z(layers, &trace)?,
-            kv_cache: trace.kv_cache.take().expect("the KV cache was requested"),
+            kv_cache: trace.take_kv_cache()?,
             ids,
             prompt_len: subject.prompt.ids.len(),
             answer,
@@ -136,8 +136,8 @@ impl LiveBase {
     fn hooks_for(&self, engine: &Engine, set: &AblationSet) -> Result<Hooks> {
         let arch = engine.arch();
         let dims = (arch.num_layers, arch.num_heads, arch.head_dim);
-        set.resolve(dims, engine.model.device(), || Ok(self.mean_z.clone()))
-            .and_then(|r| r.as_hooks(engine.model.device()))
+        set.resolve(dims, engine.device(), || Ok(self.mean_z.clone()))
+            .and_then(|r| r.as_hooks(engine.device()))
             // A bad set is the caller's analysis request, not a hook the engine was given.
             .map_err(|e| match e {
                 Error::Hook(m) => Error::Analysis(m),
@@ -213,75 +213,32 @@ pub fn rerun(
         resid: base.resid_pre[l0].clone(),
     };
     let mut trace = engine.forward(start, None, &hooks)?;
-    let logits = trace.logits.take().expect("logits were requested");
+    let logits = trace.take_logits()?;
     let original = answer_logprob_per_row(&logits, &base.answer)?[0];
     let rows = logits
         .squeeze(0)?
         .to_dtype(DType::F32)?
         .to_device(&Device::Cpu)?
         .to_vec2::<f32>()?;
-    let upper = trace.kv_cache.take().expect("the KV cache was requested");
+    let upper = trace.take_kv_cache()?;
 
     // (2) The greedy regeneration.
     let context = engine.arch().max_position_embeddings;
     let max_new = max_new_tokens.min(context.saturating_sub(p));
-    let mut ids = Vec::new();
-    let mut logprobs = Vec::new();
-    // Greedy choice from a logit row; false on a stop token.
-    let mut take = |row: &[f32], ids: &mut Vec<u32>| -> bool {
-        let id = top_k(row, 1)[0].0;
-        if engine.stop_ids.contains(&id) {
-            return false;
-        }
-        ids.push(id);
-        logprobs.push(log_softmax_row(row)[id as usize]);
-        true
-    };
-    // While the regeneration repeats the original answer, the teacher-forced rows are its rows.
-    let mut going = true;
-    for (row, &original_id) in rows.iter().zip(&base.answer) {
-        going = ids.len() < max_new && take(row, &mut ids);
-        if !going || ids[ids.len() - 1] != original_id {
-            break;
-        }
-    }
+    let (mut ids, mut logprobs, going) =
+        follow_original(&rows, &base.answer, max_new, engine.stop_ids());
     let mut forwards = 1;
-    if going && ids.len() < max_new {
+    if going {
         // Keys and values of every position before the last chosen token: the ablated run's from
         // layer l0, the clean run's below (they agree there, and the prefix is the original's).
         let past = p + ids.len() - 1;
-        let mut cache = base
+        let cache = base
             .kv_cache
             .truncate(past)?
             .with_layers_from(l0, &upper.truncate(past)?)?;
-        let step_hooks = Hooks {
-            capture: Capture {
-                logits: Some(Positions::All),
-                kv_cache: true,
-                ..Default::default()
-            },
-            ..interventions
-        };
-        while ids.len() < max_new {
-            if cancel() {
-                return Err(Error::Cancelled);
-            }
-            let last = ids_tensor(engine, &ids[ids.len() - 1..])?;
-            let mut trace = engine.forward(Start::Tokens(&last), Some(&cache), &step_hooks)?;
-            forwards += 1;
-            cache = trace.kv_cache.take().expect("the KV cache was requested");
-            let row = trace
-                .logits
-                .take()
-                .expect("logits were requested")
-                .flatten_all()?
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f32>()?;
-            if !take(&row, &mut ids) {
-                break;
-            }
-        }
+        let mut decoder = engine.resume_decoder(&interventions, cache);
+        decoder.greedy(&mut ids, &mut logprobs, max_new, cancel)?;
+        forwards += decoder.forwards();
     }
 
     let first_change = ids
@@ -301,6 +258,33 @@ pub fn rerun(
         forwards,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The greedy tokens (and their log-probs) the teacher-forced `rows` give while the regeneration
+/// repeats the original `answer`: they are its rows for as long. Returns whether decoding goes on
+/// after them (no stop token was chosen and fewer than `max_new` tokens are chosen).
+fn follow_original(
+    rows: &[Vec<f32>],
+    answer: &[u32],
+    max_new: usize,
+    stop_ids: &[u32],
+) -> (Vec<u32>, Vec<f32>, bool) {
+    let (mut ids, mut logprobs) = (Vec::new(), Vec::new());
+    for (row, &original_id) in rows.iter().zip(answer) {
+        let pick = (ids.len() < max_new)
+            .then(|| greedy_pick(row, stop_ids))
+            .flatten();
+        let Some((id, lp)) = pick else {
+            return (ids, logprobs, false);
+        };
+        ids.push(id);
+        logprobs.push(lp);
+        if id != original_id {
+            break;
+        }
+    }
+    let going = ids.len() < max_new;
+    (ids, logprobs, going)
 }
 
 /// Live re-runs compare with the clean model: an ablation in force would be counted twice.

@@ -7,7 +7,6 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::divergence::log_softmax;
-use super::scoring::ids_tensor;
 use super::{Progress, Subject};
 use crate::engine::generate::top_k;
 use crate::engine::{Capture, Engine, Hooks, Start};
@@ -70,7 +69,7 @@ pub fn logit_lens(
         },
         ..Default::default()
     };
-    let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
     let layers = engine.arch().num_layers;
     let mut out = Vec::with_capacity(3 * layers);
     let texts = |ids: &[u32]| engine.token_texts(ids);
@@ -109,7 +108,6 @@ fn decode_cells(
     texts: &dyn Fn(&[u32]) -> Vec<String>,
 ) -> Result<Vec<LensCell>> {
     let logits = engine
-        .model
         .unembed(resid)?
         .squeeze(0)?
         .to_device(&Device::Cpu)?

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{CacheKey, ResultCache};
 use super::divergence::Divergence;
-use super::scoring::{ids_tensor, PrefixScorer};
+use super::scoring::PrefixScorer;
 use super::{ranking, Progress, Subject};
 use crate::engine::Engine;
 use crate::prompt::{split_sentences, Granularity};
@@ -154,18 +154,16 @@ pub fn scores(engine: &Engine, subject: &Subject, progress: Progress) -> Result<
         let mut ids = prompt.clone();
         ids.extend_from_slice(&answer[..t]);
         let (a, c) = (answer[t] as usize, contrast_ids[t] as usize);
-        let g = engine
-            .model
-            .embedding_gradient(&ids_tensor(engine, &ids)?, |logits| {
-                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-                // When the contrast is the answer token itself, inseq's second term comes from
-                // the contextless run and has no gradient: only log P(a_t | ctx) remains.
-                Ok(if a == c {
-                    lp.i((0, a))?
-                } else {
-                    (lp.i((0, a))? - lp.i((0, c))?)?
-                })
-            })?;
+        let g = engine.embedding_gradient(&engine.ids_tensor(&ids)?, |logits| {
+            let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+            // When the contrast is the answer token itself, inseq's second term comes from
+            // the contextless run and has no gradient: only log P(a_t | ctx) remains.
+            Ok(if a == c {
+                lp.i((0, a))?
+            } else {
+                (lp.i((0, a))? - lp.i((0, c))?)?
+            })
+        })?;
         let norms = g
             .grad
             .to_dtype(DType::F64)?

@@ -89,8 +89,8 @@ impl Subject {
         force_generate: bool,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<Subject> {
-        let prompt = RagPrompt::build(&sample, style, &engine.template, &engine.tokenizer)?;
-        let context = engine.info.context_length;
+        let prompt = RagPrompt::build(&sample, style, engine.template(), engine.tokenizer())?;
+        let context = engine.info().context_length;
         if prompt.ids.len() >= context {
             return Err(Error::PromptTooLong {
                 tokens: prompt.ids.len(),
@@ -148,8 +148,8 @@ impl Subject {
     ) -> Result<RagPrompt> {
         self.prompt.without_sources(
             &self.sample,
-            &engine.template,
-            &engine.tokenizer,
+            engine.template(),
+            engine.tokenizer(),
             keep,
             granularity,
         )
@@ -188,7 +188,7 @@ fn answer_with_state(
     match (&sample.output, force_generate) {
         (Some(output), false) => {
             let enc = engine
-                .tokenizer
+                .tokenizer()
                 .encode(output.as_str(), false)
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
             let ids = enc.get_ids().to_vec();

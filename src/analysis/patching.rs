@@ -14,7 +14,7 @@ use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::ablation::score_attn_out_variants;
-use super::scoring::{answer_rows, ids_tensor, teacher_forced_input};
+use super::scoring::{answer_rows, teacher_forced_input};
 use super::{Progress, Subject};
 use crate::engine::generate::answer_logprob_per_row;
 use crate::engine::{Capture, Engine, Hooks, Positions, Start};
@@ -65,7 +65,7 @@ pub fn patching(
     let answer_rows = |p: usize| answer_rows(p, a);
 
     let clean_trace = engine.forward(
-        Start::Tokens(&ids_tensor(engine, &ids_c)?),
+        Start::Tokens(&engine.ids_tensor(&ids_c)?),
         None,
         &Hooks {
             capture: Capture {
@@ -77,7 +77,7 @@ pub fn patching(
         },
     )?;
     let corr_trace = engine.forward(
-        Start::Tokens(&ids_tensor(engine, &ids_r)?),
+        Start::Tokens(&engine.ids_tensor(&ids_r)?),
         None,
         &Hooks {
             capture: Capture {
@@ -91,7 +91,7 @@ pub fn patching(
         },
     )?;
     let logprob = |t: &crate::engine::Trace| -> Result<f64> {
-        Ok(answer_logprob_per_row(t.logits.as_ref().expect("requested"), answer)?[0])
+        Ok(answer_logprob_per_row(t.logits()?, answer)?[0])
     };
     let clean_logprob = logprob(&clean_trace)?;
     let corrupted_logprob = logprob(&corr_trace)?;
@@ -112,7 +112,6 @@ pub fn patching(
         // Per-head results at the patched positions: [1, K, H, d] → [H, K, d].
         let per_head = |t: &crate::engine::Trace| -> Result<Tensor> {
             Ok(engine
-                .model
                 .head_results(l, t.get(&z_name)?)?
                 .squeeze(0)?
                 .transpose(0, 1)?

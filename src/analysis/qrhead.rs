@@ -13,7 +13,6 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::scoring::ids_tensor;
 use super::{Progress, Subject};
 use crate::engine::{Capture, Engine, Hooks, Positions, Start};
 use crate::prompt::RagPrompt;
@@ -86,8 +85,8 @@ pub fn qrhead(
     let null = RagPrompt::build(
         &null_sample,
         prompt.style,
-        &engine.template,
-        &engine.tokenizer,
+        engine.template(),
+        engine.tokenizer(),
     )?;
     if null.question.tokens.start != q_start || null.ids[..q_start] != prompt.ids[..q_start] {
         return Err(Error::Analysis(
@@ -97,8 +96,8 @@ pub fn qrhead(
         ));
     }
     let query_rows = Positions::Range(q_start..p);
-    let trace = engine.forward(
-        Start::Tokens(&ids_tensor(engine, &prompt.ids)?),
+    let mut trace = engine.forward(
+        Start::Tokens(&engine.ids_tensor(&prompt.ids)?),
         None,
         &Hooks {
             capture: Capture {
@@ -111,14 +110,10 @@ pub fn qrhead(
     )?;
     progress(1, 2);
     let s = mean_query_attention(engine, &trace, q_start)?;
-    let cache = trace
-        .kv_cache
-        .as_ref()
-        .expect("requested")
-        .truncate(q_start)?;
+    let cache = trace.take_kv_cache()?.truncate(q_start)?;
     let tail = &null.ids[q_start..];
     let null_trace = engine.forward(
-        Start::Tokens(&ids_tensor(engine, tail)?),
+        Start::Tokens(&engine.ids_tensor(tail)?),
         Some(&cache),
         &Hooks {
             capture: Capture {

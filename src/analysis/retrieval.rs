@@ -14,7 +14,6 @@ use std::ops::Range;
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
-use super::scoring::ids_tensor;
 use super::{Progress, Subject};
 use crate::engine::{Capture, Engine, Hooks, Start};
 use crate::{Error, Result};
@@ -71,7 +70,7 @@ pub fn retrieval_scores(
         },
         ..Default::default()
     };
-    let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &ids)?), None, &hooks)?;
+    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
     let layers = engine.arch().num_layers;
     let gain = 1.0 / needle.len() as f64;
     let mut scores = Vec::with_capacity(layers);

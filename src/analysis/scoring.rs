@@ -78,11 +78,11 @@ impl<'a> PrefixScorer<'a> {
             },
             ..Default::default()
         };
-        let trace = engine.forward(Start::Tokens(&ids_tensor(engine, &base)?), None, &hooks)?;
-        let base_logits = AnswerLogits::from_tensor(trace.logits.as_ref().expect("requested"))?;
+        let mut trace = engine.forward(Start::Tokens(&engine.ids_tensor(&base)?), None, &hooks)?;
+        let base_logits = AnswerLogits::from_tensor(trace.logits()?)?;
         Ok(PrefixScorer {
             engine,
-            cache: trace.kv_cache.expect("requested"),
+            cache: trace.take_kv_cache()?,
             stats: Cell::new(ScoringStats {
                 forwards: 1,
                 tokens: base.len(),
@@ -164,12 +164,12 @@ impl<'a> PrefixScorer<'a> {
         };
         let trace =
             self.engine
-                .forward(Start::Tokens(&ids_tensor(self.engine, ids)?), past, &hooks)?;
+                .forward(Start::Tokens(&self.engine.ids_tensor(ids)?), past, &hooks)?;
         let mut s = self.stats.get();
         s.forwards += 1;
         s.tokens += ids.len();
         self.stats.set(s);
-        AnswerLogits::from_tensor(trace.logits.as_ref().expect("requested"))
+        AnswerLogits::from_tensor(trace.logits()?)
     }
 }
 
@@ -196,12 +196,4 @@ pub fn teacher_forced_input(prompt: &[u32], answer: &[u32]) -> Vec<u32> {
 /// The answer-predicting positions of that input: `P−1 … P+A−2` (row `t` predicts answer token `t`).
 pub fn answer_rows(prompt_len: usize, answer_len: usize) -> Positions {
     Positions::Range(prompt_len - 1..prompt_len - 1 + answer_len)
-}
-
-pub(crate) fn ids_tensor(engine: &Engine, ids: &[u32]) -> Result<Tensor> {
-    Ok(Tensor::from_vec(
-        ids.to_vec(),
-        (1, ids.len()),
-        engine.model.device(),
-    )?)
 }

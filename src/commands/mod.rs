@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Tensor;
 use serde::Serialize;
 
 use headscope::analysis::ablation::head_ablation_sweep;
@@ -328,7 +327,7 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
             ((state >> 33) % vocab) as u32
         })
         .collect();
-    let ids_t = Tensor::from_vec(ids, (1, args.tokens), engine.model.device())?;
+    let ids_t = engine.ids_tensor(&ids)?;
     let hooks = Hooks {
         capture: Capture {
             logits: Some(Positions::All),
@@ -338,9 +337,9 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
     };
     let run_once = || -> Result<f64> {
         let t = Instant::now();
-        let trace = engine.forward(Start::Tokens(&ids_t), None, &hooks)?;
+        let mut trace = engine.forward(Start::Tokens(&ids_t), None, &hooks)?;
         // Make sure the work is done (and synchronised on a GPU) before stopping the clock.
-        let logits = trace.logits.expect("requested");
+        let logits = trace.take_logits()?;
         let _ = logits
             .narrow(1, args.tokens - 1, 1)?
             .flatten_all()?

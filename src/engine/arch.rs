@@ -4,10 +4,10 @@
 //! norms, sliding window and embedding scale) is a field here, read from `config.json` or from GGUF
 //! metadata. Nothing else in the engine branches on the family name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use candle_core::quantized::gguf_file::Value as GgufValue;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
 
 use crate::{Error, Result};
@@ -152,156 +152,89 @@ impl Arch {
 
     /// Reads a Hugging Face `config.json` (and the EOS ids of `generation_config.json` if given).
     pub fn from_hf_config(config: &Json, generation_config: Option<&Json>) -> Result<Arch> {
-        let family = hf_family(config)?;
-        let get_usize = |key: &str| -> Result<usize> {
-            config
-                .get(key)
-                .and_then(Json::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| Error::Config(format!("config.json has no integer `{key}`")))
-        };
-        let opt_f64 = |key: &str| config.get(key).and_then(Json::as_f64);
-        let hidden_size = get_usize("hidden_size")?;
-        let num_heads = get_usize("num_attention_heads")?;
-        let num_layers = get_usize("num_hidden_layers")?;
-        let head_dim = match config.get("head_dim").and_then(Json::as_u64) {
-            Some(d) => d as usize,
-            None => hidden_size / num_heads.max(1),
-        };
-        let num_kv_heads = config
-            .get("num_key_value_heads")
-            .and_then(Json::as_u64)
-            .map(|v| v as usize)
-            .unwrap_or(num_heads);
-
-        // transformers >= 5 writes rope settings only under `rope_parameters`; older files write
-        // `rope_theta` and `rope_scaling` at the top level. Read both; never default silently.
-        let rope_parameters = config.get("rope_parameters");
-        let rope_theta = opt_f64("rope_theta")
-            .or_else(|| rope_parameters.and_then(|p| p.get("rope_theta")).and_then(Json::as_f64))
-            .or_else(|| {
-                // Per-layer-type parameters (e.g. {"full_attention": {...}}): take any rope_theta.
-                rope_parameters
-                    .and_then(Json::as_object)
-                    .and_then(|m| m.values().find_map(|v| v.get("rope_theta").and_then(Json::as_f64)))
-            })
-            .ok_or_else(|| {
-                Error::Config("config.json has no `rope_theta` (neither at the top level nor under `rope_parameters`)".into())
-            })?;
-        let scaling_json = match config.get("rope_scaling") {
-            Some(Json::Null) | None => rope_parameters,
-            other => other,
-        };
-        let rope_scaling = parse_rope_scaling(scaling_json)?;
-
-        let activation_name = config
-            .get("hidden_act")
-            .or_else(|| config.get("hidden_activation"))
-            .and_then(Json::as_str)
-            .unwrap_or(if family == Family::Gemma2 {
-                "gelu_pytorch_tanh"
-            } else {
-                "silu"
-            });
-        let activation = match activation_name {
-            "silu" | "swish" => Activation::Silu,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
-            other => return Err(Error::Config(format!("unsupported activation `{other}`"))),
-        };
-
-        let is_gemma = family == Family::Gemma2;
-        let sliding_window = if is_gemma {
-            config
-                .get("sliding_window")
-                .and_then(Json::as_u64)
-                .map(|v| v as usize)
-        } else if config.get("use_sliding_window").and_then(Json::as_bool) == Some(true) {
-            config
-                .get("sliding_window")
-                .and_then(Json::as_u64)
-                .map(|v| v as usize)
-        } else {
-            None
-        };
-        let sliding_layers = match config.get("layer_types").and_then(Json::as_array) {
-            Some(types) => types
-                .iter()
-                .map(|t| t.as_str() == Some("sliding_attention"))
-                .collect(),
-            // Gemma 2: even layers are local (HF `not bool(layer_idx % 2)`).
-            None if is_gemma => (0..num_layers).map(|l| l % 2 == 0).collect(),
-            None => vec![sliding_window.is_some(); num_layers],
-        };
-        let attn_scale = match (is_gemma, opt_f64("query_pre_attn_scalar")) {
-            (true, Some(s)) => s.powf(-0.5),
-            _ => (head_dim as f64).powf(-0.5),
-        };
-        // transformers' defaults when the key is absent: Llama and Qwen2 untied, Gemma 2 tied. The
-        // loader also ties when the checkpoint has no `lm_head.weight`.
-        let tie_word_embeddings = config
-            .get("tie_word_embeddings")
-            .and_then(Json::as_bool)
-            .unwrap_or(is_gemma);
-
-        let mut eos_token_ids = token_id_list(config.get("eos_token_id"));
-        if let Some(gen) = generation_config {
-            for id in token_id_list(gen.get("eos_token_id")) {
-                if !eos_token_ids.contains(&id) {
-                    eos_token_ids.push(id);
-                }
-            }
-        }
-        Arch {
-            family,
-            vocab_size: get_usize("vocab_size")?,
-            hidden_size,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
-            intermediate_size: get_usize("intermediate_size")?,
-            rms_norm_eps: opt_f64("rms_norm_eps").unwrap_or(1e-6),
-            rope_theta,
-            rope_style: RopeStyle::RotateHalf,
-            rope_scaling,
-            max_position_embeddings: config
-                .get("max_position_embeddings")
-                .and_then(Json::as_u64)
-                .map(|v| v as usize)
-                .unwrap_or(4096),
-            qkv_bias: match family {
-                Family::Qwen2 => true,
-                _ => config
-                    .get("attention_bias")
-                    .and_then(Json::as_bool)
-                    .unwrap_or(false),
-            },
-            activation,
-            tie_word_embeddings,
-            attn_scale,
-            attn_logit_softcap: if is_gemma {
-                opt_f64("attn_logit_softcapping")
-            } else {
-                None
-            },
-            final_logit_softcap: if is_gemma {
-                opt_f64("final_logit_softcapping")
-            } else {
-                None
-            },
-            sliding_window,
-            sliding_layers,
-            sandwich_norms: is_gemma,
-            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
-            norm_weight_offset: if is_gemma { 1.0 } else { 0.0 },
-            bos_token_id: token_id_list(config.get("bos_token_id")).first().copied(),
-            eos_token_ids,
-        }
-        .check()
+        let bad = |file: &str, e: serde_json::Error| Error::Config(format!("{file}: {e}"));
+        let config = HfConfig::deserialize(config).map_err(|e| bad("config.json", e))?;
+        let generation = generation_config
+            .map(HfGenerationConfig::deserialize)
+            .transpose()
+            .map_err(|e| bad("generation_config.json", e))?;
+        config.into_arch(generation.as_ref())
     }
 
     /// Reads llama.cpp metadata (`general.architecture` and the `{arch}.*` keys).
     pub fn from_gguf(md: &HashMap<String, GgufValue>) -> Result<Arch> {
+        let meta = GgufArchMeta::new(md)?;
+        let family = meta.family;
+        let is_gemma = family == Family::Gemma2;
+        let hidden_size = meta.get_u("embedding_length")?;
+        let num_heads = meta.get_u("attention.head_count")?;
+        let num_layers = meta.get_u("block_count")?;
+        let head_dim = meta
+            .opt_u("attention.key_length")
+            .or_else(|| meta.opt_u("rope.dimension_count"))
+            .unwrap_or(hidden_size / num_heads.max(1));
+        let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+        let gemma_f = |k: &str| meta.opt_f(k).filter(|_| is_gemma);
+        Arch {
+            family,
+            vocab_size: meta.vocab_size()?,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads: meta.opt_u("attention.head_count_kv").unwrap_or(num_heads),
+            head_dim,
+            intermediate_size: meta.get_u("feed_forward_length")?,
+            rms_norm_eps: meta
+                .opt_f("attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-6),
+            rope_theta: meta.opt_f("rope.freq_base").unwrap_or(10_000.0),
+            rope_style: if family == Family::Llama {
+                RopeStyle::Interleaved
+            } else {
+                RopeStyle::RotateHalf
+            },
+            // llama.cpp bakes Llama-3 scaling into the `rope_freqs.weight` tensor (read by the loader).
+            rope_scaling: None,
+            max_position_embeddings: meta.opt_u("context_length").unwrap_or(4096),
+            qkv_bias: family == Family::Qwen2,
+            activation: if is_gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            tie_word_embeddings: true, // corrected by the loader when `output.weight` exists
+            // Gemma 2 scales by query_pre_attn_scalar^-0.5 where the GGUF records it; llama.cpp's
+            // default is 1/sqrt(head_dim), which equals it for Gemma-2-2B/9B.
+            attn_scale: match gemma_f("attention.query_pre_attn_scalar") {
+                Some(s) if s > 0.0 => s.powf(-0.5),
+                _ => (head_dim as f64).powf(-0.5),
+            },
+            attn_logit_softcap: gemma_f("attn_logit_softcapping"),
+            final_logit_softcap: gemma_f("final_logit_softcapping"),
+            sliding_window: meta.opt_u("attention.sliding_window").filter(|_| is_gemma),
+            sliding_layers: (0..num_layers).map(|l| is_gemma && l % 2 == 0).collect(),
+            sandwich_norms: is_gemma,
+            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
+            // The llama.cpp converter already added 1 to Gemma 2's norm weights.
+            norm_weight_offset: 0.0,
+            bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
+            eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
+                .into_iter()
+                .collect(),
+        }
+        .check()
+    }
+}
+
+/// The `{arch}.*` keys of llama.cpp metadata for one architecture.
+struct GgufArchMeta<'a> {
+    md: &'a HashMap<String, GgufValue>,
+    arch_name: String,
+    family: Family,
+}
+
+impl<'a> GgufArchMeta<'a> {
+    fn new(md: &'a HashMap<String, GgufValue>) -> Result<Self> {
         let arch_name = md
             .get("general.architecture")
             .and_then(|v| v.to_string().ok())
@@ -318,172 +251,297 @@ impl Arch {
                 })
             }
         };
-        let key = |k: &str| format!("{arch_name}.{k}");
-        let get_u = |k: &str| -> Result<usize> {
-            md.get(&key(k))
-                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
-                .map(|v| v as usize)
-                .ok_or_else(|| Error::Config(format!("GGUF has no integer `{}`", key(k))))
-        };
-        let opt_u = |k: &str| -> Option<usize> {
-            md.get(&key(k))
-                .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
-                .map(|v| v as usize)
-        };
-        let opt_f = |k: &str| -> Option<f64> {
-            md.get(&key(k)).and_then(|v| {
-                v.to_f32()
-                    .ok()
-                    .map(f64::from)
-                    .or_else(|| v.to_f64().ok())
-                    .or_else(|| v.to_u32().ok().map(f64::from))
-                    .or_else(|| v.to_i32().ok().map(f64::from))
-                    .or_else(|| v.to_u64().ok().map(|x| x as f64))
-            })
-        };
-        let hidden_size = get_u("embedding_length")?;
-        let num_heads = get_u("attention.head_count")?;
-        let num_layers = get_u("block_count")?;
-        let head_dim = opt_u("attention.key_length")
-            .or_else(|| opt_u("rope.dimension_count"))
-            .unwrap_or(hidden_size / num_heads.max(1));
-        let vocab_size = match md.get("tokenizer.ggml.tokens") {
-            Some(GgufValue::Array(tokens)) => tokens.len(),
-            _ => opt_u("vocab_size")
-                .ok_or_else(|| Error::Config("GGUF has no vocabulary size".into()))?,
-        };
-        let is_gemma = family == Family::Gemma2;
-        let sliding_window = if is_gemma {
-            opt_u("attention.sliding_window")
-        } else {
-            None
-        };
-        let token_id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
-        Arch {
+        Ok(GgufArchMeta {
+            md,
+            arch_name,
             family,
-            vocab_size,
-            hidden_size,
-            num_layers,
-            num_heads,
-            num_kv_heads: opt_u("attention.head_count_kv").unwrap_or(num_heads),
-            head_dim,
-            intermediate_size: get_u("feed_forward_length")?,
-            rms_norm_eps: opt_f("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
-            rope_theta: opt_f("rope.freq_base").unwrap_or(10_000.0),
-            rope_style: if family == Family::Llama {
-                RopeStyle::Interleaved
-            } else {
-                RopeStyle::RotateHalf
-            },
-            // llama.cpp bakes Llama-3 scaling into the `rope_freqs.weight` tensor (read by the loader).
-            rope_scaling: None,
-            max_position_embeddings: opt_u("context_length").unwrap_or(4096),
-            qkv_bias: family == Family::Qwen2,
-            activation: if is_gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
-            tie_word_embeddings: true, // corrected by the loader when `output.weight` exists
-            // Gemma 2 scales by query_pre_attn_scalar^-0.5 where the GGUF records it; llama.cpp's
-            // default is 1/sqrt(head_dim), which equals it for Gemma-2-2B/9B.
-            attn_scale: match opt_f("attention.query_pre_attn_scalar") {
-                Some(s) if is_gemma && s > 0.0 => s.powf(-0.5),
-                _ => (head_dim as f64).powf(-0.5),
-            },
-            attn_logit_softcap: if is_gemma {
-                opt_f("attn_logit_softcapping")
-            } else {
-                None
-            },
-            final_logit_softcap: if is_gemma {
-                opt_f("final_logit_softcapping")
-            } else {
-                None
-            },
-            sliding_window,
-            sliding_layers: (0..num_layers).map(|l| is_gemma && l % 2 == 0).collect(),
-            sandwich_norms: is_gemma,
-            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
-            // The llama.cpp converter already added 1 to Gemma 2's norm weights.
-            norm_weight_offset: 0.0,
-            bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
-            eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
-                .into_iter()
-                .collect(),
+        })
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch_name)
+    }
+
+    fn opt_u(&self, k: &str) -> Option<usize> {
+        self.md
+            .get(&self.key(k))
+            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+            .map(|v| v as usize)
+    }
+
+    fn get_u(&self, k: &str) -> Result<usize> {
+        self.opt_u(k)
+            .ok_or_else(|| Error::Config(format!("GGUF has no integer `{}`", self.key(k))))
+    }
+
+    fn opt_f(&self, k: &str) -> Option<f64> {
+        self.md.get(&self.key(k)).and_then(|v| {
+            v.to_f32()
+                .ok()
+                .map(f64::from)
+                .or_else(|| v.to_f64().ok())
+                .or_else(|| v.to_u32().ok().map(f64::from))
+                .or_else(|| v.to_i32().ok().map(f64::from))
+                .or_else(|| v.to_u64().ok().map(|x| x as f64))
+        })
+    }
+
+    fn vocab_size(&self) -> Result<usize> {
+        match self.md.get("tokenizer.ggml.tokens") {
+            Some(GgufValue::Array(tokens)) => Ok(tokens.len()),
+            _ => self
+                .opt_u("vocab_size")
+                .ok_or_else(|| Error::Config("GGUF has no vocabulary size".into())),
         }
-        .check()
     }
 }
 
-fn hf_family(config: &Json) -> Result<Family> {
-    let architectures: Vec<&str> = config
-        .get("architectures")
-        .and_then(Json::as_array)
-        .map(|a| a.iter().filter_map(Json::as_str).collect())
-        .unwrap_or_default();
-    if let Some(f) = architectures
-        .iter()
-        .find_map(|a| Family::from_hf_architecture(a))
-    {
-        return Ok(f);
-    }
-    let model_type = config.get("model_type").and_then(Json::as_str);
-    if architectures.is_empty() {
-        if let Some(f) = model_type.and_then(Family::from_model_type) {
-            return Ok(f);
-        }
-    }
-    let found = if architectures.is_empty() {
-        model_type.unwrap_or("<none given>").to_string()
-    } else {
-        architectures.join(", ")
-    };
-    Err(Error::UnsupportedArchitecture {
-        found,
-        supported: SUPPORTED.into(),
-    })
+/// The parts of a Hugging Face `config.json` the engine reads. Every field is optional here;
+/// [`HfConfig::into_arch`] says which are required and fills transformers' defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HfConfig {
+    pub architectures: Option<Vec<String>>,
+    pub model_type: Option<String>,
+    pub vocab_size: Option<usize>,
+    pub hidden_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub rms_norm_eps: Option<f64>,
+    pub max_position_embeddings: Option<usize>,
+    /// transformers < 5 writes rope settings at the top level ...
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<RopeParameters>,
+    /// ... transformers >= 5 only under `rope_parameters`.
+    pub rope_parameters: Option<RopeParameters>,
+    pub hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act` (read when that is absent).
+    pub hidden_activation: Option<String>,
+    pub attention_bias: Option<bool>,
+    pub tie_word_embeddings: Option<bool>,
+    pub use_sliding_window: Option<bool>,
+    pub sliding_window: Option<usize>,
+    /// Per layer, `"sliding_attention"` or `"full_attention"`.
+    pub layer_types: Option<Vec<String>>,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    pub final_logit_softcapping: Option<f64>,
+    #[serde(deserialize_with = "token_ids")]
+    pub bos_token_id: Vec<u32>,
+    #[serde(deserialize_with = "token_ids")]
+    pub eos_token_id: Vec<u32>,
 }
 
-fn parse_rope_scaling(json: Option<&Json>) -> Result<Option<Llama3RopeScaling>> {
-    let Some(obj) = json.and_then(Json::as_object) else {
-        return Ok(None);
-    };
-    let kind = obj
-        .get("rope_type")
-        .or_else(|| obj.get("type"))
-        .and_then(Json::as_str)
-        .unwrap_or("default");
-    match kind {
-        "default" => Ok(None),
-        "llama3" => {
-            let f = |k: &str| {
-                obj.get(k)
-                    .and_then(Json::as_f64)
-                    .ok_or_else(|| Error::Config(format!("llama3 rope scaling has no `{k}`")))
-            };
-            Ok(Some(Llama3RopeScaling {
-                factor: f("factor")?,
-                low_freq_factor: f("low_freq_factor")?,
-                high_freq_factor: f("high_freq_factor")?,
-                original_max_position_embeddings: f("original_max_position_embeddings")?,
-            }))
+/// `generation_config.json`: only its EOS ids matter here.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HfGenerationConfig {
+    #[serde(deserialize_with = "token_ids")]
+    pub eos_token_id: Vec<u32>,
+}
+
+/// Rope settings (`rope_scaling`, or `rope_parameters`, flat or per layer type).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RopeParameters {
+    pub rope_type: Option<String>,
+    /// Older files' name for `rope_type`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub rope_theta: Option<f64>,
+    pub factor: Option<f64>,
+    pub low_freq_factor: Option<f64>,
+    pub high_freq_factor: Option<f64>,
+    pub original_max_position_embeddings: Option<f64>,
+    /// Anything else, e.g. per-layer-type parameters (`{"full_attention": {...}}`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Json>,
+}
+
+impl RopeParameters {
+    /// `rope_theta`, flat or from any per-layer-type entry.
+    fn theta(&self) -> Option<f64> {
+        self.rope_theta.or_else(|| {
+            self.other
+                .values()
+                .find_map(|v| v.get("rope_theta").and_then(Json::as_f64))
+        })
+    }
+
+    fn llama3_scaling(&self) -> Result<Option<Llama3RopeScaling>> {
+        let kind = self.rope_type.as_deref().or(self.kind.as_deref());
+        match kind.unwrap_or("default") {
+            "default" => Ok(None),
+            "llama3" => {
+                let f = |v: Option<f64>, k: &str| {
+                    v.ok_or_else(|| Error::Config(format!("llama3 rope scaling has no `{k}`")))
+                };
+                Ok(Some(Llama3RopeScaling {
+                    factor: f(self.factor, "factor")?,
+                    low_freq_factor: f(self.low_freq_factor, "low_freq_factor")?,
+                    high_freq_factor: f(self.high_freq_factor, "high_freq_factor")?,
+                    original_max_position_embeddings: f(
+                        self.original_max_position_embeddings,
+                        "original_max_position_embeddings",
+                    )?,
+                }))
+            }
+            other => Err(Error::Config(format!(
+                "unsupported rope scaling type `{other}` (supported: default, llama3)"
+            ))),
         }
-        other => Err(Error::Config(format!(
-            "unsupported rope scaling type `{other}` (supported: default, llama3)"
-        ))),
     }
 }
 
-fn token_id_list(v: Option<&Json>) -> Vec<u32> {
-    match v {
-        Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Json::Array(a)) => a
+/// A token id or a list of them (non-integers ignored, as transformers tolerates `null`).
+fn token_ids<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<u32>, D::Error> {
+    Ok(match Json::deserialize(d)? {
+        Json::Number(n) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Json::Array(a) => a
             .iter()
             .filter_map(Json::as_u64)
             .map(|x| x as u32)
             .collect(),
         _ => Vec::new(),
+    })
+}
+
+fn required(v: Option<usize>, key: &str) -> Result<usize> {
+    v.ok_or_else(|| Error::Config(format!("config.json has no integer `{key}`")))
+}
+
+impl HfConfig {
+    /// The architecture this config describes, with transformers' defaults for absent keys.
+    pub fn into_arch(self, generation: Option<&HfGenerationConfig>) -> Result<Arch> {
+        let family = self.family()?;
+        let is_gemma = family == Family::Gemma2;
+        let hidden_size = required(self.hidden_size, "hidden_size")?;
+        let num_heads = required(self.num_attention_heads, "num_attention_heads")?;
+        let num_layers = required(self.num_hidden_layers, "num_hidden_layers")?;
+        let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads.max(1));
+        let sliding_window = self.sliding_window(is_gemma);
+        let gemma = |v: Option<f64>| v.filter(|_| is_gemma);
+        let mut eos_token_ids = self.eos_token_id.clone();
+        for &id in generation.map_or(&[][..], |g| &g.eos_token_id) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+        Arch {
+            family,
+            vocab_size: required(self.vocab_size, "vocab_size")?,
+            hidden_size,
+            num_layers,
+            num_heads,
+            num_kv_heads: self.num_key_value_heads.unwrap_or(num_heads),
+            head_dim,
+            intermediate_size: required(self.intermediate_size, "intermediate_size")?,
+            rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: self.rope_theta()?,
+            rope_style: RopeStyle::RotateHalf,
+            rope_scaling: self.rope_scaling()?,
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(4096),
+            qkv_bias: family == Family::Qwen2 || self.attention_bias.unwrap_or(false),
+            activation: self.activation(is_gemma)?,
+            // transformers' defaults when the key is absent: Llama and Qwen2 untied, Gemma 2
+            // tied. The loader also ties when the checkpoint has no `lm_head.weight`.
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(is_gemma),
+            attn_scale: match gemma(self.query_pre_attn_scalar) {
+                Some(s) => s.powf(-0.5),
+                None => (head_dim as f64).powf(-0.5),
+            },
+            attn_logit_softcap: gemma(self.attn_logit_softcapping),
+            final_logit_softcap: gemma(self.final_logit_softcapping),
+            sliding_layers: self.sliding_layers(is_gemma, num_layers, sliding_window),
+            sliding_window,
+            sandwich_norms: is_gemma,
+            embedding_scale: is_gemma.then(|| (hidden_size as f64).sqrt()),
+            norm_weight_offset: if is_gemma { 1.0 } else { 0.0 },
+            bos_token_id: self.bos_token_id.first().copied(),
+            eos_token_ids,
+        }
+        .check()
+    }
+
+    fn family(&self) -> Result<Family> {
+        let architectures = self.architectures.as_deref().unwrap_or_default();
+        if let Some(f) = architectures
+            .iter()
+            .find_map(|a| Family::from_hf_architecture(a))
+        {
+            return Ok(f);
+        }
+        let model_type = self.model_type.as_deref();
+        if architectures.is_empty() {
+            if let Some(f) = model_type.and_then(Family::from_model_type) {
+                return Ok(f);
+            }
+        }
+        let found = if architectures.is_empty() {
+            model_type.unwrap_or("<none given>").to_string()
+        } else {
+            architectures.join(", ")
+        };
+        Err(Error::UnsupportedArchitecture {
+            found,
+            supported: SUPPORTED.into(),
+        })
+    }
+
+    /// Never a silent default: a config without it is an error.
+    fn rope_theta(&self) -> Result<f64> {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref().and_then(RopeParameters::theta))
+            .ok_or_else(|| {
+                Error::Config("config.json has no `rope_theta` (neither at the top level nor under `rope_parameters`)".into())
+            })
+    }
+
+    fn rope_scaling(&self) -> Result<Option<Llama3RopeScaling>> {
+        match self.rope_scaling.as_ref().or(self.rope_parameters.as_ref()) {
+            Some(p) => p.llama3_scaling(),
+            None => Ok(None),
+        }
+    }
+
+    fn activation(&self, is_gemma: bool) -> Result<Activation> {
+        let name = self
+            .hidden_act
+            .as_deref()
+            .or(self.hidden_activation.as_deref());
+        let name = name.unwrap_or(if is_gemma {
+            "gelu_pytorch_tanh"
+        } else {
+            "silu"
+        });
+        match name {
+            "silu" | "swish" => Ok(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
+            other => Err(Error::Config(format!("unsupported activation `{other}`"))),
+        }
+    }
+
+    /// Gemma 2 always has a window; other families when `use_sliding_window` says so.
+    fn sliding_window(&self, is_gemma: bool) -> Option<usize> {
+        let used = is_gemma || self.use_sliding_window == Some(true);
+        self.sliding_window.filter(|_| used)
+    }
+
+    fn sliding_layers(
+        &self,
+        is_gemma: bool,
+        num_layers: usize,
+        window: Option<usize>,
+    ) -> Vec<bool> {
+        match &self.layer_types {
+            Some(types) => types.iter().map(|t| t == "sliding_attention").collect(),
+            // Gemma 2: even layers are local (HF `not bool(layer_idx % 2)`).
+            None if is_gemma => (0..num_layers).map(|l| l % 2 == 0).collect(),
+            None => vec![window.is_some(); num_layers],
+        }
     }
 }
 

@@ -7,8 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
-use super::hooks::{Capture, Hooks, KvCache, Positions};
-use super::model::{Start, Transformer};
+use super::decoder::{Decoder, Forward};
+use super::hooks::{Capture, HeadAblation, Hooks, KvCache, Positions};
+use super::model::Start;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -85,14 +86,15 @@ fn alternatives(logprobs: &[f32], k: usize) -> Vec<Alternative> {
         .collect()
 }
 
-fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
+/// Token ids as a one-row input `[1, t]` (u32) on `device`.
+pub fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(ids.to_vec(), (1, ids.len()), device)?)
 }
 
 /// Generates up to `cfg.max_new_tokens` after `prompt_ids`, stopping on any of `stop_ids`.
 /// `should_stop` is polled between tokens (cancellation).
-pub fn generate(
-    model: &Transformer,
+pub fn generate<F: Forward + ?Sized>(
+    model: &F,
     prompt_ids: &[u32],
     stop_ids: &[u32],
     cfg: &GenerationConfig,
@@ -110,9 +112,20 @@ pub struct AnswerState {
     pub logits: Vec<Vec<f32>>,
 }
 
+fn sampler(cfg: &GenerationConfig) -> LogitsProcessor {
+    let sampling = match cfg.temperature {
+        Some(t) if t > 0.0 => match cfg.top_p {
+            Some(p) if p < 1.0 => Sampling::TopP { p, temperature: t },
+            _ => Sampling::All { temperature: t },
+        },
+        _ => Sampling::ArgMax,
+    };
+    LogitsProcessor::from_sampling(cfg.seed, sampling)
+}
+
 /// [`generate`], also returning the [`AnswerState`] (`None` for an empty answer).
-pub fn generate_with_state(
-    model: &Transformer,
+pub fn generate_with_state<F: Forward + ?Sized>(
+    model: &F,
     prompt_ids: &[u32],
     stop_ids: &[u32],
     cfg: &GenerationConfig,
@@ -121,60 +134,27 @@ pub fn generate_with_state(
     if prompt_ids.is_empty() {
         return Err(Error::Hook("cannot generate from an empty prompt".into()));
     }
-    let context = model.arch.max_position_embeddings;
+    let context = model.transformer().arch.max_position_embeddings;
     if prompt_ids.len() >= context {
         return Err(Error::PromptTooLong {
             tokens: prompt_ids.len(),
             context,
         });
     }
-    let sampling = match cfg.temperature {
-        Some(t) if t > 0.0 => match cfg.top_p {
-            Some(p) if p < 1.0 => Sampling::TopP { p, temperature: t },
-            _ => Sampling::All { temperature: t },
-        },
-        _ => Sampling::ArgMax,
-    };
-    let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
-    let hooks = Hooks {
-        capture: Capture {
-            logits: Some(Positions::List(vec![prompt_ids.len() - 1])),
-            kv_cache: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut trace = model.forward(
-        Start::Tokens(&ids_tensor(prompt_ids, model.device())?),
-        None,
-        &hooks,
-    )?;
+    let mut sampler = sampler(cfg);
+    let mut decoder = Decoder::prefill(model, &Hooks::default(), prompt_ids, 1, stop_ids)?;
     let mut out = ScoredAnswer {
         answer_ids: Vec::new(),
         logprobs: Vec::new(),
         top_alternatives: Vec::new(),
         stop_id: None,
     };
-    let step_hooks = Hooks {
-        capture: Capture {
-            logits: Some(Positions::All),
-            kv_cache: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
     let max_new = cfg.max_new_tokens.min(context - prompt_ids.len());
     let mut rows = Vec::new();
     for _ in 0..max_new {
-        let logits = trace
-            .logits
-            .take()
-            .expect("logits were requested")
-            .flatten_all()?
-            .to_dtype(DType::F32)?;
-        let row = logits.to_device(&Device::Cpu)?;
+        let row = decoder.logits()?.flatten_all()?.to_device(&Device::Cpu)?;
         let next = sampler.sample(&row)?;
-        if stop_ids.contains(&next) {
+        if decoder.is_stop(next) {
             out.stop_id = Some(next);
             break;
         }
@@ -188,15 +168,10 @@ pub fn generate_with_state(
         if !on_token(next) {
             return Err(Error::Cancelled);
         }
-        let cache = trace.kv_cache.take().expect("kv cache was requested");
-        trace = model.forward(
-            Start::Tokens(&ids_tensor(&[next], model.device())?),
-            Some(&cache),
-            &step_hooks,
-        )?;
+        decoder.step(&[next])?;
     }
     // The last forward fed every answer token; the state keeps all but the last.
-    let state = match (out.answer_ids.len(), trace.kv_cache.take()) {
+    let state = match (out.answer_ids.len(), decoder.into_cache()) {
         (0, _) | (_, None) => None,
         (a, Some(cache)) => Some(AnswerState {
             kv_cache: cache.truncate(prompt_ids.len() + a - 1)?,
@@ -210,59 +185,36 @@ pub fn generate_with_state(
 /// ablation (`mask [rows, L, H]`), for the whole prompt and every new token. Rows stop
 /// independently; a finished row keeps being fed its stop token until all rows are done.
 /// Returns each row's answer ids (stop token excluded).
-pub fn generate_ablated(
-    model: &Transformer,
+pub fn generate_ablated<F: Forward + ?Sized>(
+    model: &F,
     prompt_ids: &[u32],
     stop_ids: &[u32],
     max_new_tokens: usize,
-    ablation: &super::hooks::HeadAblation,
+    ablation: &HeadAblation,
     mut keep_going: impl FnMut() -> bool,
 ) -> Result<Vec<Vec<u32>>> {
-    if prompt_ids.is_empty() {
-        return Err(Error::Hook("cannot generate from an empty prompt".into()));
-    }
     let rows = ablation.mask.dims()[0];
-    let context = model.arch.max_position_embeddings;
-    let hooks = |logit_pos: usize| Hooks {
+    let context = model.transformer().arch.max_position_embeddings;
+    let hooks = Hooks {
         head_ablation: Some(ablation.clone()),
-        capture: Capture {
-            logits: Some(Positions::List(vec![logit_pos])),
-            kv_cache: true,
-            ..Default::default()
-        },
         ..Default::default()
     };
-    let ids = ids_tensor(prompt_ids, model.device())?
-        .broadcast_as((rows, prompt_ids.len()))?
-        .contiguous()?;
-    let mut trace = model.forward(Start::Tokens(&ids), None, &hooks(prompt_ids.len() - 1))?;
+    let mut decoder = Decoder::prefill(model, &hooks, prompt_ids, rows, stop_ids)?;
     let mut answers = vec![Vec::new(); rows];
     let mut done = vec![false; rows];
     let max_new = max_new_tokens.min(context.saturating_sub(prompt_ids.len()));
     for _ in 0..max_new {
-        let logits = trace
-            .logits
-            .take()
-            .expect("logits were requested")
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?
-            .reshape((rows, ()))?
-            .to_vec2::<f32>()?;
         let mut next = Vec::with_capacity(rows);
-        for (r, row) in logits.iter().enumerate() {
+        for (r, row) in decoder.logit_rows()?.iter().enumerate() {
             let id = top_k(row, 1)[0].0;
             if !done[r] {
-                if stop_ids.contains(&id) {
+                if decoder.is_stop(id) {
                     done[r] = true;
                 } else {
                     answers[r].push(id);
                 }
             }
-            next.push(if done[r] {
-                stop_ids.first().copied().unwrap_or(id)
-            } else {
-                id
-            });
+            next.push(if done[r] { decoder.filler(id) } else { id });
         }
         if done.iter().all(|&d| d) {
             break;
@@ -270,16 +222,14 @@ pub fn generate_ablated(
         if !keep_going() {
             return Err(Error::Cancelled);
         }
-        let cache = trace.kv_cache.take().expect("kv cache was requested");
-        let step = Tensor::from_vec(next, (rows, 1), model.device())?;
-        trace = model.forward(Start::Tokens(&step), Some(&cache), &hooks(0))?;
+        decoder.step(&next)?;
     }
     Ok(answers)
 }
 
 /// Teacher-forced scoring: the log-prob of every answer token after `prompt_ids`, one forward.
-pub fn score(
-    model: &Transformer,
+pub fn score<F: Forward + ?Sized>(
+    model: &F,
     prompt_ids: &[u32],
     answer_ids: &[u32],
     top_k_alternatives: usize,
@@ -288,8 +238,8 @@ pub fn score(
 }
 
 /// [`score`], also returning the [`AnswerState`] when `keep_state` (a non-empty answer).
-pub fn score_with_state(
-    model: &Transformer,
+pub fn score_with_state<F: Forward + ?Sized>(
+    model: &F,
     prompt_ids: &[u32],
     answer_ids: &[u32],
     top_k_alternatives: usize,
@@ -310,11 +260,11 @@ pub fn score_with_state(
         ..Default::default()
     };
     let mut trace = model.forward(
-        Start::Tokens(&ids_tensor(&ids, model.device())?),
+        Start::Tokens(&ids_tensor(&ids, model.transformer().device())?),
         None,
         &hooks,
     )?;
-    let logits = trace.logits.take().expect("logits were requested");
+    let logits = trace.take_logits()?;
     let rows = logits
         .squeeze(0)?
         .to_device(&Device::Cpu)?

@@ -340,6 +340,33 @@ impl Trace {
             .get(name)
             .ok_or_else(|| crate::Error::Hook(format!("`{name}` was not captured")))
     }
+
+    /// The logits asked for in [`Capture::logits`]; an error when they were not asked for (or
+    /// were already taken).
+    pub fn logits(&self) -> crate::Result<&Tensor> {
+        self.logits.as_ref().ok_or_else(not_requested("logits"))
+    }
+
+    /// [`Trace::logits`], moved out of the trace.
+    pub fn take_logits(&mut self) -> crate::Result<Tensor> {
+        self.logits.take().ok_or_else(not_requested("logits"))
+    }
+
+    /// The KV cache asked for with [`Capture::kv_cache`], moved out of the trace; an error when it
+    /// was not asked for (or was already taken).
+    pub fn take_kv_cache(&mut self) -> crate::Result<KvCache> {
+        self.kv_cache.take().ok_or_else(not_requested("KV cache"))
+    }
+}
+
+/// The error for a capture that a caller reads without having asked the forward for it: a
+/// programming error upstream, reported instead of panicking.
+fn not_requested(what: &'static str) -> impl FnOnce() -> crate::Error {
+    move || {
+        crate::Error::Hook(format!(
+            "the forward returned no {what}: it was not requested"
+        ))
+    }
 }
 
 /// Per-layer keys and values of a processed prefix.

@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod chat;
+pub mod decoder;
 pub mod generate;
 pub mod hooks;
 pub mod kernels;
@@ -22,7 +23,8 @@ use serde::Serialize;
 
 pub use arch::{Arch, Family};
 pub use chat::{ChatMessage, ChatTemplate};
-pub use generate::{GenerationConfig, ScoredAnswer};
+pub use decoder::{Decoder, Forward};
+pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
 pub use hooks::{
     AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
     Positions, ResolvedAblation, Trace,
@@ -137,12 +139,15 @@ pub struct ModelInfo {
     pub context_length: usize,
 }
 
+/// A loaded model with its tokenizer and chat template. The fields are to become private: use
+/// the methods ([`Engine::tokenizer`], [`Engine::template`], [`Engine::info`],
+/// [`Engine::stop_ids`], ...), which keep every forward counted.
 pub struct Engine {
     pub model: Transformer,
     pub tokenizer: tokenizers::Tokenizer,
     pub template: ChatTemplate,
     pub info: ModelInfo,
-    /// Generation stops on any of these: the model's EOS ids and the template's end-of-turn token.
+    /// Generation stops on any of these ([`tokenizer::stop_ids`]).
     pub stop_ids: Vec<u32>,
     /// Forward calls made through this engine (a decoding step counts as one), for cost reports.
     forwards: std::sync::atomic::AtomicUsize,
@@ -157,26 +162,11 @@ impl Engine {
         } else {
             DType::BF16
         });
-        let (arch, weights, tokenizer, template) = match &source {
+        let loaded = match &source {
             ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
             ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
         };
-        // EOS ids (config / generation_config / GGUF) plus the end-of-turn and end-of-text markers
-        // the vocabulary has (Qwen: <|im_end|> and <|endoftext|>; Llama 3: <|eot_id|>; Gemma: <end_of_turn>).
-        let mut stop_ids = arch.eos_token_ids.clone();
-        for marker in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<end_of_turn>",
-            "<|endoftext|>",
-            "<|end_of_text|>",
-        ] {
-            if let Some(id) = tokenizer.token_to_id(marker) {
-                if !stop_ids.contains(&id) {
-                    stop_ids.push(id);
-                }
-            }
-        }
+        let arch = &loaded.arch;
         let info = ModelInfo {
             model: opts.model.clone(),
             path: source.path().to_path_buf(),
@@ -194,13 +184,13 @@ impl Engine {
             vocab_size: arch.vocab_size,
             context_length: arch.max_position_embeddings,
         };
-        let model = Transformer::new(arch, weights, &device, dtype)?;
+        let model = Transformer::new(loaded.arch, loaded.weights, &device, dtype)?;
         Ok(Engine {
             model,
-            tokenizer,
-            template,
+            tokenizer: loaded.tokenizer,
+            template: loaded.template,
             info,
-            stop_ids,
+            stop_ids: loaded.stop_ids,
             forwards: Default::default(),
         })
     }
@@ -235,21 +225,93 @@ impl Engine {
         self.model.standing_ablation()
     }
 
+    pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// What a run reports about the model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The ids generation stops on.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// Token ids as a one-row input `[1, t]` on the model's device.
+    pub fn ids_tensor(&self, ids: &[u32]) -> Result<candle_core::Tensor> {
+        generate::ids_tensor(ids, self.model.device())
+    }
+
     /// One hooked forward (see [`Transformer::forward`]).
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
         self.count_forwards(1);
         self.model.forward(start, past, hooks)
     }
 
-    /// Forward calls made so far (see [`Engine::count_forwards`]).
+    /// Forward calls made so far.
     pub fn forward_count(&self) -> usize {
         self.forwards.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Records forwards run on `self.model` directly.
-    pub fn count_forwards(&self, n: usize) {
+    fn count_forwards(&self, n: usize) {
         self.forwards
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Query rows per block of causal attention (see [`Transformer::set_attention_chunk`]).
+    pub fn set_attention_chunk(&mut self, rows: usize) {
+        self.model.set_attention_chunk(rows)
+    }
+
+    /// The logit lens of residual-space vectors (see [`Transformer::unembed`]); no forward.
+    pub fn unembed(&self, x: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        self.model.unembed(x)
+    }
+
+    /// Per-head contributions to the residual stream (see [`Transformer::head_results`]).
+    pub fn head_results(
+        &self,
+        layer: usize,
+        z: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
+        self.model.head_results(layer, z)
+    }
+
+    /// What layer `layer`'s attention sublayer adds to the residual stream (see
+    /// [`Transformer::post_attention`]).
+    pub fn post_attention(
+        &self,
+        layer: usize,
+        attn_out: candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
+        self.model.post_attention(layer, attn_out)
+    }
+
+    /// The gradient of `f(last logits)` w.r.t. the input embeddings (see
+    /// [`Transformer::embedding_gradient`]); counts as one forward.
+    pub fn embedding_gradient(
+        &self,
+        ids: &candle_core::Tensor,
+        f: impl FnOnce(&candle_core::Tensor) -> Result<candle_core::Tensor>,
+    ) -> Result<model::EmbeddingGradient> {
+        self.count_forwards(1);
+        self.model.embedding_gradient(ids, f)
+    }
+
+    /// A decoder continuing one row after `cache` under `interventions` (see [`Decoder`]); its
+    /// forwards are counted.
+    pub fn resume_decoder(&self, interventions: &Hooks, cache: KvCache) -> Decoder<'_, Engine> {
+        Decoder::resume(self, interventions, cache, &self.stop_ids)
     }
 
     pub fn generate(
@@ -258,9 +320,7 @@ impl Engine {
         cfg: &GenerationConfig,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<ScoredAnswer> {
-        let out = generate::generate(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)?;
-        self.count_forwards(out.answer_ids.len() + 1);
-        Ok(out)
+        generate::generate(self, prompt_ids, &self.stop_ids, cfg, on_token)
     }
 
     /// [`Engine::generate`], also keeping the state for re-scoring the answer.
@@ -270,10 +330,20 @@ impl Engine {
         cfg: &GenerationConfig,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<(ScoredAnswer, Option<generate::AnswerState>)> {
-        let out =
-            generate::generate_with_state(&self.model, prompt_ids, &self.stop_ids, cfg, on_token)?;
-        self.count_forwards(out.0.answer_ids.len() + 1);
-        Ok(out)
+        generate::generate_with_state(self, prompt_ids, &self.stop_ids, cfg, on_token)
+    }
+
+    /// Greedy decoding of one prompt under each row of a head ablation (see
+    /// [`generate::generate_ablated`]).
+    pub fn generate_ablated(
+        &self,
+        prompt_ids: &[u32],
+        max_new_tokens: usize,
+        ablation: &HeadAblation,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        let stop = &self.stop_ids;
+        generate::generate_ablated(self, prompt_ids, stop, max_new_tokens, ablation, keep_going)
     }
 
     /// [`Engine::score`] at once keeping the state for re-scoring the answer.
@@ -283,8 +353,7 @@ impl Engine {
         answer_ids: &[u32],
         top_k: usize,
     ) -> Result<(ScoredAnswer, Option<generate::AnswerState>)> {
-        self.count_forwards(1);
-        generate::score_with_state(&self.model, prompt_ids, answer_ids, top_k, true)
+        generate::score_with_state(self, prompt_ids, answer_ids, top_k, true)
     }
 
     pub fn score(
@@ -293,8 +362,7 @@ impl Engine {
         answer_ids: &[u32],
         top_k: usize,
     ) -> Result<ScoredAnswer> {
-        self.count_forwards(1);
-        generate::score(&self.model, prompt_ids, answer_ids, top_k)
+        generate::score(self, prompt_ids, answer_ids, top_k)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -311,12 +379,23 @@ impl Engine {
     }
 }
 
-type Loaded = (
-    Arch,
-    weights::ModelWeights,
-    tokenizers::Tokenizer,
-    ChatTemplate,
-);
+impl Forward for Engine {
+    fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        Engine::forward(self, start, past, hooks)
+    }
+    fn transformer(&self) -> &Transformer {
+        &self.model
+    }
+}
+
+/// What the loaders read from a model source.
+struct Loaded {
+    arch: Arch,
+    weights: weights::ModelWeights,
+    tokenizer: tokenizers::Tokenizer,
+    template: ChatTemplate,
+    stop_ids: Vec<u32>,
+}
 
 fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
     let mut gguf = weights::GgufFile::open(path)?;
@@ -326,22 +405,24 @@ fn load_gguf(path: &Path, device: &Device, dtype: DType) -> Result<Loaded> {
         other => other,
     })?;
     let tokenizer = tokenizer::tokenizer_from_gguf(md)?;
-    let token_text = |key: &str| {
-        md.get(key)
-            .and_then(|v| v.to_u32().ok())
-            .and_then(|id| tokenizer.id_to_token(id))
-    };
-    let bos = token_text("tokenizer.ggml.bos_token_id");
-    let eos = token_text("tokenizer.ggml.eos_token_id");
+    let special = tokenizer::special_tokens_from_gguf(md, &tokenizer)?;
+    let name = |t: &Option<(u32, String)>| t.as_ref().map(|(_, s)| s.clone());
     let template = match md
         .get("tokenizer.chat_template")
         .and_then(|v| v.to_string().ok())
     {
-        Some(src) => ChatTemplate::new(src.clone(), bos, eos),
+        Some(src) => ChatTemplate::new(src.clone(), name(&special.bos), name(&special.eos)),
         None => ChatTemplate::builtin_for_arch(arch.family.name()),
     };
+    let stop_ids = special.stop_ids(&tokenizer);
     let weights = weights::load_gguf(&mut gguf, &mut arch, device, dtype)?;
-    Ok((arch, weights, tokenizer, template))
+    Ok(Loaded {
+        arch,
+        weights,
+        tokenizer,
+        template,
+        stop_ids,
+    })
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
@@ -373,6 +454,61 @@ fn load_folder(dir: &Path, files: &[PathBuf], device: &Device, dtype: DType) -> 
     let tokenizer = tokenizer::load_tokenizer_json(&tok_path)?;
     let template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json"))?
         .unwrap_or_else(|| ChatTemplate::builtin_for_arch(arch.family.name()));
+    let stop_ids = tokenizer::stop_ids(arch.eos_token_ids.iter().copied(), &tokenizer);
     let weights = weights::load_safetensors(files, &mut arch, device, dtype)?;
-    Ok((arch, weights, tokenizer, template))
+    Ok(Loaded {
+        arch,
+        weights,
+        tokenizer,
+        template,
+        stop_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(family: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(family)
+    }
+
+    fn load(path: &Path) -> Engine {
+        Engine::load(&LoadOptions::new(path.to_string_lossy())).unwrap()
+    }
+
+    /// The loader's stop ids are exactly [`tokenizer::stop_ids`] of the folder's EOS ids: the
+    /// tested policy is the one that runs.
+    #[test]
+    fn folder_engine_stops_on_the_tested_stop_ids() {
+        for family in ["qwen2", "llama", "gemma2"] {
+            let dir = fixture(family);
+            let engine = load(&dir);
+            let config = read_json(&dir.join("config.json")).unwrap().unwrap();
+            let generation = read_json(&dir.join("generation_config.json")).unwrap();
+            let arch = Arch::from_hf_config(&config, generation.as_ref()).unwrap();
+            let tok = tokenizer::load_tokenizer_json(&dir.join("tokenizer.json")).unwrap();
+            let want = tokenizer::stop_ids(arch.eos_token_ids.iter().copied(), &tok);
+            assert_eq!(engine.stop_ids(), want, "{family}");
+            // The fixtures' `<|endoftext|>` (0) and `<|im_end|>` (2) both end a turn.
+            assert_eq!(engine.stop_ids(), [0, 2], "{family}");
+        }
+    }
+
+    /// The same for GGUF files: [`SpecialTokens::stop_ids`] of the file's special tokens.
+    #[test]
+    fn gguf_engine_stops_on_the_tested_stop_ids() {
+        for family in ["qwen2", "llama", "gemma2"] {
+            let path = fixture(family).join(format!("{family}.gguf"));
+            let engine = load(&path);
+            let gguf = weights::GgufFile::open(&path).unwrap();
+            let md = weights::gguf_metadata(&gguf);
+            let tok = tokenizer::tokenizer_from_gguf(md).unwrap();
+            let special = tokenizer::special_tokens_from_gguf(md, &tok).unwrap();
+            assert_eq!(engine.stop_ids(), special.stop_ids(&tok), "{family}");
+            assert!(engine.stop_ids().contains(&2), "{family}");
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub struct Transformer {
 }
 
 /// Per-forward constants shared by every layer.
-struct ForwardCtx {
+struct ForwardCtx<'h> {
     batch: usize,
     seq: usize,
     /// Absolute position of the first query (the KV-cache length).
@@ -66,6 +66,50 @@ struct ForwardCtx {
     sin: Tensor,
     /// Only ops with a backward pass (see [`Hooks::differentiable`]).
     differentiable: bool,
+    hooks: &'h Hooks,
+    past: Option<&'h KvCache>,
+    /// Which layers this forward's own head ablation touches in some row.
+    ablated_layers: Vec<bool>,
+    /// The last layer's query rows when only they are computed (see
+    /// [`Transformer::final_layer_rows`]).
+    final_rows: Option<Vec<usize>>,
+}
+
+/// One layer's part of a forward.
+struct LayerCtx<'a> {
+    l: usize,
+    weights: &'a LayerWeights,
+    /// Whether this layer's activations are captured ([`Capture::layers`]).
+    in_capture: bool,
+    /// Only these query rows are computed (the last layer when only some logits are wanted).
+    query_rows: Option<&'a [usize]>,
+    /// The sliding window, on layers that have one.
+    window: Option<usize>,
+    /// This layer's keys and values of the processed prefix.
+    past: Option<&'a (Tensor, Tensor)>,
+}
+
+impl LayerCtx<'_> {
+    /// Keeps `x` at `positions` (along dim 1) as `blocks.{l}.{point}` when this layer captures.
+    fn capture(
+        &self,
+        trace: &mut Trace,
+        positions: &Option<Positions>,
+        x: &Tensor,
+        point: &str,
+    ) -> Result<()> {
+        if !self.in_capture {
+            return Ok(());
+        }
+        capture(trace, positions, x, 1, hook_name(self.l, point))
+    }
+}
+
+/// A layer's queries `[b, H, t_q, d_h]`, and keys and values `[b, H_kv, T_k, d_h]`.
+struct Qkv {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
 }
 
 /// The gradient of a scalar function of the last position's logits w.r.t. the input embeddings.
@@ -258,12 +302,47 @@ impl Transformer {
     /// their keys and values must come from elsewhere, e.g. a clean run:
     /// [`KvCache::with_layers_from`]). `Start::ResidMid` cannot capture one.
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
-        let a = &self.arch;
         let (first_layer, mut x, skip_attention) = match start {
             Start::Tokens(ids) => (0, self.embed(ids)?, false),
             Start::ResidPre { layer, resid } => (layer, resid.to_dtype(self.dtype)?, false),
             Start::ResidMid { layer, resid } => (layer, resid.to_dtype(self.dtype)?, true),
         };
+        let (batch, seq) = self.check_forward(first_layer, &x, skip_attention, past, hooks)?;
+        let ctx = self.forward_ctx(batch, seq, past, hooks)?;
+        let mut trace = Trace::default();
+        let mut new_cache = Vec::new();
+        for l in first_layer..self.arch.num_layers {
+            let layer = self.layer_ctx(&ctx, l);
+            let skip = skip_attention && l == first_layer;
+            let (y, kv) = self.block(&ctx, &layer, x, skip, &mut trace)?;
+            x = y;
+            if hooks.capture.kv_cache {
+                new_cache.extend(kv);
+            }
+        }
+        if let Some(positions) = &hooks.capture.logits {
+            let selected = match (&ctx.final_rows, positions.resolve(seq)?) {
+                (Some(_), _) | (None, None) => x, // already only the wanted rows
+                (None, Some(list)) => index_positions(&x, &list, 1)?,
+            };
+            trace.logits = Some(self.unembed_with(&selected, ctx.differentiable)?);
+        }
+        if hooks.capture.kv_cache {
+            trace.kv_cache = Some(KvCache { layers: new_cache });
+        }
+        Ok(trace)
+    }
+
+    /// Rejects a forward the model cannot run; returns the input's batch size and length.
+    fn check_forward(
+        &self,
+        first_layer: usize,
+        x: &Tensor,
+        skip_attention: bool,
+        past: Option<&KvCache>,
+        hooks: &Hooks,
+    ) -> Result<(usize, usize)> {
+        let a = &self.arch;
         if first_layer >= a.num_layers && !(first_layer == a.num_layers && !skip_attention) {
             return Err(Error::Hook(format!(
                 "start layer {first_layer} is past the model's {} layers",
@@ -291,130 +370,105 @@ impl Transformer {
                 context: a.max_position_embeddings,
             });
         }
-        if let Some(p) = past {
-            if p.layers.len() != a.num_layers {
-                return Err(Error::Hook(
-                    "KV cache has the wrong number of layers".into(),
-                ));
-            }
+        if past.is_some_and(|p| p.layers.len() != a.num_layers) {
+            return Err(Error::Hook(
+                "KV cache has the wrong number of layers".into(),
+            ));
         }
-        let diff = hooks.differentiable;
-        let ctx = self.forward_ctx(batch, seq, offset, diff)?;
-        let ablated_layers = self.ablated_layers(hooks, batch)?;
-        let cap = &hooks.capture;
-        let mut trace = Trace::default();
-        let mut new_cache = Vec::new();
-        let final_rows = self.final_layer_rows(hooks, seq, &ablated_layers)?;
+        Ok((batch, seq))
+    }
 
-        for l in first_layer..a.num_layers {
-            let lw = &self.weights.layers[l];
-            let in_capture = cap.layers.as_ref().map_or(true, |r| r.contains(&l));
-            let skip_attn_here = skip_attention && l == first_layer;
-            if !skip_attn_here {
-                if in_capture {
-                    capture(
-                        &mut trace,
-                        &cap.resid_pre,
-                        &x,
-                        1,
-                        hook_name(l, "hook_resid_pre"),
-                    )?;
-                }
-                let normed = self.norm(&x, &lw.attn_norm, diff)?;
-                let past_kv = past.map(|p| &p.layers[l]);
-                let rows = if l + 1 == a.num_layers {
-                    final_rows.as_deref()
-                } else {
-                    None
-                };
-                let (attn_out, kv) = self.attention(
-                    l,
-                    lw,
-                    &normed,
-                    past_kv,
-                    &ctx,
-                    hooks,
-                    ablated_layers[l],
-                    in_capture,
-                    rows,
-                    &mut trace,
-                )?;
-                if cap.kv_cache {
-                    new_cache.push(kv);
-                }
-                if in_capture {
-                    capture(
-                        &mut trace,
-                        &cap.attn_out,
-                        &attn_out,
-                        1,
-                        hook_name(l, "hook_attn_out"),
-                    )?;
-                }
-                if let Some(rows) = rows {
-                    x = index_positions(&x, rows, 1)?;
-                }
-                x = (x + self.post_attention_with(l, attn_out, diff)?)?;
-            } else if let (true, Some(rows)) = (l + 1 == a.num_layers, &final_rows) {
-                x = index_positions(&x, rows, 1)?;
-            }
-            if in_capture {
-                capture(
-                    &mut trace,
-                    &cap.resid_mid,
-                    &x,
-                    1,
-                    hook_name(l, "hook_resid_mid"),
-                )?;
-            }
-            let normed = self.norm(&x, &lw.mlp_norm, diff)?;
-            let mut mlp_out = self.mlp(lw, &normed, diff)?;
-            if let Some(mask) = &hooks.mlp_mask {
-                let m = mask
-                    .i((.., l))?
-                    .to_dtype(self.dtype)?
-                    .reshape((batch, 1, 1))?;
-                mlp_out = mlp_out.broadcast_mul(&m)?;
-            }
-            if self.standing.as_ref().is_some_and(|s| s.mlp_layers[l]) {
-                mlp_out = mlp_out.zeros_like()?;
-            }
-            if in_capture {
-                capture(
-                    &mut trace,
-                    &cap.mlp_out,
-                    &mlp_out,
-                    1,
-                    hook_name(l, "hook_mlp_out"),
-                )?;
-            }
-            let mlp_out = match &lw.post_mlp_norm {
-                Some(w) => self.norm(&mlp_out, w, diff)?,
-                None => mlp_out,
-            };
-            x = (x + mlp_out)?;
-            if in_capture {
-                capture(
-                    &mut trace,
-                    &cap.resid_post,
-                    &x,
-                    1,
-                    hook_name(l, "hook_resid_post"),
-                )?;
-            }
+    fn layer_ctx<'a>(&'a self, ctx: &'a ForwardCtx, l: usize) -> LayerCtx<'a> {
+        let last = l + 1 == self.arch.num_layers;
+        LayerCtx {
+            l,
+            weights: &self.weights.layers[l],
+            in_capture: ctx
+                .hooks
+                .capture
+                .layers
+                .as_ref()
+                .map_or(true, |r| r.contains(&l)),
+            query_rows: ctx.final_rows.as_deref().filter(|_| last),
+            window: self.arch.is_sliding(l),
+            past: ctx.past.map(|p| &p.layers[l]),
         }
+    }
 
-        if let Some(positions) = &cap.logits {
-            let selected = match (&final_rows, positions.resolve(seq)?) {
-                (Some(_), _) | (None, None) => x.clone(), // already only the wanted rows
-                (None, Some(list)) => index_positions(&x, &list, 1)?,
-            };
-            trace.logits = Some(self.unembed_with(&selected, diff)?);
+    /// One decoder layer: the attention sublayer (unless the forward starts after it), then the
+    /// MLP sublayer. Returns the residual stream and the layer's keys and values.
+    fn block(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        x: Tensor,
+        skip_attention: bool,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+        let (x, kv) = if skip_attention {
+            match layer.query_rows {
+                Some(rows) => (index_positions(&x, rows, 1)?, None),
+                None => (x, None),
+            }
+        } else {
+            let (x, kv) = self.attention_sublayer(ctx, layer, x, trace)?;
+            (x, Some(kv))
+        };
+        let cap = &ctx.hooks.capture;
+        layer.capture(trace, &cap.resid_mid, &x, "hook_resid_mid")?;
+        let x = self.mlp_sublayer(ctx, layer, x, trace)?;
+        layer.capture(trace, &cap.resid_post, &x, "hook_resid_post")?;
+        Ok((x, kv))
+    }
+
+    /// `x + post_attention(attention(norm(x)))`, for the layer's query rows only.
+    fn attention_sublayer(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        x: Tensor,
+        trace: &mut Trace,
+    ) -> Result<(Tensor, (Tensor, Tensor))> {
+        let cap = &ctx.hooks.capture;
+        layer.capture(trace, &cap.resid_pre, &x, "hook_resid_pre")?;
+        let normed = self.norm(&x, &layer.weights.attn_norm, ctx.differentiable)?;
+        let (attn_out, kv) = self.attention(ctx, layer, &normed, trace)?;
+        layer.capture(trace, &cap.attn_out, &attn_out, "hook_attn_out")?;
+        let x = match layer.query_rows {
+            Some(rows) => index_positions(&x, rows, 1)?,
+            None => x,
+        };
+        let added = self.post_attention_with(layer.l, attn_out, ctx.differentiable)?;
+        Ok(((x + added)?, kv))
+    }
+
+    /// `x + post_mlp_norm(mlp(norm(x)))`, with the MLP ablations applied.
+    fn mlp_sublayer(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        x: Tensor,
+        trace: &mut Trace,
+    ) -> Result<Tensor> {
+        let (l, lw, diff) = (layer.l, layer.weights, ctx.differentiable);
+        let normed = self.norm(&x, &lw.mlp_norm, diff)?;
+        let mut mlp_out = self.mlp(lw, &normed, diff)?;
+        if let Some(mask) = &ctx.hooks.mlp_mask {
+            let m = mask
+                .i((.., l))?
+                .to_dtype(self.dtype)?
+                .reshape((ctx.batch, 1, 1))?;
+            mlp_out = mlp_out.broadcast_mul(&m)?;
         }
-        if cap.kv_cache {
-            trace.kv_cache = Some(KvCache { layers: new_cache });
+        if self.standing.as_ref().is_some_and(|s| s.mlp_layers[l]) {
+            mlp_out = mlp_out.zeros_like()?;
         }
-        Ok(trace)
+        layer.capture(trace, &ctx.hooks.capture.mlp_out, &mlp_out, "hook_mlp_out")?;
+        let mlp_out = match &lw.post_mlp_norm {
+            Some(w) => self.norm(&mlp_out, w, diff)?,
+            None => mlp_out,
+        };
+        Ok((x + mlp_out)?)
     }
 
     /// Differentiates `f(logits)` w.r.t. the input embeddings of `ids` `[b, t]`, where `logits`
@@ -512,14 +566,15 @@ impl Transformer {
         Ok(Some(rows))
     }
 
-    fn forward_ctx(
+    fn forward_ctx<'h>(
         &self,
         batch: usize,
         seq: usize,
-        offset: usize,
-        differentiable: bool,
-    ) -> Result<ForwardCtx> {
+        past: Option<&'h KvCache>,
+        hooks: &'h Hooks,
+    ) -> Result<ForwardCtx<'h>> {
         let a = &self.arch;
+        let offset = past.map(KvCache::len).unwrap_or(0);
         let total = offset + seq;
         let build = |window: Option<usize>| -> Result<Option<Tensor>> {
             if seq == 1 && window.map_or(true, |w| total <= w) {
@@ -538,6 +593,8 @@ impl Transformer {
             Ok(Some(Tensor::from_vec(m, (seq, total), &self.device)?))
         };
         let any_sliding = (0..a.num_layers).any(|l| a.is_sliding(l).is_some());
+        let ablated_layers = self.ablated_layers(hooks, batch)?;
+        let final_rows = self.final_layer_rows(hooks, seq, &ablated_layers)?;
         Ok(ForwardCtx {
             batch,
             seq,
@@ -550,7 +607,11 @@ impl Transformer {
             },
             cos: self.cos.narrow(0, offset, seq)?,
             sin: self.sin.narrow(0, offset, seq)?,
-            differentiable,
+            differentiable: hooks.differentiable,
+            hooks,
+            past,
+            ablated_layers,
+            final_rows,
         })
     }
 
@@ -587,23 +648,48 @@ impl Transformer {
         Ok(min_per_layer.into_iter().map(|m| m < 1.0).collect())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The attention sublayer's output `[b, t_q, d]` and this forward's keys and values (after
+    /// the past ones).
     fn attention(
         &self,
-        l: usize,
-        lw: &LayerWeights,
-        x: &Tensor,
-        past: Option<&(Tensor, Tensor)>,
         ctx: &ForwardCtx,
-        hooks: &Hooks,
-        ablated: bool,
-        in_capture: bool,
-        query_rows: Option<&[usize]>,
+        layer: &LayerCtx,
+        x: &Tensor,
         trace: &mut Trace,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let a = &self.arch;
         let (b, t) = (ctx.batch, ctx.seq);
+        let (h, dh) = (a.num_heads, a.head_dim);
+        let qkv = self.queries_keys_values(ctx, layer, x)?;
+        let tq = qkv.q.dims()[2];
+        let mut z = self.attend(ctx, layer, &qkv, trace)?;
+        let patches: Vec<_> = ctx
+            .hooks
+            .patches
+            .iter()
+            .filter(|p| p.layer == layer.l)
+            .collect();
+        if !patches.is_empty() {
+            z = self.apply_patches(z, &patches, b, t)?;
+        }
+        // [b, H, t, d_h] → [b, t, H, d_h]
+        let z_bthd = z.transpose(1, 2)?.contiguous()?;
+        self.capture_z(ctx, layer, &z_bthd, trace)?;
+        let attn_out = linear(
+            &z_bthd.reshape((b, tq, h * dh))?,
+            &layer.weights.o_weight,
+            None,
+        )?;
+        Ok((attn_out, (qkv.k, qkv.v)))
+    }
+
+    /// Rotated queries (only the layer's query rows) and keys, and values, `[b, heads, t, d_h]`;
+    /// keys and values follow the past ones.
+    fn queries_keys_values(&self, ctx: &ForwardCtx, layer: &LayerCtx, x: &Tensor) -> Result<Qkv> {
+        let a = &self.arch;
+        let (b, t) = (ctx.batch, ctx.seq);
         let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let lw = layer.weights;
         let qkv = linear(x, &lw.qkv_weight, lw.qkv_bias.as_ref())?;
         let split = |start: usize, heads: usize| -> Result<Tensor> {
             Ok(qkv
@@ -627,11 +713,11 @@ impl Transformer {
         );
         // Only some query rows wanted (the last layer when only some logits are): keys and values
         // still cover every position.
-        let (q, tq) = match query_rows {
-            Some(rows) => (index_positions(&q, rows, 2)?.contiguous()?, rows.len()),
-            None => (q, t),
+        let q = match layer.query_rows {
+            Some(rows) => index_positions(&q, rows, 2)?.contiguous()?,
+            None => q,
         };
-        let (k, v) = match past {
+        let (k, v) = match layer.past {
             Some((pk, pv)) => {
                 let pk = broadcast_batch(pk, b)?;
                 let pv = broadcast_batch(pv, b)?;
@@ -639,40 +725,44 @@ impl Transformer {
             }
             None => (k, v),
         };
-        let window = a.is_sliding(l);
-        let cap = &hooks.capture;
-        let wants_probs = in_capture
+        Ok(Qkv { q, k, v })
+    }
+
+    /// The heads' outputs `z` `[b, H, t_q, d_h]` with the standing and this forward's head
+    /// ablations applied (in that order).
+    fn attend(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        qkv: &Qkv,
+        trace: &mut Trace,
+    ) -> Result<Tensor> {
+        let (l, a) = (layer.l, &self.arch);
+        let (h, dh) = (a.num_heads, a.head_dim);
+        let tq = qkv.q.dims()[2];
+        let cap = &ctx.hooks.capture;
+        let wants_probs = layer.in_capture
             && (cap.full_patterns || cap.attn_rows.is_some() || cap.attn_span_sums.is_some());
-        // The standing ablation first, then this forward's own.
         let ablations = [
             self.standing_heads(l),
-            hooks.head_ablation.as_ref().filter(|_| ablated),
+            ctx.hooks
+                .head_ablation
+                .as_ref()
+                .filter(|_| ctx.ablated_layers[l]),
         ];
         let uniform_ablation = ablations
             .iter()
             .flatten()
             .any(|ab| matches!(ab.kind, AblationKind::UniformPattern));
-        let (mut z, uniform_z) = if query_rows.is_none()
+        let (mut z, uniform_z) = if layer.query_rows.is_none()
             && !ctx.differentiable
             && !wants_probs
             && !uniform_ablation
             && tq >= 2 * self.attention_chunk
         {
-            (self.chunked_attention(&q, &k, &v, ctx, window)?, None)
+            (self.chunked_attention(qkv, ctx, layer.window)?, None)
         } else {
-            self.attention_probs_then_z(
-                l,
-                &q,
-                &k,
-                &v,
-                ctx,
-                window,
-                query_rows,
-                &hooks.capture,
-                uniform_ablation,
-                in_capture,
-                trace,
-            )?
+            self.attention_probs_then_z(ctx, layer, qkv, uniform_ablation, trace)?
         };
         for ab in ablations.into_iter().flatten() {
             let (keep, drop) = self.keep_and_drop(ab, l)?;
@@ -690,74 +780,106 @@ impl Transformer {
                 z = z.broadcast_add(&r.broadcast_mul(&drop)?)?;
             }
         }
-        let patches: Vec<_> = hooks.patches.iter().filter(|p| p.layer == l).collect();
-        if !patches.is_empty() {
-            z = self.apply_patches(z, &patches, b, t)?;
-        }
+        Ok(z)
+    }
 
-        // [b, H, t, d_h] → [b, t, H, d_h]
-        let z_bthd = z.transpose(1, 2)?.contiguous()?;
-        if in_capture {
-            capture(trace, &cap.z, &z_bthd, 1, hook_name(l, "attn.hook_z"))?;
-            if let Some(pos) = &cap.head_results {
-                let zs = match pos.resolve(t)? {
-                    None => z_bthd.clone(),
-                    Some(list) => index_positions(&z_bthd, &list, 1)?,
-                };
-                let results = self.head_results(l, &zs)?;
-                trace
-                    .activations
-                    .insert(hook_name(l, "attn.hook_result"), results);
-            }
+    /// `blocks.{l}.attn.hook_z` and `blocks.{l}.attn.hook_result` from `z` `[b, t, H, d_h]`.
+    fn capture_z(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        z_bthd: &Tensor,
+        trace: &mut Trace,
+    ) -> Result<()> {
+        if !layer.in_capture {
+            return Ok(());
         }
-        let attn_out = linear(&z_bthd.reshape((b, tq, h * dh))?, &lw.o_weight, None)?;
-        Ok((attn_out, (k, v)))
+        let cap = &ctx.hooks.capture;
+        layer.capture(trace, &cap.z, z_bthd, "attn.hook_z")?;
+        if let Some(pos) = &cap.head_results {
+            let zs = match pos.resolve(ctx.seq)? {
+                None => z_bthd.clone(),
+                Some(list) => index_positions(z_bthd, &list, 1)?,
+            };
+            let results = self.head_results(layer.l, &zs)?;
+            trace
+                .activations
+                .insert(hook_name(layer.l, "attn.hook_result"), results);
+        }
+        Ok(())
     }
 
     /// Attention that materialises the probabilities `[b, H, t_q, T_k]` (for captures, the
     /// uniform-pattern ablation and selected query rows); returns `z` `[b, H, t_q, d_h]` and, with
     /// `uniform`, what every head would output with a uniform pattern over its visible keys.
-    #[allow(clippy::too_many_arguments)]
     fn attention_probs_then_z(
         &self,
-        l: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
         ctx: &ForwardCtx,
-        window: Option<usize>,
-        query_rows: Option<&[usize]>,
-        capture: &Capture,
+        layer: &LayerCtx,
+        qkv: &Qkv,
         uniform: bool,
-        in_capture: bool,
         trace: &mut Trace,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        let (tq, tk) = (qkv.q.dims()[2], qkv.k.dims()[2]);
+        let mask = if layer.window.is_some() {
+            ctx.sliding_mask.as_ref()
+        } else {
+            ctx.causal_mask.as_ref()
+        };
+        let mask = match (mask, layer.query_rows) {
+            (Some(m), Some(rows)) => Some(index_positions(m, rows, 0)?),
+            (m, _) => m.cloned(),
+        };
+        let mask = mask.as_ref();
+        let probs = self.attention_probs(ctx, layer, qkv, mask)?;
+        if layer.in_capture {
+            self.capture_patterns(layer.l, &probs, &ctx.hooks.capture, trace)?;
+        }
+        let z = self.probs_times_values(ctx, &probs, &qkv.v)?;
+        let uniform_z = if uniform {
+            // The uniform distribution over each query's visible keys.
+            let pattern = match mask {
+                Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
+                None => Tensor::full(1.0 / tk as f32, (tq, tk), &self.device)?,
+            };
+            let pattern = pattern.unsqueeze(0)?.unsqueeze(0)?.broadcast_as((
+                ctx.batch,
+                self.arch.num_heads,
+                tq,
+                tk,
+            ))?;
+            Some(self.probs_times_values(ctx, &pattern, &qkv.v)?)
+        } else {
+            None
+        };
+        Ok((z, uniform_z))
+    }
+
+    /// `softmax(QKᵀ·scale (soft-capped) + mask)` `[b, H, t_q, T_k]` in f32: the fused causal
+    /// softmax when it applies, else candle's ops (with a backward pass when differentiable).
+    fn attention_probs(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        qkv: &Qkv,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let a = &self.arch;
-        let (b, tq, tk) = (ctx.batch, q.dims()[2], k.dims()[2]);
+        let (b, tq, tk) = (ctx.batch, qkv.q.dims()[2], qkv.k.dims()[2]);
         let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let rep = h / kv;
         // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
         // are stacked along the query axis. The score scale is folded into q (t·d_h multiplies
         // instead of t·T_k).
-        let qg = (q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
+        let qg = (&qkv.q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
         let scores = qg
-            .matmul(&k.t()?)?
+            .matmul(&qkv.k.t()?)?
             .reshape((b, h, tq, tk))?
             .to_dtype(DType::F32)?;
-        let mask = if window.is_some() {
-            ctx.sliding_mask.as_ref()
-        } else {
-            ctx.causal_mask.as_ref()
-        };
-        let mask = match (mask, query_rows) {
-            (Some(m), Some(rows)) => Some(index_positions(m, rows, 0)?),
-            (m, _) => m.cloned(),
-        };
-        let mask = mask.as_ref();
         let fused = CausalSoftmax {
             offset: ctx.offset,
-            query_rows: query_rows.map(<[usize]>::to_vec),
-            window,
+            query_rows: layer.query_rows.map(<[usize]>::to_vec),
+            window: layer.window,
             softcap: a.attn_logit_softcap.map(|c| c as f32),
         };
         let fused_or_scores = if ctx.differentiable {
@@ -765,47 +887,33 @@ impl Transformer {
         } else {
             causal_softmax(scores, fused)?
         };
-        let probs = match fused_or_scores {
-            Ok(p) => p,
-            Err(mut scores) => {
-                if let Some(cap) = a.attn_logit_softcap {
-                    scores = ((scores / cap)?.tanh()? * cap)?;
-                }
-                if let Some(m) = mask {
-                    scores = scores.broadcast_add(m)?;
-                }
-                if ctx.differentiable {
-                    // Built from max/exp/sum, which have backward passes.
-                    candle_nn::ops::softmax(&scores, D::Minus1)?
-                } else {
-                    candle_nn::ops::softmax_last_dim(&scores)?
-                }
-            }
+        let mut scores = match fused_or_scores {
+            Ok(p) => return Ok(p),
+            Err(scores) => scores,
         };
-
-        if in_capture {
-            self.capture_patterns(l, &probs, capture, trace)?;
+        if let Some(cap) = a.attn_logit_softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
         }
-        let pv = |p: &Tensor| -> Result<Tensor> {
-            let p = p.to_dtype(self.dtype)?.reshape((b, kv, rep * tq, tk))?;
-            Ok(p.matmul(v)?.reshape((b, h, tq, dh))?)
-        };
-        let z = pv(&probs)?;
-        let uniform_z = if uniform {
-            // The uniform distribution over each query's visible keys.
-            let pattern = match mask {
-                Some(m) => candle_nn::ops::softmax_last_dim(m)?, // exp(-inf) = 0, visible keys equal
-                None => Tensor::full(1.0 / tk as f32, (tq, tk), &self.device)?,
-            };
-            let pattern = pattern
-                .unsqueeze(0)?
-                .unsqueeze(0)?
-                .broadcast_as((b, h, tq, tk))?;
-            Some(pv(&pattern)?)
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        Ok(if ctx.differentiable {
+            // Built from max/exp/sum, which have backward passes.
+            candle_nn::ops::softmax(&scores, D::Minus1)?
         } else {
-            None
-        };
-        Ok((z, uniform_z))
+            candle_nn::ops::softmax_last_dim(&scores)?
+        })
+    }
+
+    /// `P·V` for probabilities `[b, H, t_q, T_k]` and grouped values `[b, H_kv, T_k, d_h]`.
+    fn probs_times_values(&self, ctx: &ForwardCtx, p: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let a = &self.arch;
+        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let (tq, tk) = (p.dims()[2], p.dims()[3]);
+        let p = p
+            .to_dtype(self.dtype)?
+            .reshape((ctx.batch, kv, (h / kv) * tq, tk))?;
+        Ok(p.matmul(v)?.reshape((ctx.batch, h, tq, dh))?)
     }
 
     /// Causal attention in blocks of query rows: block c only meets the keys it may see (up to its
@@ -813,13 +921,12 @@ impl Transformer {
     /// upper triangle of `QKᵀ` and of `P·V`. Same result as the full computation.
     fn chunked_attention(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        qkv: &Qkv,
         ctx: &ForwardCtx,
         window: Option<usize>,
     ) -> Result<Tensor> {
         let a = &self.arch;
+        let Qkv { q, k, v } = qkv;
         let (b, t) = (ctx.batch, q.dims()[2]);
         let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
         let rep = h / kv;
@@ -996,16 +1103,16 @@ impl Transformer {
 
 /// `x [.., in] · wᵀ (+ b)` as one 2-D matmul.
 fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let in_dim = *dims.last().expect("linear input has a last dim");
-    let out_dim = w.dims()[0];
+    let (&in_dim, lead) = x
+        .dims()
+        .split_last()
+        .ok_or_else(|| Error::Hook("a linear layer's input needs a feature dimension".into()))?;
     let y = x.reshape(((), in_dim))?.matmul(&w.t()?)?;
     let y = match bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,
     };
-    let mut out = dims;
-    *out.last_mut().expect("non-empty") = out_dim;
+    let out: Vec<usize> = lead.iter().copied().chain([w.dims()[0]]).collect();
     Ok(y.reshape(out)?)
 }
 

@@ -349,18 +349,34 @@ pub struct SpecialTokens {
     pub add_bos: bool,
 }
 
-/// Token strings that end a turn in the chat formats we know (llama.cpp uses the same list to
-/// find end-of-generation tokens).
+/// Token strings that end a turn (or the text) in the chat formats we know: llama.cpp's list of
+/// end-of-generation markers, plus Llama 3's `<|end_of_text|>`.
 const END_OF_TURN_STRINGS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "<|end_of_text|>",
     "<|eom_id|>",
     "<EOT>",
     "<|end▁of▁sentence|>",
 ];
+
+/// The ids generation stops on: the declared ones (EOS ids from config.json,
+/// generation_config.json or GGUF metadata, and the GGUF end-of-turn id) plus every token of the
+/// vocabulary whose string is a known end-of-turn marker (`<|im_end|>`, `<|eot_id|>`,
+/// `<end_of_turn>`, `<|endoftext|>`, ...; found by string, as llama.cpp does). Sorted, without
+/// duplicates. The engine's loader and [`SpecialTokens::stop_ids`] both use it.
+pub fn stop_ids(declared: impl IntoIterator<Item = u32>, tok: &Tokenizer) -> Vec<u32> {
+    let markers = END_OF_TURN_STRINGS
+        .iter()
+        .filter_map(|m| tok.token_to_id(m));
+    let mut ids: Vec<u32> = declared.into_iter().chain(markers).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
 
 impl SpecialTokens {
     /// Look up BOS/EOS by their strings (from tokenizer_config.json) in a tokenizer.
@@ -374,22 +390,13 @@ impl SpecialTokens {
         }
     }
 
-    /// Ids on which generation should stop: EOS, EOT, and every special token of the
-    /// tokenizer whose string is a known end-of-turn marker (`<|im_end|>`, `<|eot_id|>`,
-    /// `<end_of_turn>`, `<|endoftext|>`, ...). Sorted, without duplicates.
+    /// Ids on which generation should stop: EOS, EOT and the vocabulary's end-of-turn markers
+    /// ([`stop_ids`]).
     pub fn stop_ids(&self, tok: &Tokenizer) -> Vec<u32> {
-        let mut ids: Vec<u32> = [&self.eos, &self.eot]
-            .iter()
-            .filter_map(|t| t.as_ref().map(|(id, _)| *id))
-            .collect();
-        for (id, added) in tok.get_added_tokens_decoder() {
-            if added.special && END_OF_TURN_STRINGS.contains(&added.content.as_str()) {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        let declared = [&self.eos, &self.eot]
+            .into_iter()
+            .filter_map(|t| t.as_ref().map(|(id, _)| *id));
+        stop_ids(declared, tok)
     }
 }
 

@@ -1,0 +1,202 @@
+//! One greedy/sampled decoding loop's state: a KV cache, the last forward's logits, and a step
+//! that feeds one token per batch row. [`super::generate`], batched ablated generation and the
+//! explorer's live re-runs all decode through it.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::generate::{ids_tensor, log_softmax_row, top_k};
+use super::hooks::{Capture, Hooks, KvCache, Positions, Trace};
+use super::model::{Start, Transformer};
+use crate::{Error, Result};
+
+/// Something that runs hooked forwards: the bare [`Transformer`], or the [`super::Engine`], which
+/// also counts them.
+pub trait Forward {
+    fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace>;
+    /// The model the forwards run on (device, architecture).
+    fn transformer(&self) -> &Transformer;
+}
+
+impl Forward for Transformer {
+    fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        Transformer::forward(self, start, past, hooks)
+    }
+    fn transformer(&self) -> &Transformer {
+        self
+    }
+}
+
+/// Decoding state for `rows` sequences side by side under the same interventions.
+pub struct Decoder<'a, F: Forward + ?Sized> {
+    runner: &'a F,
+    /// The interventions of every forward, capturing the last position's logits and the cache.
+    hooks: Hooks,
+    stop_ids: &'a [u32],
+    rows: usize,
+    cache: Option<KvCache>,
+    /// `[rows, vocab]` f32 of the last forward; `None` before the first.
+    logits: Option<Tensor>,
+    forwards: usize,
+}
+
+impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
+    /// Runs `prompt` (copied into `rows` rows) under `interventions`: the first token's logits.
+    pub fn prefill(
+        runner: &'a F,
+        interventions: &Hooks,
+        prompt: &[u32],
+        rows: usize,
+        stop_ids: &'a [u32],
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::Hook("cannot generate from an empty prompt".into()));
+        }
+        let mut decoder = Decoder::new(runner, interventions, None, rows, stop_ids);
+        let ids = ids_tensor(prompt, runner.transformer().device())?
+            .broadcast_as((rows, prompt.len()))?
+            .contiguous()?;
+        decoder.run(&ids, prompt.len() - 1)?;
+        Ok(decoder)
+    }
+
+    /// Continues one row after the keys and values in `cache`; [`Decoder::step`] must feed the
+    /// next token before there are logits.
+    pub fn resume(
+        runner: &'a F,
+        interventions: &Hooks,
+        cache: KvCache,
+        stop_ids: &'a [u32],
+    ) -> Self {
+        Decoder::new(runner, interventions, Some(cache), 1, stop_ids)
+    }
+
+    fn new(
+        runner: &'a F,
+        interventions: &Hooks,
+        cache: Option<KvCache>,
+        rows: usize,
+        stop_ids: &'a [u32],
+    ) -> Self {
+        let hooks = Hooks {
+            capture: Capture::default(),
+            ..interventions.clone()
+        };
+        Decoder {
+            runner,
+            hooks,
+            stop_ids,
+            rows,
+            cache,
+            logits: None,
+            forwards: 0,
+        }
+    }
+
+    /// Feeds one token per row after everything decoded so far.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.len() != self.rows {
+            return Err(Error::Hook(format!(
+                "{} tokens for {} decoding rows",
+                tokens.len(),
+                self.rows
+            )));
+        }
+        let device = self.runner.transformer().device();
+        let ids = Tensor::from_vec(tokens.to_vec(), (self.rows, 1), device)?;
+        self.run(&ids, 0)
+    }
+
+    /// One forward of `ids` `[rows, t]` after the cache, keeping position `logit_pos`'s logits.
+    fn run(&mut self, ids: &Tensor, logit_pos: usize) -> Result<()> {
+        let hooks = Hooks {
+            capture: Capture {
+                logits: Some(Positions::List(vec![logit_pos])),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..self.hooks.clone()
+        };
+        let mut trace = self
+            .runner
+            .forward(Start::Tokens(ids), self.cache.as_ref(), &hooks)?;
+        self.forwards += 1;
+        self.cache = Some(trace.take_kv_cache()?);
+        self.logits = Some(
+            trace
+                .take_logits()?
+                .to_dtype(DType::F32)?
+                .reshape((self.rows, ()))?,
+        );
+        Ok(())
+    }
+
+    /// The last forward's logits `[rows, vocab]` (f32), on the model's device.
+    pub fn logits(&self) -> Result<&Tensor> {
+        self.logits
+            .as_ref()
+            .ok_or_else(|| Error::Hook("no logits yet: feed a token first".into()))
+    }
+
+    /// The last forward's logit rows, on the host.
+    pub fn logit_rows(&self) -> Result<Vec<Vec<f32>>> {
+        Ok(self.logits()?.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+    }
+
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_ids.contains(&id)
+    }
+
+    /// The first stop id (fed to rows that have finished while others go on).
+    pub fn filler(&self, fallback: u32) -> u32 {
+        self.stop_ids.first().copied().unwrap_or(fallback)
+    }
+
+    /// Greedy single-row decoding: appends to `ids` (whose last token is fed first) the greedy
+    /// token and its log-prob after every step until a stop token or `max_new` ids. `cancel` is
+    /// polled before each forward.
+    pub fn greedy(
+        &mut self,
+        ids: &mut Vec<u32>,
+        logprobs: &mut Vec<f32>,
+        max_new: usize,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        while ids.len() < max_new {
+            if cancel() {
+                return Err(Error::Cancelled);
+            }
+            let last = *ids
+                .last()
+                .ok_or_else(|| Error::Hook("greedy decoding needs a first token".into()))?;
+            self.step(&[last])?;
+            let row = self.logits()?.flatten_all()?.to_device(&Device::Cpu)?;
+            match greedy_pick(&row.to_vec1::<f32>()?, self.stop_ids) {
+                Some((id, lp)) => {
+                    ids.push(id);
+                    logprobs.push(lp);
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forwards run so far.
+    pub fn forwards(&self) -> usize {
+        self.forwards
+    }
+
+    /// The keys and values of everything fed so far.
+    pub fn into_cache(self) -> Option<KvCache> {
+        self.cache
+    }
+}
+
+/// The greedy token of a logit row and its log-prob; `None` when it is a stop token.
+pub fn greedy_pick(row: &[f32], stop_ids: &[u32]) -> Option<(u32, f32)> {
+    let id = top_k(row, 1)[0].0;
+    if stop_ids.contains(&id) {
+        return None;
+    }
+    Some((id, log_softmax_row(row)[id as usize]))
+}
