@@ -10,7 +10,7 @@ use headscope::engine::{Capture, Engine, Hooks, Positions, Start};
 /// 20 ids (longer than Gemma 2's sliding window of 8).
 fn ids(engine: &Engine) -> Tensor {
     let v: Vec<u32> = (0..20u32).map(|i| (i * 37 + 11) % 300).collect();
-    Tensor::from_vec(v, (1, 20), engine.model.device()).unwrap()
+    Tensor::from_vec(v, (1, 20), engine.device()).unwrap()
 }
 
 fn logits(engine: &Engine, ids: &Tensor, differentiable: bool) -> Tensor {
@@ -37,7 +37,7 @@ fn differentiable_forward_matches_the_fast_one() {
             let ids = ids(&engine);
             let want = logits(&engine, &ids, false);
             // Small blocks so the fast path takes the chunked attention too.
-            engine.model.set_attention_chunk(4);
+            engine.set_attention_chunk(4);
             let chunked = logits(&engine, &ids, false);
             let got = logits(&engine, &ids, true);
             // f32 rounding: the fast path's own full and chunked attention differ by up to 1.2e-5
@@ -100,19 +100,13 @@ fn embedding_gradient_matches_finite_differences() {
         let ids = ids(&engine);
         let y = 42u32;
         let g = engine
-            .model
             .embedding_gradient(&ids, |logits| {
                 let lp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
                 Ok(lp.i((0, y as usize))?)
             })
             .unwrap();
         let rows = engine
-            .model
-            .weights()
-            .embed
-            .index_select(&ids.flatten_all().unwrap(), 0)
-            .unwrap()
-            .unsqueeze(0)
+            .embeddings(&ids)
             .unwrap()
             .to_dtype(DType::F32)
             .unwrap();

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use headscope::analysis::ablation::{ablation_kind, head_set_ablation};
 use headscope::analysis::live::{ablated_subject, rerun, LiveBase, LiveRun};
 use headscope::analysis::Subject;
-use headscope::engine::generate::{answer_logprob_per_row, generate_ablated, top_k};
+use headscope::engine::generate::{answer_logprob_per_row, top_k};
 use headscope::engine::{
     AblationMode, AblationSet, Capture, Engine, Hooks, LoadOptions, Positions, Start,
 };
@@ -123,7 +123,7 @@ fn scratch_greedy(e: &Engine, subject: &Subject, hooks: &Hooks) -> Vec<u32> {
     };
     let (mut next, mut cache) = step(prompt, None);
     let mut out = Vec::new();
-    while !e.stop_ids.contains(&next) && out.len() < MAX_NEW {
+    while !e.stop_ids().contains(&next) && out.len() < MAX_NEW {
         out.push(next);
         (next, cache) = step(&[next], Some(&cache));
     }
@@ -150,7 +150,7 @@ fn check(c: &Case, set: &AblationSet) -> LiveRun {
     if let (Some(ab), true) = (&hooks.head_ablation, set.mlps.is_empty()) {
         let e = &c.engine;
         let prompt = &c.subject.prompt.ids;
-        let ids = generate_ablated(&e.model, prompt, &e.stop_ids, MAX_NEW, ab, || true).unwrap();
+        let ids = e.generate_ablated(prompt, MAX_NEW, ab, || true).unwrap();
         assert_eq!(run.answer_ids, ids[0], "{what}: generate_ablated");
     }
     assert_eq!(run.answer_logprobs.len(), run.answer_ids.len());

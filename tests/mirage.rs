@@ -62,7 +62,7 @@ fn answer_rows(engine: &Engine, prompt: &[u32], answer: &[u32]) -> Vec<Vec<f32>>
         },
         ..Default::default()
     };
-    let t = Tensor::from_vec(ids.clone(), (1, ids.len()), engine.model.device()).unwrap();
+    let t = Tensor::from_vec(ids.clone(), (1, ids.len()), engine.device()).unwrap();
     let logits = engine
         .forward(Start::Tokens(&t), None, &hooks)
         .unwrap()
@@ -85,8 +85,8 @@ fn cti_is_kl_between_independent_runs() {
     let noctx = RagPrompt::build_with_sources(
         &subject.sample,
         PromptStyle::Mirage,
-        &engine.template,
-        &engine.tokenizer,
+        &engine.template(),
+        &engine.tokenizer(),
         &[false; 3],
         Granularity::Document,
     )

@@ -116,7 +116,7 @@ fn check_family(family: &str, gguf: bool) {
             &get("attn.hook_result"),
             &exp[&format!("head_result.{l}")],
         );
-        let lens = engine.model.unembed(&get("hook_resid_post")).unwrap();
+        let lens = engine.unembed(&get("hook_resid_post")).unwrap();
         assert_close(&format!("lens.{l}"), &lens, &exp[&format!("lens.{l}")]);
     }
     assert_close(
@@ -275,7 +275,7 @@ fn check_engine_invariants(family: &str) {
 
     // Long inputs take the chunked causal attention (blocks of 24 rows here, so that the tiny
     // models' contexts hold several); capturing full patterns forces the plain path.
-    engine.model.set_attention_chunk(24);
+    engine.set_attention_chunk(24);
     let long_len = arch.max_position_embeddings.min(300);
     let long_ids: Vec<u32> = (0..long_len as u32)
         .map(|i| 3 + (i * 37 + 11) % (arch.vocab_size as u32 - 3))
@@ -294,9 +294,7 @@ fn check_engine_invariants(family: &str) {
         },
     );
     assert_close("chunked attention over a long input", &chunked, &plain);
-    engine
-        .model
-        .set_attention_chunk(headscope::engine::model::DEFAULT_ATTENTION_CHUNK);
+    engine.set_attention_chunk(headscope::engine::model::DEFAULT_ATTENTION_CHUNK);
 
     // Starting at layer l from a cached resid_pre reproduces the full forward.
     let l = arch.num_layers - 1;

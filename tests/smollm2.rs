@@ -45,9 +45,13 @@ fn engine() -> Option<Engine> {
 fn smollm2_prompt_scores_and_generation_match_transformers() {
     let Some(engine) = engine() else { return };
     let exp = expected();
-    assert_eq!(engine.info.arch, "llama");
+    assert_eq!(engine.info().arch, "llama");
     assert_eq!(
-        (engine.info.layers, engine.info.heads, engine.info.kv_heads),
+        (
+            engine.info().layers,
+            engine.info().heads,
+            engine.info().kv_heads
+        ),
         (30, 9, 3)
     );
 
@@ -55,8 +59,8 @@ fn smollm2_prompt_scores_and_generation_match_transformers() {
     let prompt = RagPrompt::build(
         &sample,
         PromptStyle::Mirage,
-        &engine.template,
-        &engine.tokenizer,
+        &engine.template(),
+        &engine.tokenizer(),
     )
     .unwrap();
     assert_eq!(

@@ -508,7 +508,7 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
     }
     bar.finish();
     let out = AttributionBench {
-        model: engine.info.model.clone(),
+        model: engine.info().model.clone(),
         samples: subjects.len(),
         granularity: g.name().into(),
         repeats: args.repeats,

@@ -292,9 +292,9 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
         "live ablation toggle, {} prompt + {} answer tokens, {} ({}, {}); clean prefix cached once in {:.0} ms; medians of {} rounds:",
         subject.prompt.ids.len(),
         original.len(),
-        engine.info.model,
-        engine.info.device,
-        engine.info.dtype,
+        engine.info().model,
+        engine.info().device,
+        engine.info().dtype,
         base_s * 1e3,
         args.repeats
     );
@@ -317,9 +317,9 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
         );
     }
     let out = LiveBench {
-        model: engine.info.model.clone(),
-        device: engine.info.device.clone(),
-        dtype: engine.info.dtype.clone(),
+        model: engine.info().model.clone(),
+        device: engine.info().device.clone(),
+        dtype: engine.info().dtype.clone(),
         sample: args.prompt.sample.display().to_string(),
         prompt_tokens: subject.prompt.ids.len(),
         answer_tokens: original.len(),

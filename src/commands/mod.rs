@@ -32,11 +32,11 @@ pub(crate) fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
         "{} ({} layers × {} heads, {}, {}) in {secs:.1}s",
-        engine.info.arch,
-        engine.info.layers,
-        engine.info.heads,
-        engine.info.dtype,
-        engine.info.device
+        engine.info().arch,
+        engine.info().layers,
+        engine.info().heads,
+        engine.info().dtype,
+        engine.info().device
     );
     Ok((engine, secs))
 }
@@ -60,10 +60,10 @@ fn load_prompt(engine: &Engine, args: &PromptArgs) -> Result<(Sample, RagPrompt)
     let prompt = RagPrompt::build(
         &sample,
         args.prompt_style,
-        &engine.template,
-        &engine.tokenizer,
+        &engine.template(),
+        &engine.tokenizer(),
     )?;
-    let context = engine.info.context_length;
+    let context = engine.info().context_length;
     if prompt.ids.len() >= context {
         return Err(headscope::Error::PromptTooLong {
             tokens: prompt.ids.len(),
@@ -238,11 +238,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             })
             .collect();
         let out = RunJson {
-            model: engine.info.model.clone(),
-            arch: engine.info.arch.clone(),
-            dtype: engine.info.dtype.clone(),
-            device: engine.info.device.clone(),
-            model_info: engine.info.clone(),
+            model: engine.info().model.clone(),
+            arch: engine.info().arch.clone(),
+            dtype: engine.info().dtype.clone(),
+            device: engine.info().device.clone(),
+            model_info: engine.info().clone(),
             sample_id: sample.id(),
             prompt_style: args.prompt.prompt_style.to_string(),
             mode,
@@ -309,15 +309,15 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
         bail!("--tokens and --repeats must be positive");
     }
     let (engine, _) = load_engine(&args.model)?;
-    if args.tokens > engine.info.context_length {
+    if args.tokens > engine.info().context_length {
         bail!(
             "--tokens {} exceeds the model's context of {}",
             args.tokens,
-            engine.info.context_length
+            engine.info().context_length
         );
     }
     // Deterministic ids spread over the vocabulary (a fixed LCG: no RNG dependency).
-    let vocab = engine.info.vocab_size as u64;
+    let vocab = engine.info().vocab_size as u64;
     let mut state = 0x2545F4914F6CDD1Du64;
     let ids: Vec<u32> = (0..args.tokens)
         .map(|_| {
@@ -361,10 +361,10 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
     );
     if let Some(path) = &args.json {
         let out = BenchForwardJson {
-            model: engine.info.model.clone(),
-            arch: engine.info.arch.clone(),
-            dtype: engine.info.dtype.clone(),
-            device: engine.info.device.clone(),
+            model: engine.info().model.clone(),
+            arch: engine.info().arch.clone(),
+            dtype: engine.info().dtype.clone(),
+            device: engine.info().device.clone(),
             tokens: args.tokens,
             repeats: args.repeats,
             median_s,
@@ -416,7 +416,7 @@ fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
         "answer ({mode}, {} tokens): {answer_text}",
         answer.answer_ids.len()
     );
-    let heads = engine.info.layers * engine.info.heads;
+    let heads = engine.info().layers * engine.info().heads;
     let mut bar = ProgressBar::new("sweep", heads);
     let t = Instant::now();
     let sweep = head_ablation_sweep(
@@ -448,10 +448,10 @@ fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         let out = BenchSweepJson {
-            model: engine.info.model.clone(),
-            arch: engine.info.arch.clone(),
-            dtype: engine.info.dtype.clone(),
-            device: engine.info.device.clone(),
+            model: engine.info().model.clone(),
+            arch: engine.info().arch.clone(),
+            dtype: engine.info().dtype.clone(),
+            device: engine.info().device.clone(),
             sample: args.prompt.sample.display().to_string(),
             prompt_ids: prompt.ids.clone(),
             answer_ids: answer.answer_ids.clone(),

@@ -139,16 +139,16 @@ pub struct ModelInfo {
     pub context_length: usize,
 }
 
-/// A loaded model with its tokenizer and chat template. The fields are to become private: use
-/// the methods ([`Engine::tokenizer`], [`Engine::template`], [`Engine::info`],
-/// [`Engine::stop_ids`], ...), which keep every forward counted.
+/// A loaded model with its tokenizer and chat template: the one door to the model. Analyses go
+/// through its methods ([`Engine::forward`], [`Engine::tokenizer`], [`Engine::info`], ...), which
+/// keep every forward counted and every ablation scoped ([`Engine::ablate`]).
 pub struct Engine {
-    pub model: Transformer,
-    pub tokenizer: tokenizers::Tokenizer,
-    pub template: ChatTemplate,
-    pub info: ModelInfo,
+    model: Transformer,
+    tokenizer: tokenizers::Tokenizer,
+    template: ChatTemplate,
+    info: ModelInfo,
     /// Generation stops on any of these ([`tokenizer::stop_ids`]).
-    pub stop_ids: Vec<u32>,
+    stop_ids: Vec<u32>,
     /// Forward calls made through this engine (a decoding step counts as one), for cost reports.
     forwards: std::sync::atomic::AtomicUsize,
 }
@@ -299,6 +299,17 @@ impl Engine {
 
     /// The gradient of `f(last logits)` w.r.t. the input embeddings (see
     /// [`Transformer::embedding_gradient`]); counts as one forward.
+    /// The embedding-table rows of `ids` `[b, t, d]` (before Gemma 2's √d scale).
+    pub fn embeddings(&self, ids: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let (b, t) = ids.dims2()?;
+        let rows = self
+            .model
+            .weights()
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?;
+        Ok(rows.reshape((b, t, ()))?)
+    }
+
     pub fn embedding_gradient(
         &self,
         ids: &candle_core::Tensor,

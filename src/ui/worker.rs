@@ -249,14 +249,14 @@ impl State {
                 .with_context(|| format!("cannot load model `{name}`"))?;
             ctx.send(WorkerMsg::ModelLoaded {
                 id: ctx.id,
-                info: engine.info.clone(),
+                info: engine.info().clone(),
                 seconds: t.elapsed().as_secs_f64(),
             });
             self.engine = Some(engine);
         } else if let Some(e) = &self.engine {
             ctx.send(WorkerMsg::ModelLoaded {
                 id: ctx.id,
-                info: e.info.clone(),
+                info: e.info().clone(),
                 seconds: 0.0,
             });
         }

@@ -204,7 +204,7 @@ impl AnalysisReport {
             })
             .collect();
         Ok(AnalysisReport {
-            model: engine.info.clone(),
+            model: engine.info().clone(),
             sample_id: subject.sample.id(),
             prompt_style: subject.prompt.style.name().into(),
             granularity: g,
