@@ -10,7 +10,25 @@ use ratatui::widgets::Widget;
 use super::super::app::{App, Pane};
 use super::super::theme::{contrast_fg, Theme};
 use super::attribution::source_color;
+use super::scroll::Scroll;
 use super::{frame, words, wrap_items};
+
+/// The sample pane's state: it follows the focused source until scrolled by hand.
+#[derive(Clone, Debug)]
+pub struct SampleState {
+    pub scroll: Scroll,
+    /// The pane scrolls to the focused source until the user scrolls it by hand.
+    pub follow: bool,
+}
+
+impl Default for SampleState {
+    fn default() -> Self {
+        SampleState {
+            scroll: Scroll::default(),
+            follow: true,
+        }
+    }
+}
 
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let n_docs = app.sample.docs.len();
@@ -26,7 +44,11 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     // The focused source: which document, which part of its text, in which colour.
     let report = app.attribution_report();
     let focus = report.and_then(|r| {
-        let i = app.source_cursor.min(r.sources.len().checked_sub(1)?);
+        let i = app
+            .panes
+            .attribution
+            .cursor
+            .min(r.sources.len().checked_sub(1)?);
         let src = r.sources.get(i)?;
         let color = app
             .attribution()
@@ -34,13 +56,21 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             .unwrap_or(t.selection);
         Some((
             src.document,
-            app.sentences.then(|| src.text.trim().to_string()),
+            app.panes
+                .attribution
+                .sentences
+                .then(|| src.text.trim().to_string()),
             color,
         ))
     });
     let focus = focus.or_else(|| {
-        (!app.sentences && n_docs > 0)
-            .then(|| (app.source_cursor.min(n_docs - 1), None, t.selection))
+        (!app.panes.attribution.sentences && n_docs > 0).then(|| {
+            (
+                app.panes.attribution.cursor.min(n_docs - 1),
+                None,
+                t.selection,
+            )
+        })
     });
 
     let mut lines: Vec<Line> = Vec::new();
@@ -95,13 +125,16 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
 
     let height = inner.height as usize;
     let max_first = lines.len().saturating_sub(height);
-    let first = if app.sample_follow {
+    let first = if app.panes.sample.follow {
         // Scroll only as far as needed to show the focused source's first lines.
         focus_line
             .map_or(0, |l| (l + 4).saturating_sub(height))
             .min(max_first)
     } else {
-        app.sample_scroll.min(max_first)
+        {
+            app.panes.sample.scroll.set_max(max_first);
+            app.panes.sample.scroll.top()
+        }
     };
     for (row, line) in lines.into_iter().skip(first).take(height).enumerate() {
         line.render(
