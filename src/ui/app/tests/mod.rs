@@ -506,3 +506,5 @@ fn the_source_cursor_starts_on_the_top_source() {
         "a source chosen by hand stays"
     );
 }
+
+mod scroll;
