@@ -94,13 +94,13 @@ fn every_pane() {
 fn pane_states() {
     // Sentence granularity before it is computed, the lens in rank mode, another head score.
     let mut app = demo_app(6, 8, 24);
-    app.sentences = true;
-    app.lens_rank = true;
-    app.head_score = headscope::ui::app::HeadScore::Ablation;
-    app.attr_method = headscope::ui::app::Attribution::Mirage;
+    app.panes.attribution.sentences = true;
+    app.panes.lens.rank = true;
+    app.panes.heatmap.score = headscope::ui::app::HeadScore::Ablation;
+    app.panes.attribution.method = headscope::ui::app::Attribution::Mirage;
     let attribution = pane(Pane::Attribution, &app, 70, 8);
     insta::assert_snapshot!("attribution_sentences_pending", attribution.backend());
-    app.sentences = false;
+    app.panes.attribution.sentences = false;
     let attribution = pane(Pane::Attribution, &app, 70, 8);
     insta::assert_snapshot!("attribution_mirage", attribution.backend());
     let lens = pane(Pane::Lens, &app, 80, 10);
@@ -123,7 +123,7 @@ fn loading_screen() {
         "built-in (island-capital)",
         headscope::ui::default_sample().unwrap(),
     );
-    app.running = Some(Running {
+    app.jobs.running = Some(Running {
         id: 1,
         spec: JobSpec::Open,
         step: "loading the model".into(),
@@ -187,14 +187,14 @@ fn every_theme_renders_the_whole_screen() {
 #[test]
 fn the_cursor_head_and_ablated_heads_are_shown() {
     let mut app = demo_app(6, 8, 24);
-    app.head_cursor = (3, 5);
+    app.panes.heatmap.cursor = (3, 5);
     let t = pane(Pane::Heatmap, &app, 40, 14);
     let s = text(&t);
     assert!(s.contains("L3H5"), "{s}");
     assert!(s.contains('✕'), "ablated heads are marked:\n{s}");
     let t = pane(Pane::Ablation, &app, 90, 10);
     let s = text(&t);
-    for label in app.ablation.item_labels() {
+    for label in app.editor.set.item_labels() {
         assert!(s.contains(&label), "{label} missing:\n{s}");
     }
 }

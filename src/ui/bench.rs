@@ -56,8 +56,8 @@ pub fn render_benchmark(
         // Move the head cursor and the answer token: every pane changes.
         app.focus = Pane::Heatmap;
         let _ = update(&mut app, Action::Command(moves[i % moves.len()]));
-        if app.token + 1 >= answer_tokens {
-            app.token = 0;
+        if app.token() + 1 >= answer_tokens {
+            app.panes.answer.token = 0;
         }
         let t = Instant::now();
         terminal

@@ -47,7 +47,29 @@ fn sample() -> Sample {
 /// everything computed, a live ablation of three heads and one MLP.
 pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
     let sample = sample();
-    let info = ModelInfo {
+    let info = model_info(layers, heads);
+    let answer = answer(answer_len);
+    let report = report(&sample, &info, &answer);
+    let total = report.answer_logprob;
+    let mut app = App::new("demo/tiny-model", "question.json (island-capital)", sample);
+    app.info = Some(info);
+    app.view.answer = answer;
+    app.view.report = Some(report);
+    app.jobs.opened = true;
+    app.view.next_stage = STAGES.len();
+    app.jobs.last_job = Some(("stage 3/3".into(), 1.25));
+    app.focus = Pane::Heatmap;
+    app.panes.answer.token = 6.min(answer_len.saturating_sub(1));
+    app.panes.heatmap.cursor = (1.min(layers - 1), 2.min(heads - 1));
+    app.panes.attribution.cursor = 1;
+    let ablation = ablation(layers, heads);
+    app.editor.live = Some(live_result(&ablation, total));
+    app.editor.set = ablation;
+    app
+}
+
+fn model_info(layers: usize, heads: usize) -> ModelInfo {
+    ModelInfo {
         model: "demo/tiny-model".into(),
         path: PathBuf::from("/models/demo"),
         arch: "qwen2".into(),
@@ -59,7 +81,11 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         hidden_size: 64,
         vocab_size: 1000,
         context_length: 512,
-    };
+    }
+}
+
+/// `answer_len` tokens cycling through [`WORDS`], with log-probs in a repeating pattern.
+fn answer(answer_len: usize) -> AnswerView {
     let tokens: Vec<String> = (0..answer_len)
         .map(|i| WORDS[i % WORDS.len()].to_string())
         .collect();
@@ -67,15 +93,18 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         .map(|i| -(((i * 7) % 10) as f32) * 0.35 - 0.02)
         .collect();
     let text: String = tokens.concat();
-    let answer = AnswerView {
-        tokens: tokens.clone(),
-        logprobs: logprobs.clone(),
-        text: text.clone(),
+    AnswerView {
+        tokens,
+        logprobs,
+        text,
         source: Some(AnswerSource::Generated),
         complete: true,
-    };
-    let n_src = sample.docs.len();
-    let sources: Vec<SourceInfo> = sample
+    }
+}
+
+/// One source per document, each thirty tokens long.
+fn sources(sample: &Sample) -> Vec<SourceInfo> {
+    sample
         .docs
         .iter()
         .enumerate()
@@ -85,28 +114,36 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             tokens: [10 + 30 * i, 10 + 30 * (i + 1)],
             document: i,
         })
-        .collect();
+        .collect()
+}
 
-    let matrix = |k: usize, signed: bool| -> Vec<Vec<f64>> {
-        (0..layers)
-            .map(|l| {
-                (0..heads)
-                    .map(|h| {
-                        let v = noise(k, l, h).powi(3);
-                        if signed {
-                            (v - 0.3 * noise(k + 10, l, h)) * -2.0
-                        } else {
-                            v * 0.6
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
-    };
+/// Head score `k`'s `[layers][heads]` matrix: sparse and positive, or mostly negative (`signed`).
+fn head_matrix(k: usize, signed: bool, layers: usize, heads: usize) -> Vec<Vec<f64>> {
+    (0..layers)
+        .map(|l| {
+            (0..heads)
+                .map(|h| {
+                    let v = noise(k, l, h).powi(3);
+                    if signed {
+                        (v - 0.3 * noise(k + 10, l, h)) * -2.0
+                    } else {
+                        v * 0.6
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn head_scores(layers: usize, heads: usize) -> BTreeMap<HeadScore, Vec<Vec<f64>>> {
     let mut head_scores = BTreeMap::new();
     for (k, score) in HeadScore::ALL.into_iter().enumerate() {
-        head_scores.insert(score, matrix(k, score.signed()));
+        head_scores.insert(score, head_matrix(k, score.signed(), layers, heads));
     }
+    head_scores
+}
+
+fn mlp_scores(layers: usize) -> BTreeMap<HeadScore, Vec<f64>> {
     let mut mlp_scores = BTreeMap::new();
     mlp_scores.insert(
         HeadScore::ArcJsd,
@@ -114,23 +151,65 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
             .map(|l| noise(99, l, 0) * 0.4)
             .collect::<Vec<f64>>(),
     );
-    let doc_scores = |k: usize| -> Vec<f64> {
-        (0..n_src)
-            .map(|i| {
-                if i == 1 {
-                    0.55 + 0.1 * noise(k, i, 7)
-                } else {
-                    0.1 * noise(k, i, 7)
-                }
-            })
-            .collect()
-    };
+    mlp_scores
+}
+
+/// Scores of the `n_src` sources for method `k`: the second source well ahead.
+fn doc_scores(k: usize, n_src: usize) -> Vec<f64> {
+    (0..n_src)
+        .map(|i| {
+            if i == 1 {
+                0.55 + 0.1 * noise(k, i, 7)
+            } else {
+                0.1 * noise(k, i, 7)
+            }
+        })
+        .collect()
+}
+
+fn attribution(n_src: usize) -> BTreeMap<Attribution, Vec<f64>> {
     let mut attribution = BTreeMap::new();
     for (k, method) in Attribution::ALL.into_iter().enumerate() {
-        attribution.insert(method, doc_scores(k));
+        attribution.insert(method, doc_scores(k, n_src));
     }
+    attribution
+}
 
-    let rows: Vec<LensRow> = (0..layers)
+/// Lens cell of layer `l` (at relative `depth`) and answer token `t`: the answer's token once
+/// deep enough, another before.
+fn lens_cell(l: usize, t: usize, depth: f64) -> LensCell {
+    let right = depth > 0.5 + 0.4 * noise(l, t, 3);
+    let p_top = (0.15 + 0.8 * depth * noise(t, l, 5)).min(0.99);
+    let first = if right {
+        WORDS[t % WORDS.len()]
+    } else {
+        OTHER[(l + t) % OTHER.len()]
+    };
+    LensCell {
+        top: vec![
+            LensToken {
+                id: 1,
+                token: first.into(),
+                prob: p_top,
+            },
+            LensToken {
+                id: 2,
+                token: OTHER[(l + t + 1) % OTHER.len()].into(),
+                prob: p_top * 0.3,
+            },
+            LensToken {
+                id: 3,
+                token: OTHER[(l + t + 2) % OTHER.len()].into(),
+                prob: p_top * 0.1,
+            },
+        ],
+        answer_prob: if right { p_top } else { p_top * 0.05 },
+        answer_rank: if right { 0 } else { 1 + (l * 7 + t * 3) % 40 },
+    }
+}
+
+fn lens_rows(layers: usize, answer_len: usize) -> Vec<LensRow> {
+    (0..layers)
         .flat_map(|l| ["pre", "mid", "post"].into_iter().map(move |p| (l, p)))
         .map(|(l, point)| {
             let depth = (l as f64 + 1.0) / layers as f64;
@@ -138,43 +217,15 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
                 label: format!("{l}_{point}"),
                 layer: l,
                 point: point.to_string(),
-                cells: (0..answer_len)
-                    .map(|t| {
-                        let right = depth > 0.5 + 0.4 * noise(l, t, 3);
-                        let p_top = (0.15 + 0.8 * depth * noise(t, l, 5)).min(0.99);
-                        let first = if right {
-                            WORDS[t % WORDS.len()]
-                        } else {
-                            OTHER[(l + t) % OTHER.len()]
-                        };
-                        LensCell {
-                            top: vec![
-                                LensToken {
-                                    id: 1,
-                                    token: first.into(),
-                                    prob: p_top,
-                                },
-                                LensToken {
-                                    id: 2,
-                                    token: OTHER[(l + t + 1) % OTHER.len()].into(),
-                                    prob: p_top * 0.3,
-                                },
-                                LensToken {
-                                    id: 3,
-                                    token: OTHER[(l + t + 2) % OTHER.len()].into(),
-                                    prob: p_top * 0.1,
-                                },
-                            ],
-                            answer_prob: if right { p_top } else { p_top * 0.05 },
-                            answer_rank: if right { 0 } else { 1 + (l * 7 + t * 3) % 40 },
-                        }
-                    })
-                    .collect(),
+                cells: (0..answer_len).map(|t| lens_cell(l, t, depth)).collect(),
             }
         })
-        .collect();
-    let total: f64 = logprobs.iter().map(|&x| x as f64).sum();
-    let points: Vec<CurvePoint> = [0usize, 10, 20, 30, 40, 50]
+        .collect()
+}
+
+/// The top-k curve falls steeply from the clean log-prob `total`, the random one slowly.
+fn curve_points(total: f64) -> Vec<CurvePoint> {
+    [0usize, 10, 20, 30, 40, 50]
         .into_iter()
         .map(|k| {
             let r: Vec<f64> = (0..5)
@@ -192,19 +243,23 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
                 random_correct_rate: None,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// MIRAGE over the whole answer as one sentence, citing the second document.
+fn mirage(text: &str, answer_len: usize, scores: Vec<f64>, n_src: usize) -> MirageResult {
     let cti: Vec<f64> = (0..answer_len).map(|t| noise(t, 1, 2)).collect();
-    let mirage = MirageResult {
+    MirageResult {
         granularity: Granularity::Document,
         config: MirageConfig::default(),
-        scores: attribution[&Attribution::Mirage].clone(),
-        answer: text.clone(),
+        scores,
+        answer: text.to_string(),
         cited_answer: format!("[2] {text}"),
         sentences: vec![MirageSentence {
-            text: text.clone(),
+            text: text.to_string(),
             chars: 0..text.len(),
             tokens: 0..answer_len,
-            doc_scores: doc_scores(40),
+            doc_scores: doc_scores(40, n_src),
             cited: vec![1],
         }],
         cti: cti.clone(),
@@ -214,8 +269,63 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         forwards: 2,
         backwards: 3,
         cached: false,
-    };
-    let report = AnalysisReport {
+    }
+}
+
+/// Each attribution method's details, as the attribution pane's footers show them.
+fn details(
+    attribution: &BTreeMap<Attribution, Vec<f64>>,
+    n_src: usize,
+    answer_len: usize,
+    mirage: MirageResult,
+) -> Details {
+    Details {
+        arc_jsd: Some(ArcJsdAttribution {
+            divergence: Divergence::Jsd,
+            scores: attribution[&Attribution::ArcJsd].clone(),
+            per_token: (0..n_src)
+                .map(|i| (0..answer_len).map(|t| noise(i, t, 11) * 0.1).collect())
+                .collect(),
+            top: 1,
+            stats: ScoringStats {
+                forwards: n_src + 1,
+                tokens: 0,
+            },
+        }),
+        mirage: Some(mirage),
+        marginal: Some(Marginal {
+            posterior: attribution[&Attribution::Marginal].clone(),
+            loglik: vec![-9.0, -2.5, -8.0],
+            loglik_no_documents: -11.25,
+            prior: vec![1.0 / 3.0; 3],
+        }),
+        context_cite: Some(ContextCiteResult {
+            scores: attribution[&Attribution::ContextCite].clone(),
+            intercept: -3.5,
+            span: 0..answer_len,
+            alpha: 0.01,
+            converged: true,
+        }),
+        ..Details::default()
+    }
+}
+
+/// Every analysis of `answer`, computed.
+fn report(sample: &Sample, info: &ModelInfo, answer: &AnswerView) -> AnalysisReport {
+    let (layers, heads) = (info.layers, info.heads);
+    let answer_len = answer.tokens.len();
+    let text = answer.text.clone();
+    let tokens = answer.tokens.clone();
+    let n_src = sample.docs.len();
+    let attribution = attribution(n_src);
+    let total: f64 = answer.logprobs.iter().map(|&x| x as f64).sum();
+    let mirage = mirage(
+        &text,
+        answer_len,
+        attribution[&Attribution::Mirage].clone(),
+        n_src,
+    );
+    AnalysisReport {
         model: info.clone(),
         sample_id: sample.id(),
         prompt_style: "mirage".into(),
@@ -229,80 +339,49 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         answer_correct: Some(true),
         ablation: None,
         gold: sample.gold(),
-        sources,
+        sources: sources(sample),
         target_document: Some(TargetDocument {
             index: 1,
             chosen_by: "gold".into(),
         }),
         logit_lens: Some(LogitLens {
             top_k: 3,
-            answer_tokens: tokens.clone(),
-            rows,
+            answer_tokens: tokens,
+            rows: lens_rows(layers, answer_len),
         }),
-        head_scores,
-        mlp_scores,
-        attribution: attribution.clone(),
+        head_scores: head_scores(layers, heads),
+        mlp_scores: mlp_scores(layers),
+        details: details(&attribution, n_src, answer_len, mirage),
+        attribution,
         ablation_curve: Some(AblationCurve {
             score: "arc_jsd".into(),
             config: CurveConfig::default(),
             clean_logprob: total,
             ranked_heads: Vec::new(),
-            points,
+            points: curve_points(total),
         }),
         faithfulness: BTreeMap::new(),
-        details: Details {
-            arc_jsd: Some(ArcJsdAttribution {
-                divergence: Divergence::Jsd,
-                scores: attribution[&Attribution::ArcJsd].clone(),
-                per_token: (0..n_src)
-                    .map(|i| (0..answer_len).map(|t| noise(i, t, 11) * 0.1).collect())
-                    .collect(),
-                top: 1,
-                stats: ScoringStats {
-                    forwards: n_src + 1,
-                    tokens: 0,
-                },
-            }),
-            mirage: Some(mirage),
-            marginal: Some(Marginal {
-                posterior: attribution[&Attribution::Marginal].clone(),
-                loglik: vec![-9.0, -2.5, -8.0],
-                loglik_no_documents: -11.25,
-                prior: vec![1.0 / 3.0; 3],
-            }),
-            context_cite: Some(ContextCiteResult {
-                scores: attribution[&Attribution::ContextCite].clone(),
-                intercept: -3.5,
-                span: 0..answer_len,
-                alpha: 0.01,
-                converged: true,
-            }),
-            ..Details::default()
-        },
         costs: BTreeMap::new(),
         options: AnalyzeOptions::default(),
-    };
+    }
+}
 
-    let mut app = App::new("demo/tiny-model", "question.json (island-capital)", sample);
-    app.info = Some(info);
-    app.answer = answer;
-    app.report = Some(report);
-    app.opened = true;
-    app.next_stage = STAGES.len();
-    app.last_job = Some(("stage 3/3".into(), 1.25));
-    app.focus = Pane::Heatmap;
-    app.token = 6.min(answer_len.saturating_sub(1));
-    app.head_cursor = (1.min(layers - 1), 2.min(heads - 1));
-    app.source_cursor = 1;
+/// Three heads and the first layer's MLP.
+fn ablation(layers: usize, heads: usize) -> AblationSet {
     let mut ablation = AblationSet::default();
     ablation.heads.insert((0, 1.min(heads - 1)));
     ablation.heads.insert((1.min(layers - 1), 2.min(heads - 1)));
     ablation.heads.insert((layers - 1, 0));
     ablation.mlps.insert(0);
+    ablation
+}
+
+/// The re-run under `ablation`: the answer departs at the third token.
+fn live_result(ablation: &AblationSet, total: f64) -> LiveResult {
     let live_tokens: Vec<String> = ["The", " capital", " is", " Hadding", "."]
         .map(String::from)
         .to_vec();
-    app.live = Some(LiveResult {
+    LiveResult {
         ablation: ablation.clone(),
         answer_text: live_tokens.concat(),
         tokens: live_tokens,
@@ -313,9 +392,7 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
         recomputed_from_layer: Some(0),
         forwards: 3,
         seconds: 0.042,
-    });
-    app.ablation = ablation;
-    app
+    }
 }
 
 /// [`demo_app`] after its live re-run came back: the panes show the ablated model (its answer
@@ -323,8 +400,8 @@ pub fn demo_app(layers: usize, heads: usize, answer_len: usize) -> App {
 /// answer and results kept.
 pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
     let mut app = demo_app(layers, heads, answer_len);
-    let live = app.live.clone().expect("the demo has a live result");
-    let mut answer = app.answer.clone();
+    let live = app.editor.live.clone().expect("the demo has a live result");
+    let mut answer = app.view.answer.clone();
     for (i, tok) in answer.tokens.iter_mut().enumerate().skip(2) {
         if let Some(t) = live.tokens.get(i) {
             *tok = t.clone();
@@ -334,7 +411,7 @@ pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
         *lp -= 0.4;
     }
     answer.text = answer.tokens.concat();
-    let mut report = app.report.clone().expect("the demo has a report");
+    let mut report = app.view.report.clone().expect("the demo has a report");
     for matrix in report.head_scores.values_mut() {
         for &(l, h) in &live.ablation.heads {
             matrix[l][h] = 0.0;
@@ -349,7 +426,7 @@ pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
     report.ablation_curve = None;
     report.ablation = Some("zero:…".into());
     app.enter_view(live.ablation.clone(), answer);
-    app.report = Some(report);
-    app.next_stage = STAGES.len();
+    app.view.report = Some(report);
+    app.view.next_stage = STAGES.len();
     app
 }

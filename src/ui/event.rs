@@ -18,7 +18,8 @@ use ratatui::Terminal;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::app::{update, Action, App, Command, Effect, WorkerMsg, DEBOUNCE_MS};
+use super::app::{Action, App, Command, Job, WorkerMsg, DEBOUNCE_MS};
+use super::effects::{drain, Carrier};
 use super::export::{write_screenshot, ExportFormat, Palette};
 use super::keys::KeyMap;
 use super::panes::Screen;
@@ -67,6 +68,38 @@ pub fn export_screen(
     .map_err(|e| e.to_string())
 }
 
+/// Effects as the terminal carries them out: the debounce is a wall-clock timer (re-armed once
+/// the queue is drained), an export is the terminal's size.
+struct TerminalSide<'a, B: Backend> {
+    terminal: &'a Terminal<B>,
+    ctx: &'a Context,
+    worker: &'a mut Worker,
+    rearm: bool,
+}
+
+impl<B: Backend> Carrier for TerminalSide<'_, B> {
+    fn submit(&mut self, job: Job) {
+        self.worker.submit(job);
+    }
+
+    fn cancel(&mut self) {
+        self.worker.cancel();
+    }
+
+    fn debounce(&mut self) -> Option<Action> {
+        self.rearm = true;
+        None
+    }
+
+    fn export(&mut self, app: &App) -> Result<Result<Vec<PathBuf>, String>> {
+        let size = self
+            .terminal
+            .size()
+            .map_err(|e| anyhow!("terminal size: {e}"))?;
+        Ok(export_screen(app, self.ctx, size.width, size.height))
+    }
+}
+
 /// Runs until the user quits (or a signal arrives, or input ends).
 pub async fn run_loop<B, S>(
     terminal: &mut Terminal<B>,
@@ -88,30 +121,20 @@ where
     let mut pending: VecDeque<Action> = VecDeque::from([Action::Start]);
     let mut dirty = true;
     loop {
-        while let Some(action) = pending.pop_front() {
-            for effect in update(app, action) {
-                match effect {
-                    Effect::Submit(job) => worker.submit(job),
-                    Effect::Cancel => worker.cancel(),
-                    Effect::Debounce => {
-                        debounce
-                            .as_mut()
-                            .reset(Instant::now() + Duration::from_millis(DEBOUNCE_MS));
-                        debounce_armed = true;
-                    }
-                    Effect::Export => {
-                        let size = terminal.size().map_err(|e| anyhow!("terminal size: {e}"))?;
-                        pending.push_back(Action::Exported(export_screen(
-                            app,
-                            ctx,
-                            size.width,
-                            size.height,
-                        )));
-                    }
-                    Effect::Quit => {}
-                }
-            }
+        let mut side = TerminalSide {
+            terminal,
+            ctx,
+            worker,
+            rearm: false,
+        };
+        if drain(app, &mut pending, &mut side)? > 0 {
             dirty = true;
+        }
+        if side.rearm {
+            debounce
+                .as_mut()
+                .reset(Instant::now() + Duration::from_millis(DEBOUNCE_MS));
+            debounce_armed = true;
         }
         if app.quit {
             return Ok(());

@@ -3,11 +3,13 @@
 //! Elm-like and split by concern: [`app`] holds the state, the actions and `update` (no drawing,
 //! no I/O); [`panes`] render it; [`event`] runs the loop; [`worker`] owns the engine on its own
 //! thread; [`keys`] and [`theme`] read the user's configuration; [`terminal`] keeps the terminal
-//! sane; [`screenshot`] drives the same loop headless; [`export`] turns a frame into files.
+//! sane; [`screenshot`] drives the same loop headless, through the same effect interpreter
+//! ([`effects`]); [`export`] turns a frame into files.
 
 pub mod app;
 pub mod bench;
 pub mod demo;
+pub mod effects;
 pub mod event;
 pub mod export;
 pub mod keys;

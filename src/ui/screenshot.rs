@@ -1,8 +1,10 @@
 //! `headscope screenshot`: the explorer off-screen. The same state, worker and `update` as the
 //! terminal, drawn into a `TestBackend` of `--size`; the key script is played one key at a time,
-//! each after the worker has gone idle (so the result does not depend on timing), and the final
-//! frame is exported.
+//! each after the worker has gone idle (so the result does not depend on timing) and drawn, as
+//! the terminal draws after each key, and the final frame is exported. Effects go through the
+//! same interpreter as the terminal's (`effects`).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,8 +13,9 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::app::{update, Action, App, Effect, WorkerMsg};
-use super::event::{export_screen, Context};
+use super::app::{Action, App, Job, WorkerMsg};
+use super::effects::{drain, Carrier};
+use super::event::{export_screen, render_buffer, Context};
 use super::export::{write_screenshot, ExportFormat};
 use super::keys::KeyCombo;
 use super::panes::Screen;
@@ -83,27 +86,52 @@ struct Driver<'a> {
     exported: Vec<PathBuf>,
 }
 
-impl Driver<'_> {
-    fn apply(&mut self, action: Action) {
-        let mut queue = vec![action];
-        while let Some(a) = queue.pop() {
-            for effect in update(&mut self.app, a) {
-                match effect {
-                    Effect::Submit(job) => self.worker.submit(job),
-                    Effect::Cancel => self.worker.cancel(),
-                    // No wall clock here: the quiet time is over at once.
-                    Effect::Debounce => queue.push(Action::DebounceElapsed),
-                    Effect::Export => {
-                        let r = export_screen(&self.app, self.ctx, self.size.0, self.size.1);
-                        if let Ok(paths) = &r {
-                            self.exported.extend(paths.iter().cloned());
-                        }
-                        queue.push(Action::Exported(r));
-                    }
-                    Effect::Quit => {}
-                }
-            }
+/// Effects as the headless driver carries them out: no wall clock (the quiet time is over at
+/// once), the export at the `--size` given.
+struct Headless<'a> {
+    worker: &'a mut Worker,
+    ctx: &'a Context,
+    size: (u16, u16),
+    exported: &'a mut Vec<PathBuf>,
+}
+
+impl Carrier for Headless<'_> {
+    fn submit(&mut self, job: Job) {
+        self.worker.submit(job);
+    }
+
+    fn cancel(&mut self) {
+        self.worker.cancel();
+    }
+
+    fn debounce(&mut self) -> Option<Action> {
+        Some(Action::DebounceElapsed)
+    }
+
+    fn export(&mut self, app: &App) -> Result<Result<Vec<PathBuf>, String>> {
+        let r = export_screen(app, self.ctx, self.size.0, self.size.1);
+        if let Ok(paths) = &r {
+            self.exported.extend(paths.iter().cloned());
         }
+        Ok(r)
+    }
+}
+
+impl Driver<'_> {
+    fn apply(&mut self, action: Action) -> Result<()> {
+        let mut side = Headless {
+            worker: &mut self.worker,
+            ctx: self.ctx,
+            size: self.size,
+            exported: &mut self.exported,
+        };
+        drain(&mut self.app, &mut VecDeque::from([action]), &mut side)?;
+        Ok(())
+    }
+
+    /// Draws the frame the terminal would show now (the panes learn their scroll bounds from it).
+    fn draw(&self) {
+        let _ = render_buffer(&self.app, self.ctx, self.size.0, self.size.1);
     }
 
     /// Feeds worker messages to `update` until nothing runs and nothing is left to schedule.
@@ -114,12 +142,13 @@ impl Driver<'_> {
             let (rt, rx) = (&self.rt, &mut self.rx);
             let msg = rt.block_on(async { tokio::time::timeout(left, rx.recv()).await });
             match msg {
-                Ok(Some(m)) => self.apply(Action::Worker(m)),
+                Ok(Some(m)) => self.apply(Action::Worker(m))?,
                 Ok(None) => bail!("the worker thread stopped"),
                 Err(_) => bail!(
                     "the worker did not finish within {}s (running: {})",
                     self.timeout.as_secs(),
                     self.app
+                        .jobs
                         .running
                         .as_ref()
                         .map_or("nothing".into(), |r| format!(
@@ -164,9 +193,10 @@ pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
         timeout: opts.timeout,
         exported: Vec::new(),
     };
-    d.apply(Action::Start);
+    d.apply(Action::Start)?;
     d.wait_idle()?;
-    if d.app.open_failed {
+    d.draw();
+    if d.app.jobs.open_failed {
         let why = d
             .app
             .status
@@ -175,8 +205,9 @@ pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
         bail!("{why}");
     }
     for c in commands {
-        d.apply(Action::Command(c));
+        d.apply(Action::Command(c))?;
         d.wait_idle()?;
+        d.draw();
         if d.app.quit {
             break;
         }

@@ -1,4 +1,4 @@
-//! Ablation: the heads and MLPs knocked out, how, the answer they leave and its Δ log-prob, and
+//! AblationSet: the heads and MLPs knocked out, how, the answer they leave and its Δ log-prob, and
 //! the top-k vs random ablation curve with the live set as a point on it.
 
 use ratatui::buffer::Buffer;
@@ -11,13 +11,20 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph, Widget, Wrap}
 use super::super::app::{App, JobSpec, Pane};
 use super::super::theme::Theme;
 use super::answer::signed;
+use super::scroll::Scroll;
 use super::{frame, num, show_token, waiting_for};
 
+/// The ablation pane's state: how far its text is scrolled.
+#[derive(Clone, Debug, Default)]
+pub struct AblationState {
+    pub scroll: Scroll,
+}
+
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
-    let a = &app.ablation;
+    let a = &app.editor.set;
     let title = vec![
         Span::styled(format!("· {} ", a.mode.label()), t.accent()),
-        Span::styled(format!("· k {} ", app.top_k), t.muted()),
+        Span::styled(format!("· k {} ", app.editor.top_k), t.muted()),
     ];
     let block = frame(app, t, Pane::Ablation, title);
     let inner = block.inner(area);
@@ -38,15 +45,17 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             Constraint::Fill(1),
         ]))
     };
-    Paragraph::new(text(app, t))
-        .wrap(Wrap { trim: false })
-        .scroll((app.ablation_scroll.min(200) as u16, 0))
-        .render(text_area, buf);
+    let text = Paragraph::new(text(app, t)).wrap(Wrap { trim: false });
+    let scroll = &app.panes.ablation.scroll;
+    let rows = text.line_count(text_area.width);
+    scroll.set_max(rows.saturating_sub(text_area.height as usize));
+    let top = scroll.top().min(u16::MAX as usize) as u16;
+    text.scroll((top, 0)).render(text_area, buf);
     chart(app, t, chart_area, buf);
 }
 
 fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
-    let a = &app.ablation;
+    let a = &app.editor.set;
     let muted = t.muted();
     let mut lines = Vec::new();
     let mut set_line = vec![Span::styled(
@@ -60,7 +69,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
         Style::new().fg(t.fg).add_modifier(Modifier::BOLD),
     )];
     set_line.push(Span::styled(
-        format!(" · {} (t) · k {} (+/-)", a.mode.label(), app.top_k),
+        format!(" · {} (t) · k {} (+/-)", a.mode.label(), app.editor.top_k),
         muted,
     ));
     lines.push(Line::from(set_line));
@@ -81,12 +90,13 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
     lines.push(Line::from(ids));
 
     let running_live = app
+        .jobs
         .running
         .as_ref()
         .is_some_and(|r| matches!(r.spec, JobSpec::Live(_)));
     let state = if running_live {
         Some(Span::styled("re-running…", Style::new().fg(t.warning)))
-    } else if app.live_dirty {
+    } else if app.editor.dirty {
         Some(Span::styled(
             "re-run pending (enter runs now)",
             Style::new().fg(t.warning),
@@ -94,7 +104,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
     } else {
         None
     };
-    match &app.live {
+    match &app.editor.live {
         Some(live) => {
             let stale = live.ablation != *a;
             lines.push(Line::from(vec![
@@ -186,6 +196,7 @@ fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         .map(|p| (p.k as f64, p.random_logprob_mean))
         .collect();
     let live: Vec<(f64, f64)> = app
+        .editor
         .live
         .as_ref()
         .filter(|l| l.ablation.mlps.is_empty())

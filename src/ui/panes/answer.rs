@@ -13,20 +13,75 @@ use super::super::theme::Theme;
 use super::{frame, num, placeholder, scroll_to, show_token, wrap_items};
 use crate::analysis::AnswerSource;
 
+/// The answer pane's cursor: the answer position every pane looks at.
+#[derive(Clone, Debug, Default)]
+pub struct AnswerState {
+    pub token: usize,
+}
+
+impl AnswerState {
+    /// Moves by `by` tokens within an answer of `n`.
+    pub fn move_by(&mut self, by: isize, n: usize) {
+        if n == 0 {
+            self.token = 0;
+            return;
+        }
+        self.token = (self.token as isize)
+            .saturating_add(by)
+            .clamp(0, n as isize - 1) as usize;
+    }
+
+    /// Keeps the cursor within an answer of `n` tokens.
+    pub fn clamp(&mut self, n: usize) {
+        self.token = self.token.min(n.saturating_sub(1));
+    }
+}
+
 /// Rows the pane takes (borders included).
 pub fn height(_app: &App) -> u16 {
     7
 }
 
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
+    let block = frame(app, t, Pane::Answer, title(app, t));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    if app.view.answer.tokens.is_empty() {
+        placeholder(t, inner, buf, empty_message(app));
+        return;
+    }
+    // Under an ablation the pane shows the ablated model's answer; one more row compares.
+    let compare = compare(app);
+    let live_rows = if compare.is_some() { 1 } else { 0 };
+    let token_rows = inner.height.saturating_sub(1 + live_rows).max(1) as usize;
+    draw_tokens(app, t, inner, token_rows, buf);
+    let mut y = inner.y + token_rows as u16;
+    if let Some((label, tokens, logprobs)) = compare {
+        if y < inner.bottom() {
+            compare_line(app, t, label, tokens, logprobs)
+                .render(Rect::new(inner.x, y, inner.width, 1), buf);
+            y += 1;
+        }
+    }
+    if y < inner.bottom() {
+        info_line(app, t).render(Rect::new(inner.x, y, inner.width, 1), buf);
+    }
+}
+
+/// Where the answer comes from, its length and log-prob, and whether it is the expected one.
+fn title<'a>(app: &App, t: &Theme) -> Vec<Span<'a>> {
     let mut title = Vec::new();
-    if !app.answer.tokens.is_empty() {
-        let src = match app.answer.source {
+    let answer = &app.view.answer;
+    if !answer.tokens.is_empty() {
+        let src = match answer.source {
             Some(AnswerSource::Given) => "given",
             Some(AnswerSource::Generated) => "generated",
             None => "generating",
         };
-        if !app.view.is_empty() {
+        if !app.view.is_clean() {
             title.push(Span::styled(
                 "ablated model · ",
                 Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
@@ -35,47 +90,43 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         title.push(Span::styled(
             format!(
                 "{src} · {} tokens · log p {} ",
-                app.answer.tokens.len(),
-                num(app.answer.total_logprob())
+                answer.tokens.len(),
+                num(answer.total_logprob())
             ),
             t.muted(),
         ));
     }
-    if let Some(c) = app.report.as_ref().and_then(|r| r.answer_correct) {
+    if let Some(c) = app.view.report.as_ref().and_then(|r| r.answer_correct) {
         title.push(if c {
             Span::styled("✓ correct ", Style::new().fg(t.ok))
         } else {
             Span::styled("✗ not the expected answer ", Style::new().fg(t.warning))
         });
     }
-    let block = frame(app, t, Pane::Answer, title);
-    let inner = block.inner(area);
-    block.render(area, buf);
-    if inner.height == 0 || inner.width == 0 {
-        return;
-    }
-    if app.answer.tokens.is_empty() {
-        let msg = match &app.running {
-            Some(r) if r.spec == JobSpec::Open && app.info.is_none() => "loading the model…",
-            Some(r) if r.spec == JobSpec::Open => "generating…",
-            _ if app.open_failed => "no answer (see the status line)",
-            _ => "no answer yet",
-        };
-        placeholder(t, inner, buf, msg);
-        return;
-    }
+    title
+}
 
-    // Under an ablation the pane shows the ablated model's answer; one more row compares.
-    let compare: Option<(&str, &[String], &[f32])> = match (app.clean_answer(), &app.live) {
+fn empty_message(app: &App) -> &'static str {
+    match &app.jobs.running {
+        Some(r) if r.spec == JobSpec::Open && app.info.is_none() => "loading the model…",
+        Some(r) if r.spec == JobSpec::Open => "generating…",
+        _ if app.jobs.open_failed => "no answer (see the status line)",
+        _ => "no answer yet",
+    }
+}
+
+/// The other answer to compare with: the clean one under an ablation, or the live re-run's.
+fn compare(app: &App) -> Option<(&'static str, &[String], &[f32])> {
+    match (app.clean_answer(), &app.editor.live) {
         (Some(clean), _) => Some(("clean ▸ ", &clean.tokens, &clean.logprobs)),
         (None, Some(live)) => Some(("ablated ▸ ", &live.tokens, &live.logprobs)),
         (None, None) => None,
-    };
-    let live_rows = if compare.is_some() { 1 } else { 0 };
-    let token_rows = inner.height.saturating_sub(1 + live_rows).max(1) as usize;
+    }
+}
 
-    // Tokens, with `[i]` citation marks before each cited MIRAGE sentence.
-    let citations: Vec<(usize, String)> = app
+/// `[i]` citation marks before each cited MIRAGE sentence: `(first token, marks)`.
+fn citations(app: &App) -> Vec<(usize, String)> {
+    app.view
         .report
         .as_ref()
         .and_then(|r| r.details.mirage.as_ref())
@@ -91,10 +142,16 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let mut items = Vec::with_capacity(app.answer.tokens.len() + citations.len());
+        .unwrap_or_default()
+}
+
+/// The answer as items to wrap, coloured by probability, and per item its token.
+fn token_items(app: &App, t: &Theme) -> (Vec<Span<'static>>, Vec<usize>) {
+    let citations = citations(app);
+    let answer = &app.view.answer;
+    let mut items = Vec::with_capacity(answer.tokens.len() + citations.len());
     let mut item_token = Vec::with_capacity(items.capacity());
-    for (i, tok) in app.answer.tokens.iter().enumerate() {
+    for (i, tok) in answer.tokens.iter().enumerate() {
         for (_, marks) in citations.iter().filter(|(start, _)| *start == i) {
             items.push(Span::styled(
                 marks.clone(),
@@ -102,13 +159,12 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             ));
             item_token.push(i);
         }
-        let p = app
-            .answer
+        let p = answer
             .logprobs
             .get(i)
             .map_or(f64::NAN, |&lp| (lp as f64).exp());
         let mut style = Style::new().fg(t.probability.at(p));
-        if i == app.token {
+        if i == app.token() {
             style = style
                 .bg(t.selection)
                 .add_modifier(Modifier::BOLD | Modifier::UNDERLINED);
@@ -116,16 +172,22 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         items.push(Span::styled(show_token(tok), style));
         item_token.push(i);
     }
-    if !app.answer.complete {
+    if !answer.complete {
         items.push(Span::styled("▌", Style::new().fg(t.accent)));
-        item_token.push(app.answer.tokens.len());
+        item_token.push(answer.tokens.len());
     }
+    (items, item_token)
+}
+
+/// The answer's tokens, wrapped, scrolled so that the cursor's line shows.
+fn draw_tokens(app: &App, t: &Theme, inner: Rect, token_rows: usize, buf: &mut Buffer) {
+    let (items, item_token) = token_items(app, t);
     let lines = wrap_items(items, inner.width as usize);
     let cursor_line = lines
         .iter()
         .position(|l| {
             l.iter()
-                .any(|(i, _)| item_token.get(*i) == Some(&app.token))
+                .any(|(i, _)| item_token.get(*i) == Some(&app.token()))
         })
         .unwrap_or(0);
     let first = scroll_to(cursor_line, lines.len(), token_rows);
@@ -136,46 +198,46 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             buf,
         );
     }
+}
 
-    let mut y = inner.y + token_rows as u16;
-    if let Some((label, tokens, logprobs)) = compare {
-        if y < inner.bottom() {
-            let mut spans = vec![Span::styled(
-                label,
-                Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
-            )];
-            for (i, tok) in tokens.iter().enumerate() {
-                let p = logprobs.get(i).map_or(f64::NAN, |&lp| (lp as f64).exp());
-                spans.push(Span::styled(
-                    show_token(tok),
-                    Style::new().fg(t.probability.at(p)),
-                ));
-            }
-            if let Some(live) = &app.live {
-                spans.push(Span::styled(
-                    format!("  Δ log p {}", signed(live.delta_logprob)),
-                    Style::new().fg(t.ablated),
-                ));
-            }
-            Line::from(spans).render(Rect::new(inner.x, y, inner.width, 1), buf);
-            y += 1;
-        }
+/// `clean ▸ The capital …  Δ log p −2.375`.
+fn compare_line<'a>(
+    app: &App,
+    t: &Theme,
+    label: &'a str,
+    tokens: &[String],
+    logprobs: &[f32],
+) -> Line<'a> {
+    let mut spans = vec![Span::styled(
+        label,
+        Style::new().fg(t.ablated).add_modifier(Modifier::BOLD),
+    )];
+    for (i, tok) in tokens.iter().enumerate() {
+        let p = logprobs.get(i).map_or(f64::NAN, |&lp| (lp as f64).exp());
+        spans.push(Span::styled(
+            show_token(tok),
+            Style::new().fg(t.probability.at(p)),
+        ));
     }
-    if y < inner.bottom() {
-        info_line(app, t).render(Rect::new(inner.x, y, inner.width, 1), buf);
+    if let Some(live) = &app.editor.live {
+        spans.push(Span::styled(
+            format!("  Δ log p {}", signed(live.delta_logprob)),
+            Style::new().fg(t.ablated),
+        ));
     }
+    Line::from(spans)
 }
 
 /// `#7 " Bren"  p 0.153  log p −1.877 │ CTI 0.42 ≥ 0.31`.
 fn info_line(app: &App, t: &Theme) -> Line<'static> {
-    let i = app.token;
-    let Some(tok) = app.answer.tokens.get(i) else {
+    let i = app.token();
+    let Some(tok) = app.view.answer.tokens.get(i) else {
         return Line::raw("");
     };
-    let lp = app.answer.logprobs.get(i).copied().unwrap_or(f32::NAN) as f64;
+    let lp = app.view.answer.logprobs.get(i).copied().unwrap_or(f32::NAN) as f64;
     let mut spans = vec![
         Span::styled(
-            format!("token {}/{} ", i + 1, app.answer.tokens.len()),
+            format!("token {}/{} ", i + 1, app.view.answer.tokens.len()),
             t.muted(),
         ),
         Span::styled(
@@ -187,7 +249,12 @@ fn info_line(app: &App, t: &Theme) -> Line<'static> {
         Span::styled("  log p ", t.muted()),
         Span::raw(num(lp)),
     ];
-    if let Some(m) = app.report.as_ref().and_then(|r| r.details.mirage.as_ref()) {
+    if let Some(m) = app
+        .view
+        .report
+        .as_ref()
+        .and_then(|r| r.details.mirage.as_ref())
+    {
         if let Some(cti) = m.cti.get(i) {
             let cites = *cti >= m.cti_threshold;
             spans.push(Span::styled("  │ CTI ", t.muted()));

@@ -14,6 +14,57 @@ use super::heatmap::{position, range};
 use super::{clip, frame, num, placeholder, scroll_to, show_token, waiting_for};
 use crate::analysis::report::AnalysisReport;
 
+/// The attribution pane's state: the method shown (`M` cycles), documents or sentences (`s`),
+/// and the source cursor.
+#[derive(Clone, Debug)]
+pub struct AttributionState {
+    pub method: Attribution,
+    pub sentences: bool,
+    pub cursor: usize,
+    /// Until the user moves it, the source cursor sits on the top source of the method shown.
+    pub moved: bool,
+}
+
+impl Default for AttributionState {
+    fn default() -> Self {
+        AttributionState {
+            method: Attribution::ArcJsd,
+            sentences: false,
+            cursor: 0,
+            moved: false,
+        }
+    }
+}
+
+impl AttributionState {
+    /// Moves the cursor by `by` within `n` sources (by hand: it stops following the top
+    /// source). False when there is nothing to move over.
+    pub fn move_by(&mut self, by: isize, n: usize) -> bool {
+        if n == 0 {
+            self.cursor = 0;
+            return false;
+        }
+        self.cursor = (self.cursor as isize + by).clamp(0, n as isize - 1) as usize;
+        self.moved = true;
+        true
+    }
+
+    /// Puts the cursor on `top` (the method's top source) unless the user moved it.
+    pub fn follow(&mut self, top: Option<usize>) {
+        if let (false, Some(top)) = (self.moved, top) {
+            self.cursor = top;
+        }
+    }
+
+    /// Documents ⇄ sentences, the cursor back on the top source; the new granularity.
+    pub fn toggle_sentences(&mut self) -> bool {
+        self.sentences = !self.sentences;
+        self.cursor = 0;
+        self.moved = false;
+        self.sentences
+    }
+}
+
 /// The colour of source `i`'s score: the heatmap scale over the sources' range (used by the
 /// sample pane too, so a source looks the same in both).
 pub fn source_color(t: &Theme, scores: &[f64], i: usize) -> Option<Color> {
@@ -56,130 +107,185 @@ fn at_token(report: &AnalysisReport, method: Attribution, token: usize) -> Optio
 }
 
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
-    let gran = if app.sentences {
-        "sentences"
-    } else {
-        "documents"
-    };
+    let gran = granularity(app);
+    let method = app.panes.attribution.method;
     let title = vec![
-        Span::styled(format!("· {} ", app.attr_method.label()), t.accent()),
+        Span::styled(format!("· {} ", method.label()), t.accent()),
         Span::styled(format!("· {gran} (s) "), t.muted()),
     ];
     let block = frame(app, t, Pane::Attribution, title);
     let inner = block.inner(area);
     block.render(area, buf);
-    let report = app.attribution_report();
-    let scores = app.attribution();
-    let (Some(report), Some(scores)) = (report, scores) else {
-        let what = format!("{} ({gran})", app.attr_method.label());
-        let msg = if app.sentences && app.sentence_report.is_none() {
-            if app.sentences_failed {
-                format!("{what} failed (see the status line)")
-            } else {
-                format!("{what}: computing…")
-            }
-        } else {
-            waiting_for(app, app.attr_method.stage(), &what)
-        };
-        placeholder(t, inner, buf, &msg);
+    let (Some(report), Some(scores)) = (app.attribution_report(), app.attribution()) else {
+        placeholder(t, inner, buf, &pending_message(app));
         return;
     };
     if inner.height < 2 || inner.width < 30 {
         return;
     }
-    let per_token = at_token(report, app.attr_method, app.token);
-    let footer_rows = 1u16;
-    let list_rows = inner.height.saturating_sub(footer_rows + 1) as usize;
+    let per_token = at_token(report, method, app.token());
+    let cols = Columns::new(report, per_token.is_some(), inner.width as usize);
+    let list_rows = inner.height.saturating_sub(2) as usize;
     let n = report.sources.len();
-    let cursor = app.source_cursor.min(n.saturating_sub(1));
+    let cursor = app.panes.attribution.cursor.min(n.saturating_sub(1));
     let first = scroll_to(cursor, n, list_rows);
-
-    let label_w = report
-        .sources
-        .iter()
-        .map(|s| s.label.len())
-        .max()
-        .unwrap_or(2)
-        + 2;
-    let value_w = 8usize;
-    let tok_w = if per_token.is_some() { 8usize } else { 0 };
-    let bar_w =
-        ((inner.width as usize).saturating_sub(label_w + value_w + tok_w + 2) * 2 / 5).max(4);
-    let text_w = (inner.width as usize).saturating_sub(label_w + bar_w + value_w + tok_w + 2);
+    buf.set_stringn(
+        inner.x,
+        inner.y,
+        cols.head(app, per_token.is_some()),
+        inner.width as usize,
+        t.muted(),
+    );
     let max_abs = scores
         .iter()
         .filter(|v| v.is_finite())
         .fold(0.0f64, |m, v| m.max(v.abs()));
-
-    // Column heads.
-    let mut head = format!("{:<label_w$}{:<bar_w$}{:>value_w$}", "", "", "score");
-    if per_token.is_some() {
-        head.push_str(&format!("{:>tok_w$}", format!("@{}", app.token + 1)));
+    let row = RowCtx {
+        app,
+        t,
+        report,
+        scores,
+        per_token: per_token.as_deref(),
+        cols: &cols,
+        max_abs,
+        cursor,
+    };
+    for (r, i) in (first..n).take(list_rows).enumerate() {
+        row.draw(
+            i,
+            Rect::new(inner.x, inner.y + 1 + r as u16, inner.width, 1),
+            buf,
+        );
     }
-    buf.set_stringn(inner.x, inner.y, &head, inner.width as usize, t.muted());
+    let fy = inner.bottom() - 1;
+    footer(app, t, report).render(Rect::new(inner.x, fy, inner.width, 1), buf);
+}
 
-    for (row, i) in (first..n).take(list_rows).enumerate() {
-        let y = inner.y + 1 + row as u16;
-        let src = &report.sources[i];
-        let v = scores.get(i).copied().unwrap_or(f64::NAN);
-        let selected = i == cursor;
+fn granularity(app: &App) -> &'static str {
+    if app.panes.attribution.sentences {
+        "sentences"
+    } else {
+        "documents"
+    }
+}
+
+/// What the pane says while its method's scores are not there.
+fn pending_message(app: &App) -> String {
+    let method = app.panes.attribution.method;
+    let what = format!("{} ({})", method.label(), granularity(app));
+    if app.panes.attribution.sentences && app.view.sentence_report.is_none() {
+        if app.view.sentences_failed {
+            format!("{what} failed (see the status line)")
+        } else {
+            format!("{what}: computing…")
+        }
+    } else {
+        waiting_for(app, method.stage(), &what)
+    }
+}
+
+/// Column widths: label, bar, score, the value at the cursor's token (when the method has one)
+/// and the source's text.
+struct Columns {
+    label: usize,
+    bar: usize,
+    value: usize,
+    tok: usize,
+    text: usize,
+}
+
+impl Columns {
+    fn new(report: &AnalysisReport, per_token: bool, width: usize) -> Columns {
+        let label = report
+            .sources
+            .iter()
+            .map(|s| s.label.len())
+            .max()
+            .unwrap_or(2)
+            + 2;
+        let value = 8usize;
+        let tok = if per_token { 8usize } else { 0 };
+        let bar = (width.saturating_sub(label + value + tok + 2) * 2 / 5).max(4);
+        let text = width.saturating_sub(label + bar + value + tok + 2);
+        Columns {
+            label,
+            bar,
+            value,
+            tok,
+            text,
+        }
+    }
+
+    /// The column heads.
+    fn head(&self, app: &App, per_token: bool) -> String {
+        let (label_w, bar_w, value_w, tok_w) = (self.label, self.bar, self.value, self.tok);
+        let mut head = format!("{:<label_w$}{:<bar_w$}{:>value_w$}", "", "", "score");
+        if per_token {
+            head.push_str(&format!("{:>tok_w$}", format!("@{}", app.token() + 1)));
+        }
+        head
+    }
+}
+
+/// What every source's row is drawn from.
+struct RowCtx<'a> {
+    app: &'a App,
+    t: &'a Theme,
+    report: &'a AnalysisReport,
+    scores: &'a [f64],
+    per_token: Option<&'a [f64]>,
+    cols: &'a Columns,
+    max_abs: f64,
+    cursor: usize,
+}
+
+impl RowCtx<'_> {
+    /// Source `i`'s row: label, bar, score, the value at the token, a snippet of its text.
+    fn draw(&self, i: usize, line: Rect, buf: &mut Buffer) {
+        let (t, c) = (self.t, self.cols);
+        let y = line.y;
+        let src = &self.report.sources[i];
+        let v = self.scores.get(i).copied().unwrap_or(f64::NAN);
+        let selected = i == self.cursor;
         let base = if selected { t.selected() } else { Style::new() };
-        buf.set_style(Rect::new(inner.x, y, inner.width, 1), base);
-        let gold = report.gold == Some(src.document) && (!app.sentences || selected);
+        buf.set_style(line, base);
+        let gold = self.report.gold == Some(src.document)
+            && (!self.app.panes.attribution.sentences || selected);
         let label = format!(
             "{}{}{}",
             if selected { "▸" } else { " " },
             src.label,
             if gold { "★" } else { "" }
         );
-        let mut x = inner.x;
-        buf.set_stringn(
-            x,
-            y,
-            &label,
-            label_w,
-            base.fg(if selected { t.accent } else { t.fg }),
-        );
-        x += label_w as u16;
+        let mut x = line.x;
+        let label_fg = if selected { t.accent } else { t.fg };
+        buf.set_stringn(x, y, &label, c.label, base.fg(label_fg));
+        x += c.label as u16;
         // The bar, in the source's colour; eighths for a smooth end.
-        let frac = if max_abs > 0.0 && v.is_finite() {
-            v.abs() / max_abs
+        let frac = if self.max_abs > 0.0 && v.is_finite() {
+            v.abs() / self.max_abs
         } else {
             0.0
         };
         let color = if v < 0.0 {
             t.bar_negative
         } else {
-            source_color(t, scores, i).unwrap_or(t.bar)
+            source_color(t, self.scores, i).unwrap_or(t.bar)
         };
-        let bar = bar_string(frac, bar_w);
-        buf.set_stringn(x, y, &bar, bar_w, base.fg(color));
-        x += bar_w as u16;
-        buf.set_stringn(
-            x,
-            y,
-            format!("{:>value_w$}", num(v)),
-            value_w,
-            base.fg(t.fg),
-        );
-        x += value_w as u16;
-        if let Some(pt) = &per_token {
+        buf.set_stringn(x, y, bar_string(frac, c.bar), c.bar, base.fg(color));
+        x += c.bar as u16;
+        let value = format!("{:>w$}", num(v), w = c.value);
+        buf.set_stringn(x, y, value, c.value, base.fg(t.fg));
+        x += c.value as u16;
+        if let Some(pt) = self.per_token {
             let tv = pt.get(i).copied().unwrap_or(f64::NAN);
-            buf.set_stringn(
-                x,
-                y,
-                format!("{:>tok_w$}", num(tv)),
-                tok_w,
-                base.fg(t.accent),
-            );
-            x += tok_w as u16;
+            let value = format!("{:>w$}", num(tv), w = c.tok);
+            buf.set_stringn(x, y, value, c.tok, base.fg(t.accent));
+            x += c.tok as u16;
         }
         let snippet = show_token(&src.text);
-        buf.set_stringn(x + 2, y, clip(&snippet, text_w), text_w, base.fg(t.muted));
+        buf.set_stringn(x + 2, y, clip(&snippet, c.text), c.text, base.fg(t.muted));
     }
-
-    let fy = inner.bottom() - 1;
-    footer(app, t, report).render(Rect::new(inner.x, fy, inner.width, 1), buf);
 }
 
 /// `frac` of `width` cells as a bar with an eighth-block end.
@@ -199,7 +305,7 @@ pub fn bar_string(frac: f64, width: usize) -> String {
 fn footer(app: &App, t: &Theme, report: &AnalysisReport) -> Line<'static> {
     let d = &report.details;
     let muted = t.muted();
-    let spans = match app.attr_method {
+    let spans = match app.panes.attribution.method {
         Attribution::Mirage => match &d.mirage {
             Some(m) => vec![
                 Span::styled("cited: ", muted),

@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use super::super::app::{App, STAGES};
+use super::super::app::App;
 use super::super::theme::Theme;
 use super::{clip, num};
 
@@ -43,7 +43,7 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             l1.push(Span::styled("loading…", t.header().fg(t.muted)));
         }
     }
-    if !app.view.is_empty() {
+    if !app.view.is_clean() {
         l1.push(sep());
         l1.push(Span::styled(
             format!("✕ ablated model: {}", ablation_summary(app)),
@@ -59,7 +59,7 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         return;
     }
     let mut l2 = vec![Span::raw(" ")];
-    match &app.running {
+    match &app.jobs.running {
         Some(r) => {
             l2.push(Span::styled("⟳ ", t.header().fg(t.warning)));
             l2.push(Span::styled(r.spec.label(), strong));
@@ -86,17 +86,17 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 l2.push(Span::styled(format!(" {:.1}s", r.elapsed_s), t.header()));
             }
         }
-        None if app.open_failed => l2.push(Span::styled("✗ not loaded", t.error())),
-        None if app.paused => l2.push(Span::styled(
+        None if app.jobs.open_failed => l2.push(Span::styled("✗ not loaded", t.error())),
+        None if app.jobs.paused => l2.push(Span::styled(
             "⏸ paused (enter resumes)",
             t.header().fg(t.warning),
         )),
-        None if app.opened && app.next_stage >= STAGES.len() => {
+        None if app.jobs.opened && app.view.stages_done() => {
             l2.push(Span::styled("✓ idle", t.header().fg(t.ok)))
         }
         None => l2.push(Span::styled("idle", t.header().fg(t.muted))),
     }
-    if let Some((label, secs)) = &app.last_job {
+    if let Some((label, secs)) = &app.jobs.last_job {
         l2.push(sep());
         l2.push(Span::styled("last ", t.header().fg(t.muted)));
         l2.push(Span::styled(format!("{label} {}s", num(*secs)), t.header()));
@@ -125,7 +125,7 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
 
 /// `L0H1, L3 MLP (zero)`, or `7 heads, 1 MLP (mean)` when longer.
 fn ablation_summary(app: &App) -> String {
-    let v = &app.view;
+    let v = &app.view.under;
     let labels = v.item_labels();
     let items = if labels.len() <= 3 {
         labels.join(", ")

@@ -8,9 +8,49 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Widget;
 
-use super::super::app::{App, Pane};
+use super::super::app::{App, HeadScore, Pane};
 use super::super::theme::{contrast_fg, Theme};
 use super::{frame, num, placeholder, scroll_to, waiting_for};
+
+/// The heatmap's state: the head score shown (`m` cycles) and the cursor.
+#[derive(Clone, Debug)]
+pub struct HeatmapState {
+    pub score: HeadScore,
+    /// `(layer, head)`; `head == heads` is the layer's MLP.
+    pub cursor: (usize, usize),
+}
+
+impl Default for HeatmapState {
+    fn default() -> Self {
+        HeatmapState {
+            score: HeadScore::ArcJsd,
+            cursor: (0, 0),
+        }
+    }
+}
+
+impl HeatmapState {
+    /// Moves the cursor `dl` layers and `dh` heads on a `(layers, heads)` model; the column
+    /// after the last head is the layer's MLP.
+    pub fn move_by(&mut self, dl: isize, dh: isize, (layers, heads): (usize, usize)) {
+        if layers == 0 || heads == 0 {
+            return;
+        }
+        let (l, h) = self.cursor;
+        let l = (l as isize + dl).clamp(0, layers as isize - 1) as usize;
+        let h = (h as isize + dh).clamp(0, heads as isize) as usize;
+        self.cursor = (l, h);
+    }
+
+    /// To the first head, or (`last`) to the MLP column.
+    pub fn jump_to_column(&mut self, last: bool, (layers, heads): (usize, usize)) {
+        if layers == 0 || heads == 0 {
+            return;
+        }
+        let l = self.cursor.0.min(layers - 1);
+        self.cursor = (l, if last { heads } else { 0 });
+    }
+}
 
 /// Columns the pane would like: a label, three columns per head, a gap and the MLP column.
 pub fn preferred_width(app: &App) -> u16 {
@@ -50,8 +90,8 @@ pub fn position(v: f64, lo: f64, hi: f64, signed: bool) -> f64 {
 }
 
 pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
-    let score = app.head_score;
-    let ablated = app.ablation.len();
+    let score = app.panes.heatmap.score;
+    let ablated = app.editor.set.len();
     let mut title = vec![Span::styled(format!("· {} ", score.label()), t.accent())];
     if ablated > 0 {
         title.push(Span::styled(
@@ -77,7 +117,7 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let avail = inner.width.saturating_sub(label_w + 1);
     let cw = (avail / (heads as u16 + 1)).clamp(1, 3);
     let grid_rows = inner.height.saturating_sub(3) as usize;
-    let (cl, ch) = app.head_cursor;
+    let (cl, ch) = app.panes.heatmap.cursor;
     let first = scroll_to(cl, layers, grid_rows);
     let mlp_x = inner.x + label_w + heads as u16 * cw + 1;
 
@@ -130,9 +170,9 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
                 _ => None,
             };
             let is_ablated = if is_mlp {
-                app.ablation.mlps.contains(&l)
+                app.editor.set.mlps.contains(&l)
             } else {
-                app.ablation.heads.contains(&(l, h))
+                app.editor.set.heads.contains(&(l, h))
             };
             let cursor = (l, h.min(heads)) == (cl, ch.min(heads));
             draw_cell(buf, t, x, y, cw, bg, is_ablated, cursor);
@@ -259,12 +299,12 @@ fn readout<'a>(
     mlp: Option<&Vec<f64>>,
 ) -> Line<'a> {
     let (_, heads) = app.dims();
-    let (l, h) = app.head_cursor;
+    let (l, h) = app.panes.heatmap.cursor;
     let (id, value, ablated) = if h >= heads {
         (
             format!("L{l} MLP"),
             mlp.and_then(|m| m.get(l)).copied(),
-            app.ablation.mlps.contains(&l),
+            app.editor.set.mlps.contains(&l),
         )
     } else {
         (
@@ -273,7 +313,7 @@ fn readout<'a>(
                 .and_then(|m| m.get(l))
                 .and_then(|r| r.get(h))
                 .copied(),
-            app.ablation.heads.contains(&(l, h)),
+            app.editor.set.heads.contains(&(l, h)),
         )
     };
     let mut spans = vec![
@@ -282,9 +322,11 @@ fn readout<'a>(
         Span::raw(value.map_or("—".to_string(), num)),
     ];
     if let (Some(v), Some(m), true) = (value, matrix, h < heads) {
-        let imp = app.head_score.importance(&[vec![v]])[0][0];
+        let imp = app.panes.heatmap.score.importance(&[vec![v]])[0][0];
         let better = app
-            .head_score
+            .panes
+            .heatmap
+            .score
             .importance(m)
             .iter()
             .flatten()

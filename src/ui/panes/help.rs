@@ -10,6 +10,13 @@ use super::super::app::App;
 use super::super::keys::KeyMap;
 use super::super::theme::Theme;
 use super::clip;
+use super::scroll::Scroll;
+
+/// The help overlay's state: how far its list is scrolled.
+#[derive(Clone, Debug, Default)]
+pub struct HelpState {
+    pub scroll: Scroll,
+}
 
 pub fn render(app: &App, t: &Theme, keys: &KeyMap, area: Rect, buf: &mut Buffer) {
     let entries = keys.help();
@@ -49,7 +56,8 @@ pub fn render(app: &App, t: &Theme, keys: &KeyMap, area: Rect, buf: &mut Buffer)
     let inner = block.inner(popup);
     block.render(popup, buf);
     let visible = inner.height as usize;
-    let first = app.help_scroll.min(rows.saturating_sub(visible));
+    app.panes.help.scroll.set_max(rows.saturating_sub(visible));
+    let first = app.panes.help.scroll.top();
     for r in 0..visible.min(rows - first.min(rows)) {
         for c in 0..cols {
             let Some((k, help)) = entries.get(c * rows + first + r) else {

@@ -9,6 +9,7 @@ pub mod heatmap;
 pub mod help;
 pub mod lens;
 pub mod sample;
+pub mod scroll;
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -19,6 +20,19 @@ use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Widget, Wrap};
 use super::app::{App, Pane};
 use super::keys::KeyMap;
 use super::theme::Theme;
+
+/// Each pane's own cursor and scroll state, kept beside its renderer (as ratatui's demo2 keeps
+/// each tab's state with the tab).
+#[derive(Clone, Debug, Default)]
+pub struct PaneStates {
+    pub answer: answer::AnswerState,
+    pub sample: sample::SampleState,
+    pub heatmap: heatmap::HeatmapState,
+    pub lens: lens::LensState,
+    pub attribution: attribution::AttributionState,
+    pub ablation: ablation::AblationState,
+    pub help: help::HelpState,
+}
 
 /// The smallest terminal the layout fits.
 pub const MIN_WIDTH: u16 = 90;
@@ -362,19 +376,19 @@ pub fn placeholder(t: &Theme, area: Rect, buf: &mut Buffer, text: &str) {
 
 /// "stage N is running" / "cancelled" / "failed", for a pane waiting on a result.
 pub fn waiting_for(app: &App, stage: usize, what: &str) -> String {
-    if app.open_failed {
+    if app.jobs.open_failed {
         return format!("{what}: no model (see the status line)");
     }
-    if app.failed_stages.contains(&(stage.saturating_sub(1))) {
+    if app.view.failed_stages.contains(&(stage.saturating_sub(1))) {
         return format!("{what} failed (see the status line)");
     }
-    let running_stage = app.running.as_ref().and_then(|r| match r.spec {
+    let running_stage = app.jobs.running.as_ref().and_then(|r| match r.spec {
         super::app::JobSpec::Analyze { stage, .. } => Some(stage + 1),
         _ => None,
     });
     if running_stage == Some(stage) {
         format!("{what}: computing (stage {stage})…")
-    } else if app.paused {
+    } else if app.jobs.paused {
         format!("{what}: paused (enter resumes)")
     } else {
         format!("{what}: waiting for stage {stage}")
