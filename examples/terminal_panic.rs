@@ -1,5 +1,5 @@
 //! Enters the explorer's terminal mode (raw mode, alternate screen) and panics, keeping the guard
-//! alive so that only the panic hook can put the terminal back. `tests/tui_tmux.rs` runs it in
+//! alive so that only the panic hook can put the terminal back. `tests/suite/tui_tmux.rs` runs it in
 //! tmux and checks the terminal is restored and the panic message readable on the main screen.
 
 fn main() {

@@ -1,14 +1,14 @@
 //! ARC-JSD (Li et al., "Attributing Response to Context: A Jensen–Shannon Divergence Driven
 //! Mechanistic Study of Context Attribution in RAG", arXiv 2505.16415).
 //!
-//! * **Source attribution** (§1.2): the divergence between the answer's next-token distributions
+//! * **Source attribution** (ANALYSES.md `attr:arc-jsd`): the divergence between the answer's next-token distributions
 //!   with the full context and with one source left out, summed over answer tokens. Each leave-out
 //!   run reuses the full prompt's keys and values up to the first token that differs.
-//! * **Head and MLP localisation** (§1.3): each head's direct output (`z_h · W_O[:, h]ᵀ`) and each
+//! * **Head and MLP localisation** (ANALYSES.md `heads:arc-jsd`): each head's direct output (`z_h · W_O[:, h]ᵀ`) and each
 //!   MLP's output decoded by the logit lens, full context vs context without the top source, the
 //!   divergence summed over answer tokens.
 //!
-//! Deliberate differences from the released code (METHODS.md §1.8): the standard bounded JSD by
+//! Deliberate differences from the released code: the standard bounded JSD by
 //! default (`Divergence::JsdArcCode` reproduces the code's `½KL(M‖P)+½KL(M‖Q)`); the correct
 //! per-head `W_O` column slices instead of the code's reshape; the composed context for both runs
 //! (no whitespace asymmetry); generated ids, not re-tokenised text; f32 logits with f64 sums.
@@ -37,7 +37,7 @@ pub struct ArcJsdAttribution {
     pub stats: ScoringStats,
 }
 
-/// ARC-JSD source attribution (§1.2): `n` leave-one-out re-scores against `scorer`'s base.
+/// ARC-JSD source attribution (ANALYSES.md `attr:arc-jsd`): `n` leave-one-out re-scores against `scorer`'s base.
 pub fn attribution(
     engine: &Engine,
     subject: &Subject,
@@ -90,7 +90,7 @@ pub fn attribution(
     })
 }
 
-/// Head and MLP lens divergences (§1.3).
+/// Head and MLP lens divergences (ANALYSES.md `heads:arc-jsd`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ArcJsdHeads {
     pub divergence: Divergence,

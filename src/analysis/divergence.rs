@@ -1,5 +1,6 @@
-//! Divergences between next-token distributions given as logit rows (METHODS.md §0.3), and
-//! ContextCite's token logit-probability (§0.4). All reductions run in f64.
+//! Divergences between next-token distributions given as logit rows (ANALYSES.md, "Common
+//! ground"), and ContextCite's token logit-probability (ANALYSES.md `attr:context-cite`). All
+//! reductions run in f64.
 
 use std::fmt;
 use std::str::FromStr;

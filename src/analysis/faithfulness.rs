@@ -1,5 +1,5 @@
-//! How faithful a source attribution is to the model (ANALYSES.md "Faithfulness"; ContextCite
-//! §2.5): the log-probability drop when the top-k sources are removed, the linear datamodeling
+//! How faithful a source attribution is to the model (ANALYSES.md "Faithfulness"; the LDS is
+//! ContextCite's): the log-probability drop when the top-k sources are removed, the linear datamodeling
 //! score (LDS) on held-out random masks, and whether the top source is the gold document.
 
 use std::ops::Range;

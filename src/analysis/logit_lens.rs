@@ -1,6 +1,6 @@
 //! The logit lens (nostalgebraist 2020; TransformerLens `accumulated_resid` + `apply_ln`): every
 //! layer's residual stream at `resid_pre`, `resid_mid` and `resid_post`, decoded by the final norm and
-//! the unembedding, at every answer-predicting position. ARC-JSD's "decoded token heatmaps" (§1.4)
+//! the unembedding, at every answer-predicting position. The ARC-JSD paper's "decoded token heatmaps"
 //! are the `mid` and `post` rows of this grid.
 
 use candle_core::{Device, Tensor};

@@ -1,4 +1,4 @@
-//! Document-alone RAG marginals (Lewis et al. 2020, RAG-Sequence; METHODS.md §7.1): the answer's
+//! Document-alone RAG marginals (Lewis et al. 2020, RAG-Sequence; ANALYSES.md `attr:marginal`): the answer's
 //! log-likelihood with each source alone in the prompt, `ℓ_k = log p(answer | question, source k)`,
 //! and the posterior `p(k | question, answer) ∝ π_k e^{ℓ_k}` under a uniform prior or the sample's
 //! `prior` (one weight per source). Leave-one-out methods measure necessity; this measures

@@ -10,7 +10,7 @@
 //!    tokens with `cti_t ≥ mean + CTI·std` summed per document; the best documents are cited.
 //!
 //! ANALYSES.md (`attr:mirage`) has the exact definitions. Deliberate differences from the released
-//! code (METHODS.md §3.7):
+//! code:
 //! * the contrast token `c_t` is the greedy `argmax P_noctx,t`, not a sample (deterministic);
 //! * prompt tokens are mapped to documents and sentences by the character offsets of
 //!   [`RagPrompt`](crate::prompt::RagPrompt)'s spans, not by the `'<0x0A>'` token string (which

@@ -65,7 +65,7 @@ pub enum AnswerSource {
 }
 
 /// What every analysis looks at: a sample, its prompt, and one fixed answer (ids, never
-/// re-tokenised text — METHODS.md §1.8.4).
+/// re-tokenised text: ANALYSES.md, "Common ground").
 #[derive(Clone, Debug)]
 pub struct Subject {
     pub sample: Sample,

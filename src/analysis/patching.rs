@@ -1,5 +1,5 @@
-//! Activation patching of attention heads (Meng et al. 2022; Nanda's patching recipe, METHODS.md
-//! §6.5, §7.2): run the prompt without the target document (corrupted), copy one head's output
+//! Activation patching of attention heads (Meng et al. 2022; Nanda's patching recipe; ANALYSES.md
+//! `heads:patching`): run the prompt without the target document (corrupted), copy one head's output
 //! from the run with it (clean) at the positions both runs share, and measure how much of the
 //! answer's log-prob comes back.
 //!

@@ -1,5 +1,5 @@
 //! QRHead (Zhang, Yin, Yen, Chen, Ye, "Query-Focused Retrieval Heads Improve Long-Context Reasoning
-//! and Re-ranking", EMNLP 2025; METHODS.md §5.3–5.4): attention from the query span to each
+//! and Re-ranking", EMNLP 2025; ANALYSES.md `heads:qrhead`): attention from the query span to each
 //! document, averaged over query tokens, calibrated by subtracting the same statistic for the null
 //! query "N/A" (run from the cached prefix), with tokens below mean − 2·std dropped per document.
 //!

@@ -1,5 +1,5 @@
 //! Retrieval heads (Wu, Wang, Xiao, Peng, Fu, "Retrieval Head Mechanistically Explains Long-Context
-//! Factuality", arXiv 2404.15574, §4.3 of METHODS.md): a head earns `1/|needle|` at each answer
+//! Factuality", arXiv 2404.15574; ANALYSES.md `heads:retrieval`): a head earns `1/|needle|` at each answer
 //! step where its most-attended key lies inside the needle and holds the very token being produced
 //! (copy-paste behaviour).
 //!

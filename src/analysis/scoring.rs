@@ -1,6 +1,6 @@
-//! The teacher-forced scoring core shared by every perturbation method (METHODS.md §0.2, §10.1):
-//! the same answer ids re-scored after many prompt variants, each variant reusing the keys and
-//! values of the full prompt up to the first token where it differs.
+//! The teacher-forced scoring core shared by every perturbation method (ANALYSES.md, "Common
+//! ground"): the same answer ids re-scored after many prompt variants, each variant reusing the
+//! keys and values of the full prompt up to the first token where it differs.
 
 use std::cell::Cell;
 

@@ -3,13 +3,14 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use candle_core::Tensor;
-use headscope::analysis::ablation::{subject_mean_z, CurveConfig};
+use headscope::analysis::ablation::{subject_mean_z, AblationCurve, CurveConfig};
 use headscope::analysis::cache::ResultCache;
 use headscope::analysis::context_cite::ContextCiteConfig;
-use headscope::analysis::faithfulness::LdsConfig;
+use headscope::analysis::faithfulness::{Faithfulness, LdsConfig};
+use headscope::analysis::logit_lens::LogitLens;
 use headscope::analysis::mirage::MirageConfig;
 use headscope::analysis::report::{
     analyze as run_analysis, AnalysisReport, AnalyzeOptions, Attribution,
@@ -17,9 +18,9 @@ use headscope::analysis::report::{
 use headscope::analysis::{ranking, top_heads, Subject};
 use headscope::engine::generate::GenerationConfig;
 use headscope::engine::{AblationMode, AblationSet, Engine};
-use headscope::prompt::{load_samples, Sample};
+use headscope::prompt::{load_samples, Granularity, Sample};
 
-use super::{load_engine, median, write_json, ProgressBar};
+use super::{load_engine, median, sample_at, write_json, ProgressBar};
 use crate::cli::{AnalyzeArgs, BenchAttributionArgs};
 
 fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
@@ -114,14 +115,7 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
     let chosen: Vec<usize> = if args.all_samples {
         (0..samples.len()).collect()
     } else {
-        if args.prompt.index >= samples.len() {
-            bail!(
-                "{}: has {} sample(s); --index {} is out of range",
-                args.prompt.sample.display(),
-                samples.len(),
-                args.prompt.index
-            );
-        }
+        sample_at(&samples, &args.prompt.sample, args.prompt.index)?;
         vec![args.prompt.index]
     };
     let cache = match (&args.no_cache, &args.cache_dir) {
@@ -200,6 +194,23 @@ fn fmt_score(v: f64) -> String {
 }
 
 fn print_summary(r: &AnalysisReport, answer_s: f64) {
+    print_answer(r, answer_s);
+    if let Some(lens) = &r.logit_lens {
+        print_logit_lens(lens);
+    }
+    print_head_scores(r);
+    print_attributions(r);
+    if let Some(m) = &r.details.mirage {
+        println!("MIRAGE citations: {}", m.cited_answer);
+    }
+    if let Some(c) = &r.ablation_curve {
+        print_ablation_curve(c);
+    }
+    print_costs(r);
+}
+
+/// The ablated model (if any), the answer and the target document.
+fn print_answer(r: &AnalysisReport, answer_s: f64) {
     if let Some(a) = &r.ablation {
         println!("ablated model: {a}");
     }
@@ -219,26 +230,31 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
             t.chosen_by
         );
     }
-    if let Some(lens) = &r.logit_lens {
-        // The first layer output at which each answer token is the lens's top-1.
-        let firsts: Vec<String> = (0..lens.answer_tokens.len())
-            .map(|t| {
-                lens.rows
-                    .iter()
-                    .find(|row| row.point == "post" && row.cells[t].answer_rank == 0)
-                    .map_or("-".to_string(), |row| row.layer.to_string())
-            })
-            .collect();
-        println!(
-            "logit lens: first layer where each answer token is top-1: {}",
-            lens.answer_tokens
+}
+
+/// The first layer output at which each answer token is the lens's top-1.
+fn print_logit_lens(lens: &LogitLens) {
+    let firsts: Vec<String> = (0..lens.answer_tokens.len())
+        .map(|t| {
+            lens.rows
                 .iter()
-                .zip(&firsts)
-                .map(|(tok, l)| format!("{tok:?}@{l}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-    }
+                .find(|row| row.point == "post" && row.cells[t].answer_rank == 0)
+                .map_or("-".to_string(), |row| row.layer.to_string())
+        })
+        .collect();
+    println!(
+        "logit lens: first layer where each answer token is top-1: {}",
+        lens.answer_tokens
+            .iter()
+            .zip(&firsts)
+            .map(|(tok, l)| format!("{tok:?}@{l}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// Each head score's five best heads.
+fn print_head_scores(r: &AnalysisReport) {
     for (name, m) in &r.head_scores {
         let top = top_heads(m, 5)
             .into_iter()
@@ -247,64 +263,75 @@ fn print_summary(r: &AnalysisReport, answer_s: f64) {
             .join(", ");
         println!("heads {:<17} top: {top}", name.key());
     }
+}
+
+/// Each attribution's sources, best first, with its faithfulness.
+fn print_attributions(r: &AnalysisReport) {
     for (name, scores) in &r.attribution {
         let ranked = ranking(scores)
             .into_iter()
             .map(|i| format!("{} {}", r.sources[i].label, fmt_score(scores[i])))
             .collect::<Vec<_>>()
             .join(" > ");
-        let f = r.faithfulness.get(name);
-        let extra = f
-            .map(|f| {
-                let top1 = match f.top1_correct {
-                    Some(true) => "top-1 gold ✓",
-                    Some(false) => "top-1 gold ✗",
-                    None => "",
-                };
-                let lds = f.lds.map(|v| format!(", LDS {v:.2}")).unwrap_or_default();
-                let drop = f
-                    .topk_drop
-                    .first()
-                    .map(|v| format!(", top-1 drop {v:.2}"))
-                    .unwrap_or_default();
-                format!("   [{top1}{lds}{drop}]")
-            })
+        let extra = r
+            .faithfulness
+            .get(name)
+            .map(faithfulness_note)
             .unwrap_or_default();
         println!("attr  {:<13} {ranked}{extra}", name.key());
     }
-    if let Some(m) = &r.details.mirage {
-        println!("MIRAGE citations: {}", m.cited_answer);
-    }
-    if let Some(c) = &r.ablation_curve {
+}
+
+/// `   [top-1 gold ✓, LDS 0.52, top-1 drop 1.30]`, each part where known.
+fn faithfulness_note(f: &Faithfulness) -> String {
+    let top1 = match f.top1_correct {
+        Some(true) => "top-1 gold ✓",
+        Some(false) => "top-1 gold ✗",
+        None => "",
+    };
+    let lds = f.lds.map(|v| format!(", LDS {v:.2}")).unwrap_or_default();
+    let drop = f
+        .topk_drop
+        .first()
+        .map(|v| format!(", top-1 drop {v:.2}"))
+        .unwrap_or_default();
+    format!("   [{top1}{lds}{drop}]")
+}
+
+/// The curve's header and one line per k.
+fn print_ablation_curve(c: &AblationCurve) {
+    println!(
+        "ablation curve ({} ablation, heads by {}; clean log p = {:.2}):",
+        serde_json::to_value(c.config.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        c.score,
+        c.clean_logprob
+    );
+    for p in &c.points {
+        let ok = |b: Option<bool>| match b {
+            Some(true) => "correct",
+            Some(false) => "wrong",
+            None => "",
+        };
+        let rate = p
+            .random_correct_rate
+            .map(|x| format!(", {:.0}% correct", 100.0 * x))
+            .unwrap_or_default();
         println!(
-            "ablation curve ({} ablation, heads by {}; clean log p = {:.2}):",
-            serde_json::to_value(c.config.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            c.score,
-            c.clean_logprob
+            "  k={:<3} top-k {:>8.2} {:<8} random {:>8.2} ± {:.2}{rate}",
+            p.k,
+            p.top_logprob,
+            ok(p.top_correct),
+            p.random_logprob_mean,
+            p.random_logprob_sd
         );
-        for p in &c.points {
-            let ok = |b: Option<bool>| match b {
-                Some(true) => "correct",
-                Some(false) => "wrong",
-                None => "",
-            };
-            let rate = p
-                .random_correct_rate
-                .map(|x| format!(", {:.0}% correct", 100.0 * x))
-                .unwrap_or_default();
-            println!(
-                "  k={:<3} top-k {:>8.2} {:<8} random {:>8.2} ± {:.2}{rate}",
-                p.k,
-                p.top_logprob,
-                ok(p.top_correct),
-                p.random_logprob_mean,
-                p.random_logprob_sd
-            );
-        }
     }
+}
+
+/// The total time and each method's, cached ones marked.
+fn print_costs(r: &AnalysisReport) {
     let total: f64 = r.costs.values().map(|c| c.seconds).sum();
     let costs = r
         .costs
@@ -391,12 +418,6 @@ struct AttributionBench {
 /// ARC-JSD attribution of each sample three ways, interleaved round by round so machine drift
 /// favours none: with prefix reuse (what `analyze` does), and as `n + 1` independent forwards.
 pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
-    use headscope::analysis::arc_jsd;
-    use headscope::analysis::divergence::{log_softmax, Divergence};
-    use headscope::analysis::no_progress;
-    use headscope::analysis::scoring::{AnswerLogits, PrefixScorer};
-    use headscope::engine::{Capture, Hooks, Positions, Start};
-
     let (engine, _) = load_engine(&args.model)?;
     let samples = load_samples(&args.samples)?;
     let cfg = GenerationConfig {
@@ -415,52 +436,6 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
             |_| true,
         )?);
     }
-    // One from-scratch forward of `prompt ++ answer[..-1]`; `all_rows`: logits everywhere.
-    let forward = |prompt: &[u32], answer: &[u32], all_rows: bool| -> Result<AnswerLogits> {
-        let mut ids = prompt.to_vec();
-        ids.extend_from_slice(&answer[..answer.len() - 1]);
-        let p = prompt.len();
-        let rows = p - 1..p - 1 + answer.len();
-        let hooks = Hooks {
-            capture: Capture {
-                logits: Some(if all_rows {
-                    Positions::All
-                } else {
-                    Positions::Range(rows.clone())
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let t = engine.ids_tensor(&ids)?;
-        let mut trace = engine.forward(Start::Tokens(&t), None, &hooks)?;
-        let logits = trace.take_logits()?;
-        let logits = if all_rows {
-            logits.narrow(1, rows.start, rows.len())?
-        } else {
-            logits
-        };
-        Ok(AnswerLogits::from_tensor(&logits)?)
-    };
-    let one_by_one = |subject: &Subject, all_rows: bool| -> Result<Vec<f64>> {
-        let answer = subject.answer_ids();
-        let base = forward(&subject.prompt.ids, answer, all_rows)?;
-        let base: Vec<Vec<f64>> = base.rows.iter().map(|r| log_softmax(r)).collect();
-        let n = subject.sources(g).len();
-        (0..n)
-            .map(|i| {
-                let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
-                let prompt = subject.leave_out(&engine, &keep, g)?;
-                let rows = forward(&prompt.ids, answer, all_rows)?;
-                Ok(rows
-                    .rows
-                    .iter()
-                    .zip(&base)
-                    .map(|(r, lp)| Divergence::Jsd.between_log_probs(lp, &log_softmax(r)))
-                    .sum())
-            })
-            .collect()
-    };
     let mut times = AttributionTimes::default();
     let mut max_diff: f64 = 0.0;
     let (mut tokens_reuse, mut tokens_full) = (0, 0);
@@ -470,36 +445,13 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
         let mut t_full = 0.0;
         let mut t_rows = 0.0;
         for subject in &subjects {
-            let t = Instant::now();
-            let scorer = PrefixScorer::for_subject(&engine, subject)?;
-            let reuse = arc_jsd::attribution(
-                &engine,
-                subject,
-                g,
-                Divergence::Jsd,
-                &scorer,
-                &mut no_progress,
-            )?;
-            t_reuse += t.elapsed().as_secs_f64();
-            if round == 0 {
-                tokens_reuse += scorer.stats().tokens;
-                let n = subject.sources(g).len();
-                let a = subject.answer_ids().len() - 1;
-                tokens_full += subject.prompt.ids.len() + a;
-                for i in 0..n {
-                    let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
-                    tokens_full += subject.leave_out(&engine, &keep, g)?.ids.len() + a;
-                }
-            }
-            let t = Instant::now();
-            let full = one_by_one(subject, true)?;
-            t_full += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let rows = one_by_one(subject, false)?;
-            t_rows += t.elapsed().as_secs_f64();
-            for ((a, b), c) in reuse.scores.iter().zip(&full).zip(&rows) {
-                max_diff = max_diff.max((a - b).abs()).max((a - c).abs());
-            }
+            let r = time_attribution_ways(&engine, subject, g, round == 0)?;
+            t_reuse += r.reuse_s;
+            t_full += r.full_s;
+            t_rows += r.rows_s;
+            tokens_reuse += r.tokens_reuse;
+            tokens_full += r.tokens_full;
+            max_diff = max_diff.max(r.max_diff);
         }
         times.prefix_reuse_s.push(t_reuse);
         times.full_forwards_s.push(t_full);
@@ -522,6 +474,154 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
         prompt_tokens: subjects.iter().map(|s| s.prompt.ids.len()).collect(),
         sources: subjects.iter().map(|s| s.sources(g).len()).collect(),
     };
+    print_attribution_bench(&out);
+    if let Some(path) = &args.json {
+        write_json(path, &out)?;
+    }
+    Ok(())
+}
+
+/// One sample in one round of `bench attribution`.
+struct AttributionRound {
+    reuse_s: f64,
+    full_s: f64,
+    rows_s: f64,
+    /// Largest |Δ score| between prefix reuse and either from-scratch way.
+    max_diff: f64,
+    /// Token positions computed each way; counted only when asked (in the first round).
+    tokens_reuse: usize,
+    tokens_full: usize,
+}
+
+/// ARC-JSD attribution of `subject` three ways, timed: with prefix reuse, and from scratch with
+/// logits at every position or only at the answer rows.
+fn time_attribution_ways(
+    engine: &Engine,
+    subject: &Subject,
+    g: Granularity,
+    count_tokens: bool,
+) -> Result<AttributionRound> {
+    use headscope::analysis::arc_jsd;
+    use headscope::analysis::divergence::Divergence;
+    use headscope::analysis::no_progress;
+    use headscope::analysis::scoring::PrefixScorer;
+
+    let t = Instant::now();
+    let scorer = PrefixScorer::for_subject(engine, subject)?;
+    let reuse = arc_jsd::attribution(
+        engine,
+        subject,
+        g,
+        Divergence::Jsd,
+        &scorer,
+        &mut no_progress,
+    )?;
+    let reuse_s = t.elapsed().as_secs_f64();
+    let (tokens_reuse, tokens_full) = if count_tokens {
+        (
+            scorer.stats().tokens,
+            full_forward_tokens(engine, subject, g)?,
+        )
+    } else {
+        (0, 0)
+    };
+    let t = Instant::now();
+    let full = leave_one_out_from_scratch(engine, subject, g, true)?;
+    let full_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let rows = leave_one_out_from_scratch(engine, subject, g, false)?;
+    let rows_s = t.elapsed().as_secs_f64();
+    let mut max_diff: f64 = 0.0;
+    for ((a, b), c) in reuse.scores.iter().zip(&full).zip(&rows) {
+        max_diff = max_diff.max((a - b).abs()).max((a - c).abs());
+    }
+    Ok(AttributionRound {
+        reuse_s,
+        full_s,
+        rows_s,
+        max_diff,
+        tokens_reuse,
+        tokens_full,
+    })
+}
+
+/// Token positions that `n + 1` from-scratch forwards of `prompt ++ answer[..-1]` compute.
+fn full_forward_tokens(engine: &Engine, subject: &Subject, g: Granularity) -> Result<usize> {
+    let n = subject.sources(g).len();
+    let a = subject.answer_ids().len() - 1;
+    let mut tokens = subject.prompt.ids.len() + a;
+    for i in 0..n {
+        let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
+        tokens += subject.leave_out(engine, &keep, g)?.ids.len() + a;
+    }
+    Ok(tokens)
+}
+
+/// ARC-JSD's source scores from `n + 1` independent forwards, one by one.
+fn leave_one_out_from_scratch(
+    engine: &Engine,
+    subject: &Subject,
+    g: Granularity,
+    all_rows: bool,
+) -> Result<Vec<f64>> {
+    use headscope::analysis::divergence::{log_softmax, Divergence};
+
+    let answer = subject.answer_ids();
+    let base = full_forward(engine, &subject.prompt.ids, answer, all_rows)?;
+    let base: Vec<Vec<f64>> = base.rows.iter().map(|r| log_softmax(r)).collect();
+    let n = subject.sources(g).len();
+    (0..n)
+        .map(|i| {
+            let keep: Vec<bool> = (0..n).map(|j| j != i).collect();
+            let prompt = subject.leave_out(engine, &keep, g)?;
+            let rows = full_forward(engine, &prompt.ids, answer, all_rows)?;
+            Ok(rows
+                .rows
+                .iter()
+                .zip(&base)
+                .map(|(r, lp)| Divergence::Jsd.between_log_probs(lp, &log_softmax(r)))
+                .sum())
+        })
+        .collect()
+}
+
+/// One from-scratch forward of `prompt ++ answer[..-1]`; `all_rows`: logits everywhere.
+fn full_forward(
+    engine: &Engine,
+    prompt: &[u32],
+    answer: &[u32],
+    all_rows: bool,
+) -> Result<headscope::analysis::scoring::AnswerLogits> {
+    use headscope::analysis::scoring::AnswerLogits;
+    use headscope::engine::{Capture, Hooks, Positions, Start};
+
+    let mut ids = prompt.to_vec();
+    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let p = prompt.len();
+    let rows = p - 1..p - 1 + answer.len();
+    let hooks = Hooks {
+        capture: Capture {
+            logits: Some(if all_rows {
+                Positions::All
+            } else {
+                Positions::Range(rows.clone())
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let t = candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), engine.device())?;
+    let trace = engine.forward(Start::Tokens(&t), None, &hooks)?;
+    let logits = trace.logits.expect("requested");
+    let logits = if all_rows {
+        logits.narrow(1, rows.start, rows.len())?
+    } else {
+        logits
+    };
+    Ok(AnswerLogits::from_tensor(&logits)?)
+}
+
+fn print_attribution_bench(out: &AttributionBench) {
     println!(
         "ARC-JSD attribution, {} samples ({} sources each on average), median of {} rounds:\n  \
          prefix reuse {:.2}s, n+1 full forwards {:.2}s (ratio {:.2}), n+1 forwards with answer rows only {:.2}s (ratio {:.2}); max |Δ score| {:.1e}; tokens computed {} vs {}",
@@ -537,8 +637,4 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
         out.tokens_prefix_reuse,
         out.tokens_full_forwards
     );
-    if let Some(path) = &args.json {
-        write_json(path, &out)?;
-    }
-    Ok(())
 }

@@ -18,21 +18,14 @@ use headscope::ui::theme::Theme;
 use headscope::ui::worker::Session;
 use headscope::ui::{default_export_dir, default_sample, ExploreOptions};
 
-use super::{load_engine, load_sample, median, peak_rss_mb, write_json, ProgressBar};
+use super::{load_engine, load_sample, median, peak_rss_mb, sample_at, write_json, ProgressBar};
 use crate::cli::{BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, TuiArgs};
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {
     let (sample, label) = match &args.sample {
         Some(path) => {
             let samples = load_samples(path)?;
-            let Some(sample) = samples.get(args.index).cloned() else {
-                bail!(
-                    "{}: has {} sample(s); --index {} is out of range",
-                    path.display(),
-                    samples.len(),
-                    args.index
-                );
-            };
+            let sample = sample_at(&samples, path, args.index)?.clone();
             let file = path.file_name().map_or(path.display().to_string(), |f| {
                 f.to_string_lossy().into_owned()
             });
@@ -204,13 +197,29 @@ struct LiveBench {
     peak_rss_mb: Option<f64>,
 }
 
+impl LiveToggleBench {
+    fn new(head: (usize, usize)) -> Self {
+        LiveToggleBench {
+            head,
+            rerun_s: Vec::new(),
+            from_scratch_s: Vec::new(),
+            ratio: f64::NAN,
+            enter_s: Vec::new(),
+            forwards: 0,
+            answer_tokens: 0,
+            answer_changed: false,
+            same_answer_ids: true,
+            max_abs_logprob_difference: 0.0,
+        }
+    }
+}
+
 /// `headscope bench live`: what one `space` in the explorer costs. For a head in the bottom,
 /// middle and top layer (zero ablation), rounds interleave the live re-run from the cached clean
 /// prefix with the same answer and score computed from layer 0, and check both agree.
 pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
-    use headscope::analysis::live::{ablated_subject, rerun, LiveBase};
+    use headscope::analysis::live::LiveBase;
     use headscope::analysis::Subject;
-    use headscope::engine::{AblationMode, AblationSet};
     use std::time::Instant;
 
     let (mut engine, _) = load_engine(&args.model)?;
@@ -233,53 +242,11 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
     let layers = engine.arch().num_layers;
     let mut heads = vec![(0, 0), (layers / 2, 0), (layers - 1, 0)];
     heads.dedup();
-    let mut toggles: Vec<LiveToggleBench> = heads
-        .iter()
-        .map(|&head| LiveToggleBench {
-            head,
-            rerun_s: Vec::new(),
-            from_scratch_s: Vec::new(),
-            ratio: f64::NAN,
-            enter_s: Vec::new(),
-            forwards: 0,
-            answer_tokens: 0,
-            answer_changed: false,
-            same_answer_ids: true,
-            max_abs_logprob_difference: 0.0,
-        })
-        .collect();
-    let original = subject.answer_ids().to_vec();
+    let mut toggles: Vec<LiveToggleBench> = heads.into_iter().map(LiveToggleBench::new).collect();
     let mut bar = ProgressBar::new("bench live", args.repeats);
     for round in 0..args.repeats {
         for tb in &mut toggles {
-            let set = AblationSet {
-                heads: [tb.head].into_iter().collect(),
-                ..AblationSet::default()
-            };
-            debug_assert_eq!(set.mode, AblationMode::Zero);
-            let t = Instant::now();
-            let run = rerun(&engine, &subject, &base, &set, args.max_new_tokens, &|| {
-                false
-            })?;
-            tb.rerun_s.push(t.elapsed().as_secs_f64());
-
-            let model = base.ablate(&mut engine, &set)?;
-            let t = Instant::now();
-            let generated = model.generate(&subject.prompt.ids, &cfg, |_| true)?;
-            let scored = model.score(&subject.prompt.ids, &original, 0)?;
-            tb.from_scratch_s.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            ablated_subject(&model, &subject, &run, cfg.top_k_alternatives)?;
-            tb.enter_s.push(t.elapsed().as_secs_f64());
-            drop(model);
-
-            tb.forwards = run.forwards;
-            tb.answer_tokens = run.answer_ids.len();
-            tb.answer_changed = run.first_change.is_some();
-            tb.same_answer_ids &= generated.answer_ids == run.answer_ids;
-            tb.max_abs_logprob_difference = tb
-                .max_abs_logprob_difference
-                .max((scored.total_logprob() - run.original_answer_logprob).abs());
+            time_live_toggle(&mut engine, &subject, &base, &cfg, tb)?;
         }
         bar.set(round + 1, args.repeats);
     }
@@ -287,18 +254,84 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
     for tb in &mut toggles {
         tb.ratio = median(&tb.rerun_s) / median(&tb.from_scratch_s);
     }
+    let out = LiveBench {
+        model: engine.info().model.clone(),
+        device: engine.info().device.clone(),
+        dtype: engine.info().dtype.clone(),
+        sample: args.prompt.sample.display().to_string(),
+        prompt_tokens: subject.prompt.ids.len(),
+        answer_tokens: subject.answer_ids().len(),
+        base_s,
+        repeats: args.repeats,
+        toggles,
+        peak_rss_mb: peak_rss_mb(),
+    };
+    print_live_bench(&out);
+    if out.toggles.iter().any(|t| !t.same_answer_ids) {
+        bail!("the live re-run and the from-scratch run disagree on the regenerated answer");
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &out)?;
+    }
+    Ok(())
+}
+
+/// One round for one head: the live re-run, then the same ablation from scratch (generation and
+/// the original answer's score), then scoring the ablated answer for the other panes.
+fn time_live_toggle(
+    engine: &mut headscope::engine::Engine,
+    subject: &headscope::analysis::Subject,
+    base: &headscope::analysis::live::LiveBase,
+    cfg: &GenerationConfig,
+    tb: &mut LiveToggleBench,
+) -> Result<()> {
+    use headscope::analysis::live::{ablated_subject, rerun};
+    use headscope::engine::{AblationMode, AblationSet};
+    use std::time::Instant;
+
+    let set = AblationSet {
+        heads: [tb.head].into_iter().collect(),
+        ..AblationSet::default()
+    };
+    debug_assert_eq!(set.mode, AblationMode::Zero);
+    let t = Instant::now();
+    let run = rerun(engine, subject, base, &set, cfg.max_new_tokens, &|| false)?;
+    tb.rerun_s.push(t.elapsed().as_secs_f64());
+
+    let model = base.ablate(engine, &set)?;
+    let t = Instant::now();
+    let generated = model.generate(&subject.prompt.ids, cfg, |_| true)?;
+    let scored = model.score(&subject.prompt.ids, subject.answer_ids(), 0)?;
+    tb.from_scratch_s.push(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    ablated_subject(&model, subject, &run, cfg.top_k_alternatives)?;
+    tb.enter_s.push(t.elapsed().as_secs_f64());
+    drop(model);
+
+    tb.forwards = run.forwards;
+    tb.answer_tokens = run.answer_ids.len();
+    tb.answer_changed = run.first_change.is_some();
+    tb.same_answer_ids &= generated.answer_ids == run.answer_ids;
+    tb.max_abs_logprob_difference = tb
+        .max_abs_logprob_difference
+        .max((scored.total_logprob() - run.original_answer_logprob).abs());
+    Ok(())
+}
+
+/// The medians of `bench live`, one line per head.
+fn print_live_bench(out: &LiveBench) {
     let ms = |v: &[f64]| median(v) * 1e3;
     println!(
         "live ablation toggle, {} prompt + {} answer tokens, {} ({}, {}); clean prefix cached once in {:.0} ms; medians of {} rounds:",
-        subject.prompt.ids.len(),
-        original.len(),
-        engine.info().model,
-        engine.info().device,
-        engine.info().dtype,
-        base_s * 1e3,
-        args.repeats
+        out.prompt_tokens,
+        out.answer_tokens,
+        out.model,
+        out.device,
+        out.dtype,
+        out.base_s * 1e3,
+        out.repeats
     );
-    for tb in &toggles {
+    for tb in &out.toggles {
         println!(
             "  L{}H{}: re-run {:.0} ms ({} forward{}, {} answer tokens{}) vs from scratch {:.0} ms = {:.2}×; \
              scoring the ablated answer for the other panes {:.0} ms; same ids: {}, max |Δ log p| {:.1e}",
@@ -316,23 +349,4 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
             tb.max_abs_logprob_difference
         );
     }
-    let out = LiveBench {
-        model: engine.info().model.clone(),
-        device: engine.info().device.clone(),
-        dtype: engine.info().dtype.clone(),
-        sample: args.prompt.sample.display().to_string(),
-        prompt_tokens: subject.prompt.ids.len(),
-        answer_tokens: original.len(),
-        base_s,
-        repeats: args.repeats,
-        toggles,
-        peak_rss_mb: peak_rss_mb(),
-    };
-    if out.toggles.iter().any(|t| !t.same_answer_ids) {
-        bail!("the live re-run and the from-scratch run disagree on the regenerated answer");
-    }
-    if let Some(path) = &args.json {
-        write_json(path, &out)?;
-    }
-    Ok(())
 }

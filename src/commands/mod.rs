@@ -44,13 +44,22 @@ pub(crate) fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
 /// Sample `--index` of the sample file.
 pub(crate) fn load_sample(args: &PromptArgs) -> Result<Sample> {
     let samples = load_samples(&args.sample)?;
-    match samples.get(args.index) {
-        Some(sample) => Ok(sample.clone()),
+    Ok(sample_at(&samples, &args.sample, args.index)?.clone())
+}
+
+/// Sample `index` of `samples` (read from `path`), or the error that names the file, how many
+/// samples it has and the `--index` that is out of range.
+pub(crate) fn sample_at<'a>(
+    samples: &'a [Sample],
+    path: &Path,
+    index: usize,
+) -> Result<&'a Sample> {
+    match samples.get(index) {
+        Some(sample) => Ok(sample),
         None => bail!(
-            "{}: has {} sample(s); --index {} is out of range",
-            args.sample.display(),
-            samples.len(),
-            args.index
+            "{}: has {} sample(s); --index {index} is out of range",
+            path.display(),
+            samples.len()
         ),
     }
 }

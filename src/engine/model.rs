@@ -980,7 +980,7 @@ impl Transformer {
     }
 
     /// Per-head contributions to the residual stream: `z [b, n, H, d_h]` → `[b, n, H, d]`
-    /// with `result_h = z_h · W_O[:, h·d_h..(h+1)·d_h]ᵀ` (METHODS.md §0.5).
+    /// with `result_h = z_h · W_O[:, h·d_h..(h+1)·d_h]ᵀ` (ANALYSES.md, `heads:arc-jsd`).
     pub fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
         let (b, n, h, dh) = z.dims4()?;
         let d = self.arch.hidden_size;
