@@ -575,7 +575,7 @@ last={{ ns.last_query_index }}"#;
     }
 
     #[test]
-    fn smollm2_inserts_default_system_prompt() {
+    fn smollm_template_inserts_default_system_prompt() {
         let t = ChatTemplate::new(
             SMOLLM2_TEMPLATE,
             Some("<|im_start|>".into()),
