@@ -610,9 +610,9 @@ fn full_forward(
         },
         ..Default::default()
     };
-    let t = candle_core::Tensor::from_vec(ids.clone(), (1, ids.len()), engine.device())?;
-    let trace = engine.forward(Start::Tokens(&t), None, &hooks)?;
-    let logits = trace.logits.expect("requested");
+    let t = engine.ids_tensor(&ids)?;
+    let mut trace = engine.forward(Start::Tokens(&t), None, &hooks)?;
+    let logits = trace.take_logits()?;
     let logits = if all_rows {
         logits.narrow(1, rows.start, rows.len())?
     } else {

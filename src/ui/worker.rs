@@ -4,9 +4,9 @@
 //! progress callbacks, so a newer job supersedes an older one within one progress step.
 //!
 //! Under a live ablation the panes look at the ablated model: a `Live` job re-runs the answer
-//! from the cached clean prefix, then puts the set in force on the engine and keeps the ablated
-//! model's subject, which the analysis jobs for that set (`under`) then use. A job for another set
-//! than the one in force switches first.
+//! from the cached clean prefix and keeps the ablated model's own answer as the subject for that
+//! set; an analysis job for the set (`under`) runs on `engine.ablate(set)`, a guard that puts the
+//! set in force for that job only. A job for a set no live job ran for re-runs it first.
 
 use std::cell::{Cell, RefCell};
 use std::panic::AssertUnwindSafe;
