@@ -32,7 +32,7 @@ use crate::engine::{Ablated, AblationSet, Capture, Engine, Hooks, KvCache, Posit
 use crate::{Error, Result};
 
 /// The answer under one ablation set.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LiveRun {
     /// The set this run is for (re-runs may finish after the set has changed again).
     pub set: AblationSet,

@@ -11,6 +11,7 @@ use crate::analysis::arc_jsd::ArcJsdAttribution;
 use crate::analysis::attention::TargetDocument;
 use crate::analysis::context_cite::ContextCiteResult;
 use crate::analysis::divergence::Divergence;
+use crate::analysis::live::LiveRun;
 use crate::analysis::logit_lens::{LensCell, LensRow, LensToken, LogitLens};
 use crate::analysis::marginal::Marginal;
 use crate::analysis::mirage::{MirageConfig, MirageResult, MirageSentence};
@@ -381,17 +382,21 @@ fn live_result(ablation: &AblationSet, total: f64) -> LiveResult {
     let live_tokens: Vec<String> = ["The", " capital", " is", " Hadding", "."]
         .map(String::from)
         .to_vec();
+    let delta_logprob = -2.375;
     LiveResult {
-        ablation: ablation.clone(),
-        answer_text: live_tokens.concat(),
+        run: LiveRun {
+            set: ablation.clone(),
+            answer_ids: (0..live_tokens.len() as u32).collect(),
+            answer_text: live_tokens.concat(),
+            answer_logprobs: vec![-0.7, -0.2, -1.6, -2.4, -0.3],
+            original_answer_logprob: total + delta_logprob,
+            delta_logprob,
+            first_change: Some(2),
+            recomputed_from_layer: Some(0),
+            forwards: 3,
+            seconds: 0.042,
+        },
         tokens: live_tokens,
-        logprobs: vec![-0.7, -0.2, -1.6, -2.4, -0.3],
-        original_logprob: total,
-        delta_logprob: -2.375,
-        first_change: Some(2),
-        recomputed_from_layer: Some(0),
-        forwards: 3,
-        seconds: 0.042,
     }
 }
 
@@ -413,7 +418,7 @@ pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
     answer.text = answer.tokens.concat();
     let mut report = app.view.report.clone().expect("the demo has a report");
     for matrix in report.head_scores.values_mut() {
-        for &(l, h) in &live.ablation.heads {
+        for &(l, h) in &live.run.set.heads {
             matrix[l][h] = 0.0;
         }
     }
@@ -425,7 +430,7 @@ pub fn demo_ablated_app(layers: usize, heads: usize, answer_len: usize) -> App {
     report.answer_logprob = answer.total_logprob();
     report.ablation_curve = None;
     report.ablation = Some("zero:…".into());
-    app.enter_view(live.ablation.clone(), answer);
+    app.enter_view(live.run.set.clone(), answer);
     app.view.report = Some(report);
     app.view.next_stage = STAGES.len();
     app

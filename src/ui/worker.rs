@@ -355,7 +355,7 @@ impl State {
     /// Re-runs the answer under `a` from the clean prefix, reports it, and enters `a`.
     fn live(&mut self, ctx: &JobCtx, a: &AblationSet) -> Result<()> {
         let run = self.rerun(ctx, a)?;
-        self.report_live(ctx, a, &run)?;
+        self.report_live(ctx, &run)?;
         self.enter_run(ctx, a, &run)
     }
 
@@ -410,23 +410,13 @@ impl State {
         Ok(())
     }
 
-    fn report_live(&self, ctx: &JobCtx, a: &AblationSet, run: &LiveRun) -> Result<()> {
+    fn report_live(&self, ctx: &JobCtx, run: &LiveRun) -> Result<()> {
         let (engine, _) = self.ready()?;
         let tokens = engine.token_texts(&run.answer_ids);
+        let run = run.clone();
         ctx.send(WorkerMsg::Live {
             id: ctx.id,
-            result: Box::new(LiveResult {
-                ablation: a.clone(),
-                answer_text: run.answer_text.clone(),
-                tokens,
-                logprobs: run.answer_logprobs.clone(),
-                original_logprob: run.original_answer_logprob - run.delta_logprob,
-                delta_logprob: run.delta_logprob,
-                first_change: run.first_change,
-                recomputed_from_layer: run.recomputed_from_layer,
-                forwards: run.forwards,
-                seconds: run.seconds,
-            }),
+            result: Box::new(LiveResult { run, tokens }),
         });
         Ok(())
     }

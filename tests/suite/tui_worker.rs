@@ -199,7 +199,7 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
         .expect("a live result");
     let ablated_answer = answer_of(&msgs);
     assert!(
-        live.first_change.is_some(),
+        live.run.first_change.is_some(),
         "the ablation changes the answer"
     );
     assert_eq!(ablated_answer.tokens, live.tokens);

@@ -2,6 +2,7 @@
 //! (so `+`/`-` can redo it with another k), and the live re-run of the answer under it.
 
 use super::{AblationMode, AblationSet, HeadScore};
+use crate::analysis::live::LiveRun;
 use crate::analysis::rng::SplitMix64;
 use crate::analysis::top_heads;
 
@@ -16,21 +17,23 @@ pub enum AblationOrigin {
     Random,
 }
 
-/// One live ablation re-run, copied out of the worker's result.
+/// A live re-run as the panes show it: the run itself and its answer's token texts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveResult {
-    pub ablation: AblationSet,
-    pub answer_text: String,
+    pub run: LiveRun,
     pub tokens: Vec<String>,
-    pub logprobs: Vec<f32>,
-    /// The original answer's log-prob without ablation, and its change under the ablation.
-    pub original_logprob: f64,
-    pub delta_logprob: f64,
-    /// The first answer position where the new answer departs from the original.
-    pub first_change: Option<usize>,
-    pub recomputed_from_layer: Option<usize>,
-    pub forwards: usize,
-    pub seconds: f64,
+}
+
+impl LiveResult {
+    /// The set the re-run was for.
+    pub fn set(&self) -> &AblationSet {
+        &self.run.set
+    }
+
+    /// The original answer's log-prob on the unablated model.
+    pub fn clean_logprob(&self) -> f64 {
+        self.run.original_answer_logprob - self.run.delta_logprob
+    }
 }
 
 /// The set being edited and its live re-run.

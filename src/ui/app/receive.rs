@@ -61,13 +61,13 @@ impl App {
     fn live_arrived(&mut self, result: LiveResult) {
         let answer = AnswerView {
             tokens: result.tokens.clone(),
-            logprobs: result.logprobs.clone(),
-            text: result.answer_text.clone(),
+            logprobs: result.run.answer_logprobs.clone(),
+            text: result.run.answer_text.clone(),
             source: Some(AnswerSource::Generated),
             complete: true,
         };
         if !self.editor.set.is_empty() {
-            self.enter_view(result.ablation.clone(), answer);
+            self.enter_view(result.run.set.clone(), answer);
         }
         self.editor.live = Some(result);
     }

@@ -106,15 +106,15 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
     };
     match &app.editor.live {
         Some(live) => {
-            let stale = live.ablation != *a;
+            let stale = live.set() != a;
             lines.push(Line::from(vec![
                 Span::styled("answer ", muted),
                 Span::styled(
-                    show_token(&live.answer_text),
+                    show_token(&live.run.answer_text),
                     Style::new().fg(t.fg).add_modifier(Modifier::BOLD),
                 ),
                 Span::styled(
-                    match live.first_change {
+                    match live.run.first_change {
                         Some(i) => format!("  (departs at token {})", i + 1),
                         None => "  (unchanged)".into(),
                     },
@@ -122,7 +122,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
                 ),
             ]));
             let delta_style = Style::new()
-                .fg(if live.delta_logprob < 0.0 {
+                .fg(if live.run.delta_logprob < 0.0 {
                     t.ablated
                 } else {
                     t.ok
@@ -130,12 +130,12 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
                 .add_modifier(Modifier::BOLD);
             lines.push(Line::from(vec![
                 Span::styled("Δ log p ", muted),
-                Span::styled(signed(live.delta_logprob), delta_style),
+                Span::styled(signed(live.run.delta_logprob), delta_style),
                 Span::styled(
                     format!(
                         "  ({} → {})",
-                        num(live.original_logprob),
-                        num(live.original_logprob + live.delta_logprob)
+                        num(live.clean_logprob()),
+                        num(live.run.original_answer_logprob)
                     ),
                     muted,
                 ),
@@ -143,13 +143,14 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
             lines.push(Line::styled(
                 format!(
                     "{} · {} forward{} · {}s{}",
-                    live.recomputed_from_layer
+                    live.run
+                        .recomputed_from_layer
                         .map_or("nothing recomputed".to_string(), |l| format!(
                             "from layer {l}"
                         )),
-                    live.forwards,
-                    if live.forwards == 1 { "" } else { "s" },
-                    num(live.seconds),
+                    live.run.forwards,
+                    if live.run.forwards == 1 { "" } else { "s" },
+                    num(live.run.seconds),
                     if stale {
                         " · for the previous set"
                     } else {
@@ -199,13 +200,8 @@ fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
         .editor
         .live
         .as_ref()
-        .filter(|l| l.ablation.mlps.is_empty())
-        .map(|l| {
-            vec![(
-                l.ablation.heads.len() as f64,
-                l.original_logprob + l.delta_logprob,
-            )]
-        })
+        .filter(|l| l.set().mlps.is_empty())
+        .map(|l| vec![(l.set().heads.len() as f64, l.run.original_answer_logprob)])
         .unwrap_or_default();
     let all = top.iter().chain(&random).chain(&live);
     let (mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY);

@@ -119,7 +119,7 @@ fn empty_message(app: &App) -> &'static str {
 fn compare(app: &App) -> Option<(&'static str, &[String], &[f32])> {
     match (app.clean_answer(), &app.editor.live) {
         (Some(clean), _) => Some(("clean ▸ ", &clean.tokens, &clean.logprobs)),
-        (None, Some(live)) => Some(("ablated ▸ ", &live.tokens, &live.logprobs)),
+        (None, Some(live)) => Some(("ablated ▸ ", &live.tokens, &live.run.answer_logprobs)),
         (None, None) => None,
     }
 }
@@ -221,7 +221,7 @@ fn compare_line<'a>(
     }
     if let Some(live) = &app.editor.live {
         spans.push(Span::styled(
-            format!("  Δ log p {}", signed(live.delta_logprob)),
+            format!("  Δ log p {}", signed(live.run.delta_logprob)),
             Style::new().fg(t.ablated),
         ));
     }

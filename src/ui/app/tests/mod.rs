@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::analysis::live::LiveRun;
 use crate::analysis::top_heads;
 use crate::ui::demo::demo_app;
 
@@ -123,16 +124,19 @@ fn toggling_debounces_then_supersedes_the_running_stage() {
     // The live result lands, then the interrupted stage runs again.
     let id = app.jobs.running.as_ref().unwrap().id;
     let result = LiveResult {
-        ablation: want.clone(),
-        answer_text: "x".into(),
+        run: LiveRun {
+            set: want.clone(),
+            answer_ids: vec![7],
+            answer_text: "x".into(),
+            answer_logprobs: vec![-1.0],
+            original_answer_logprob: -2.5,
+            delta_logprob: -0.5,
+            first_change: Some(0),
+            recomputed_from_layer: Some(0),
+            forwards: 2,
+            seconds: 0.1,
+        },
         tokens: vec!["x".into()],
-        logprobs: vec![-1.0],
-        original_logprob: -2.0,
-        delta_logprob: -0.5,
-        first_change: Some(0),
-        recomputed_from_layer: Some(0),
-        forwards: 2,
-        seconds: 0.1,
     };
     update(
         &mut app,
@@ -141,7 +145,7 @@ fn toggling_debounces_then_supersedes_the_running_stage() {
             result: Box::new(result),
         }),
     );
-    assert_eq!(app.editor.live.as_ref().unwrap().delta_logprob, -0.5);
+    assert_eq!(app.editor.live.as_ref().unwrap().run.delta_logprob, -0.5);
     // The panes now show the ablated model: its answer, and every analysis from the start.
     assert_eq!(app.view.under, want);
     assert_eq!(app.view.answer.text, "x");
@@ -188,16 +192,19 @@ fn a_new_set_replaces_the_ablated_view_but_keeps_the_clean_one() {
             Action::Worker(WorkerMsg::Live {
                 id,
                 result: Box::new(LiveResult {
-                    ablation: set,
-                    answer_text: "y".into(),
+                    run: LiveRun {
+                        set,
+                        answer_ids: vec![8, 9],
+                        answer_text: "y".into(),
+                        answer_logprobs: vec![-0.1, -0.2],
+                        original_answer_logprob: -1.3,
+                        delta_logprob: -0.3,
+                        first_change: Some(0),
+                        recomputed_from_layer: Some(heads[0].0),
+                        forwards: 2,
+                        seconds: 0.01,
+                    },
                     tokens: vec!["y".into(), "z".into()],
-                    logprobs: vec![-0.1, -0.2],
-                    original_logprob: -1.0,
-                    delta_logprob: -0.3,
-                    first_change: Some(0),
-                    recomputed_from_layer: Some(heads[0].0),
-                    forwards: 2,
-                    seconds: 0.01,
                 }),
             }),
         );
