@@ -133,6 +133,50 @@ pub enum Command {
     /// Render the explorer off-screen, play a key script, wait for the analyses, and export the
     /// screen (SVG, PNG, HTML or text).
     Screenshot(Box<ScreenshotArgs>),
+    /// Make and check datasets for population studies.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetCommand {
+    /// Generate the shipped dataset: invented 10-K filings split into section documents, four
+    /// questions each (incorporation state and year, employee count, headquarters state).
+    Filings(FilingsArgs),
+    /// Answer every sample of a file with a model and count the correct answers per category.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FilingsArgs {
+    /// The generator's seed: the same seed and count give the same file on any machine.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of filings (four samples each).
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// The JSONL file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A sample file (JSON list or JSONL) whose samples have `answers` (and a `category`).
+    pub samples: PathBuf,
+    /// mirage or context-query.
+    #[arg(long, default_value = "mirage")]
+    pub prompt_style: PromptStyle,
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    /// Only every n-th sample (a quick look at a large file).
+    #[arg(long, default_value_t = 1)]
+    pub every: usize,
+    /// Write every answer and the per-category counts as JSON to PATH (`-` for stdout).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

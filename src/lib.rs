@@ -2,6 +2,7 @@
 //! documents it was given. See ARCHITECTURE.md for the shape of the code.
 
 pub mod analysis;
+pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod prompt;

@@ -25,6 +25,7 @@ fn main() {
         Some(cli::Command::Analyze(args)) => commands::analyze::analyze(*args),
         Some(cli::Command::Bench(cmd)) => commands::bench(cmd),
         Some(cli::Command::Screenshot(args)) => commands::explore::screenshot(*args),
+        Some(cli::Command::Dataset(cmd)) => commands::dataset::dataset(cmd),
         None => commands::explore::explore(cli.explore),
     };
     if let Err(err) = result {

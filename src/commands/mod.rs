@@ -1,6 +1,7 @@
 //! The headless commands. Each loads the engine, calls library functions and writes text or JSON.
 
 pub mod analyze;
+pub mod dataset;
 pub mod explore;
 
 use std::io::Write;

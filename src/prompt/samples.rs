@@ -64,6 +64,11 @@ impl Sample {
             .map(|g| g as usize)
     }
 
+    /// The `category` field (the question type a population study groups by), when it is text.
+    pub fn category(&self) -> Option<&str> {
+        self.extra.get("category").and_then(Value::as_str)
+    }
+
     /// Acceptable short answers: the `answers` field (a list, or one string), else `answer`.
     /// Numbers are written as text; other values are skipped.
     pub fn answers(&self) -> Vec<String> {

@@ -15,6 +15,7 @@ mod analysis_reference;
 mod analyze;
 mod bad_input;
 mod context_cite;
+mod dataset;
 mod differentiable;
 mod json_contract;
 mod live;

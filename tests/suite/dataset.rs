@@ -1,0 +1,108 @@
+//! `headscope dataset` through the binary: the generator writes what the library generates and is
+//! reproducible; `check` answers samples with a model and counts correct answers per category;
+//! bad arguments are clear errors.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::common;
+
+fn headscope(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("dataset-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn filings_are_reproducible_and_checked_per_category() {
+    let (a, b) = (tmp("a.jsonl"), tmp("b.jsonl"));
+    for path in [&a, &b] {
+        let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+            .args(["dataset", "filings", "--seed", "5", "--count", "2", "--out"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&a).unwrap();
+    assert_eq!(text, std::fs::read_to_string(&b).unwrap());
+    assert_eq!(text.lines().count(), 8);
+
+    // The fixture model's tokenizer spells the ~3,500-character prompts in many tokens.
+    let model = common::fixture_with_context("qwen2", 8192);
+    let json = tmp("check.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(["dataset", "check", "--model"])
+        .arg(&model)
+        .arg(&a)
+        .args(["--every", "3", "--max-new-tokens", "4", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let answers = report["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 3, "samples 0, 3 and 6");
+    let counted: u64 = report["per_category"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|t| t["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 3);
+    // Every 3rd of 4 categories per filing: three different categories.
+    assert_eq!(report["per_category"].as_object().unwrap().len(), 3);
+    for f in [a, b, json] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn bad_dataset_arguments_are_clear_errors() {
+    let out = headscope(&[
+        "dataset",
+        "filings",
+        "--count",
+        "0",
+        "--out",
+        "/tmp/never.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--count must be at least 1"));
+    // A file whose samples have no `answers` cannot be checked.
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let no_answers = tmp("no-answers.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    let first = if v.is_array() { &mut v[0] } else { &mut v };
+    let obj = first.as_object_mut().unwrap();
+    obj.remove("answers");
+    obj.remove("answer");
+    std::fs::write(&no_answers, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(["dataset", "check", "--model", "/nonexistent"])
+        .arg(&no_answers)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no `answers`"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_file(no_answers);
+}
