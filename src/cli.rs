@@ -136,6 +136,29 @@ pub enum Command {
     /// Make and check datasets for population studies.
     #[command(subcommand)]
     Dataset(DatasetCommand),
+    /// The population study, phase by phase (so far: the split).
+    #[command(subcommand)]
+    Study(StudyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StudyCommand {
+    /// A seeded train/test split stratified by `category`: OUT/split/train.jsonl and test.jsonl.
+    Split(SplitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    /// The dataset: samples (JSON list or JSONL) with a `category` field.
+    pub data: PathBuf,
+    /// The study's folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The share of each category that goes to the test split.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
 }
 
 #[derive(Subcommand, Debug)]

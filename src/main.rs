@@ -26,6 +26,7 @@ fn main() {
         Some(cli::Command::Bench(cmd)) => commands::bench(cmd),
         Some(cli::Command::Screenshot(args)) => commands::explore::screenshot(*args),
         Some(cli::Command::Dataset(cmd)) => commands::dataset::dataset(cmd),
+        Some(cli::Command::Study(cmd)) => commands::study::study(cmd),
         None => commands::explore::explore(cli.explore),
     };
     if let Err(err) = result {

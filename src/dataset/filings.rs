@@ -350,9 +350,9 @@ impl Company {
     /// Another filing's paragraph: its own state of incorporation, headquarters and headcount.
     fn excerpt(&self) -> String {
         format!(
-            "{name} is a {state} corporation incorporated in {year} with principal executive offices \
-             in {hq_city}, {hq_state}. At the end of its last fiscal year it employed approximately \
-             {total} people. It sells {products} to {customers}.",
+            "{name}, organized under the laws of {state} in {year}, maintains its principal \
+             executive offices in {hq_city}, {hq_state}. At the end of its last fiscal year it \
+             employed approximately {total} people. It sells {products} to {customers}.",
             name = self.name,
             state = STATES[self.inc_state],
             year = self.inc_year,

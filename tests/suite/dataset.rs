@@ -106,3 +106,64 @@ fn bad_dataset_arguments_are_clear_errors() {
     assert!(!err.contains("panicked"), "{err}");
     let _ = std::fs::remove_file(no_answers);
 }
+
+/// `study split`: 80/20 per category, the same files on a rerun, clear errors for bad data.
+#[test]
+fn study_split_is_stratified_and_reproducible() {
+    let data = tmp("split-data.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args([
+            "dataset", "filings", "--seed", "2", "--count", "10", "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let split = |dir: &PathBuf| {
+        let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+            .args(["study", "split"])
+            .arg(&data)
+            .arg("--out")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |name: &str| std::fs::read_to_string(dir.join("split").join(name)).unwrap();
+        (read("train.jsonl"), read("test.jsonl"))
+    };
+    let (a, b) = (tmp("split-a"), tmp("split-b"));
+    let (train, test) = split(&a);
+    assert_eq!((train.lines().count(), test.lines().count()), (32, 8));
+    for category in ["incorporation_state", "employee_count"] {
+        let n = test.lines().filter(|l| l.contains(category)).count();
+        assert_eq!(n, 2, "{category}: 10 samples, 20 % test");
+    }
+    assert_eq!(split(&b), (train, test), "same seed, same split");
+    // A dataset without categories is refused before anything is written.
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
+    let c = tmp("split-c");
+    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(["study", "split"])
+        .arg(&sample)
+        .arg("--out")
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has no `category`"), "{err}");
+    assert!(!c.join("split").exists());
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let _ = std::fs::remove_file(data);
+}
