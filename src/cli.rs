@@ -168,6 +168,30 @@ pub enum DatasetCommand {
     Filings(FilingsArgs),
     /// Answer every sample of a file with a model and count the correct answers per category.
     Check(CheckArgs),
+    /// Samples from a table of filings: a text column and one answer column per question.
+    FromCsv(FromCsvArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FromCsvArgs {
+    /// The CSV file (a header row, then one filing per row).
+    pub csv: PathBuf,
+    /// The column holding the filing's text.
+    #[arg(long)]
+    pub text_column: String,
+    /// A column naming each row in the sample ids (default: the row number).
+    #[arg(long)]
+    pub id_column: Option<String>,
+    /// One per category: CATEGORY=QUESTION=COLUMN, e.g.
+    /// `incorporation_state="In which state is the company incorporated?"=state`.
+    #[arg(long = "question", required = true)]
+    pub questions: Vec<headscope::dataset::csv::QuestionSpec>,
+    /// About this many characters per document (whole paragraphs).
+    #[arg(long, default_value_t = 1200)]
+    pub chunk_chars: usize,
+    /// The JSONL file to write.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]

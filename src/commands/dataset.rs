@@ -8,18 +8,48 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use headscope::analysis::{answer_is_correct, Subject};
-use headscope::dataset::{filings, write_jsonl};
+use headscope::dataset::{csv, filings, write_jsonl};
 use headscope::engine::generate::GenerationConfig;
 use headscope::prompt::load_samples;
 
 use super::{load_engine, write_json, ProgressBar};
-use crate::cli::{CheckArgs, DatasetCommand, FilingsArgs};
+use crate::cli::{CheckArgs, DatasetCommand, FilingsArgs, FromCsvArgs};
 
 pub fn dataset(cmd: DatasetCommand) -> Result<()> {
     match cmd {
         DatasetCommand::Filings(args) => generate_filings(args),
         DatasetCommand::Check(args) => check(args),
+        DatasetCommand::FromCsv(args) => from_csv(args),
     }
+}
+
+fn from_csv(args: FromCsvArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.csv)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.csv.display()))?;
+    let rows = csv::parse_csv(&text)?;
+    let (samples, skipped) = csv::samples_from_table(
+        &rows,
+        &args.text_column,
+        args.id_column.as_deref(),
+        &args.questions,
+        args.chunk_chars.max(1),
+    )?;
+    write_jsonl(&args.out, &samples)?;
+    eprintln!(
+        "wrote {} samples from {} rows to {}",
+        samples.len(),
+        rows.len().saturating_sub(1),
+        args.out.display()
+    );
+    for (what, counts) in [
+        ("empty answer", &skipped.empty),
+        ("answer not in the text", &skipped.not_in_text),
+    ] {
+        for (category, n) in counts {
+            eprintln!("  skipped {n} {category} row(s): {what}");
+        }
+    }
+    Ok(())
 }
 
 fn generate_filings(args: FilingsArgs) -> Result<()> {

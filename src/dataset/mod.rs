@@ -1,6 +1,7 @@
 //! Datasets for population studies: samples in the MIRAGE format with a `category` field.
 //! [`filings`] generates the shipped one.
 
+pub mod csv;
 pub mod filings;
 
 use std::io::Write;

@@ -167,3 +167,67 @@ fn study_split_is_stratified_and_reproducible() {
     }
     let _ = std::fs::remove_file(data);
 }
+
+/// `dataset from-csv`: rows become samples with their gold document; empty answers and answers
+/// the text lacks are skipped and counted; a missing column and a malformed question are errors.
+#[test]
+fn samples_from_a_csv_table() {
+    let csv = tmp("table.csv");
+    std::fs::write(
+        &csv,
+        "cik,text,state,employees\n\
+         10,\"Brelix makes valves.\n\nBrelix was incorporated in Ohio in 1971.\n\nWe have 3,400 employees.\",Ohio,\"3,400\"\n\
+         11,\"Corvo sells software.\",,120\n",
+    )
+    .unwrap();
+    let out_path = tmp("table.jsonl");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_headscope"))
+            .args(["dataset", "from-csv"])
+            .arg(&csv)
+            .args([
+                "--text-column",
+                "text",
+                "--id-column",
+                "cik",
+                "--chunk-chars",
+                "30",
+            ])
+            .args(extra)
+            .arg("--out")
+            .arg(&out_path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--question",
+        "incorporation_state=In which state is the company incorporated?=state",
+        "--question",
+        "employee_count=How many employees does it have?=employees",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("skipped 1 incorporation_state row(s): empty answer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("skipped 1 employee_count row(s): answer not in the text"),
+        "{err}"
+    );
+    let samples = headscope::prompt::load_samples(&out_path).unwrap();
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples[0].docs.len(), 3);
+    assert_eq!(samples[0].gold(), Some(1));
+    assert_eq!(samples[1].gold(), Some(2));
+    assert_eq!(samples[1].category(), Some("employee_count"));
+
+    let out = run(&["--question", "x=Where?=nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no column `nope`"));
+    let out = run(&["--question", "no-column-given"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CATEGORY=QUESTION=COLUMN"));
+    let _ = std::fs::remove_file(csv);
+    let _ = std::fs::remove_file(out_path);
+}
