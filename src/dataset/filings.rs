@@ -6,8 +6,8 @@
 //! another state than the headquarters, full-time beside total employees, numbers written
 //! `12,500`, and the other company's own facts.
 //!
-//! Deterministic: the same seed and count give the same samples on any machine (SplitMix64, no
-//! floating point in any choice).
+//! Deterministic: the same seed and count give the same samples on any machine (SplitMix64 draws;
+//! its `below` is one IEEE multiplication, exact everywhere).
 
 use serde_json::{json, Map, Value};
 

@@ -3,3 +3,4 @@
 //! first is [`split`].
 
 pub mod split;
+pub mod stats;
