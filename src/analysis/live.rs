@@ -134,9 +134,7 @@ impl LiveBase {
 
     /// `set` resolved for `engine` as one forward's hooks, with this clean run's mean `z`.
     fn hooks_for(&self, engine: &Engine, set: &AblationSet) -> Result<Hooks> {
-        let arch = engine.arch();
-        let dims = (arch.num_layers, arch.num_heads, arch.head_dim);
-        set.resolve(dims, engine.device(), || Ok(self.mean_z.clone()))
+        set.resolve(engine.arch(), engine.device(), || Ok(self.mean_z.clone()))
             .and_then(|r| r.as_hooks(engine.device()))
             // A bad set is the caller's analysis request, not a hook the engine was given.
             .map_err(|e| match e {

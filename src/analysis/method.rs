@@ -93,17 +93,6 @@ impl HeadScore {
             .collect()
     }
 
-    /// Does it look at the target document (gold, else the top of `attr:attention`)?
-    pub fn needs_target(self) -> bool {
-        matches!(
-            self,
-            HeadScore::SummedAttention
-                | HeadScore::Retrieval
-                | HeadScore::QrHead
-                | HeadScore::Patching
-        )
-    }
-
     /// The explorer's stage that computes it (see [`Method::stage`]).
     pub fn stage(self) -> usize {
         Method::Heads(self).stage()

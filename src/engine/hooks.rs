@@ -183,17 +183,17 @@ impl AblationSet {
         items.into_iter().map(|x| x.2).collect()
     }
 
-    /// The set as a forward applies it, for a model of `layers × heads` (heads of `d_head`):
-    /// a one-row head mask and host-side layer flags. Heads or MLPs outside the model, or mean
+    /// The set as a forward applies it to a model of shape `arch`: a one-row head mask and
+    /// host-side layer flags. Heads or MLPs outside the model, or mean
     /// values of the wrong shape, are an [`Error::Hook`](crate::Error::Hook). `means` is asked
     /// for only by a mean ablation with heads.
     pub fn resolve(
         &self,
-        dims: (usize, usize, usize),
+        arch: &super::Arch,
         device: &Device,
         means: impl FnOnce() -> crate::Result<Tensor>,
     ) -> crate::Result<ResolvedAblation> {
-        let (layers, heads, d_head) = dims;
+        let (layers, heads, d_head) = (arch.num_layers, arch.num_heads, arch.head_dim);
         if let Some((l, h)) = self.heads.iter().find(|&&(l, h)| l >= layers || h >= heads) {
             return Err(crate::Error::Hook(format!(
                 "head L{l}H{h} does not exist ({layers} layers × {heads} heads)"

@@ -209,12 +209,10 @@ impl Engine {
         set: &AblationSet,
         means: impl FnOnce() -> Result<candle_core::Tensor>,
     ) -> Result<Ablated<'_>> {
-        let arch = &self.model.arch;
-        let dims = (arch.num_layers, arch.num_heads, arch.head_dim);
         let resolved = if set.is_empty() {
             None
         } else {
-            Some(set.resolve(dims, self.model.device(), means)?)
+            Some(set.resolve(&self.model.arch, self.model.device(), means)?)
         };
         self.model.set_standing_ablation(resolved);
         Ok(Ablated { engine: self })

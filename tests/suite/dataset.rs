@@ -2,16 +2,39 @@
 //! reproducible; `check` answers samples with a model and counts correct answers per category;
 //! bad arguments are clear errors.
 
+use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::common;
 
-fn headscope(args: &[&str]) -> std::process::Output {
+/// Arguments of mixed kinds (text, paths) as one list.
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { vec![$(OsString::from(AsRef::<OsStr>::as_ref(&$a))),*] };
+}
+
+/// `headscope ARGS`.
+fn headscope(args: &[OsString]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_headscope"))
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `headscope ARGS`, which must succeed.
+fn succeeds(args: &[OsString]) -> Output {
+    let out = headscope(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The analysis fixture sample (it has `answers` but no `category`).
+fn fixture_sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -23,16 +46,9 @@ fn tmp(name: &str) -> PathBuf {
 fn filings_are_reproducible_and_checked_per_category() {
     let (a, b) = (tmp("a.jsonl"), tmp("b.jsonl"));
     for path in [&a, &b] {
-        let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-            .args(["dataset", "filings", "--seed", "5", "--count", "2", "--out"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(&args![
+            "dataset", "filings", "--seed", "5", "--count", "2", "--out", path
+        ]);
     }
     let text = std::fs::read_to_string(&a).unwrap();
     assert_eq!(text, std::fs::read_to_string(&b).unwrap());
@@ -41,19 +57,19 @@ fn filings_are_reproducible_and_checked_per_category() {
     // The fixture model's tokenizer spells the ~3,500-character prompts in many tokens.
     let model = common::fixture_with_context("qwen2", 8192);
     let json = tmp("check.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args(["dataset", "check", "--model"])
-        .arg(&model)
-        .arg(&a)
-        .args(["--every", "3", "--max-new-tokens", "4", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&args![
+        "dataset",
+        "check",
+        "--model",
+        model,
+        a,
+        "--every",
+        "3",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        json
+    ]);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let answers = report["answers"].as_array().unwrap();
@@ -74,32 +90,32 @@ fn filings_are_reproducible_and_checked_per_category() {
 
 #[test]
 fn bad_dataset_arguments_are_clear_errors() {
-    let out = headscope(&[
+    let out = headscope(&args![
         "dataset",
         "filings",
         "--count",
         "0",
         "--out",
-        "/tmp/never.jsonl",
+        "/tmp/never.jsonl"
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--count must be at least 1"));
     // A file whose samples have no `answers` cannot be checked.
-    let sample =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
     let no_answers = tmp("no-answers.json");
     let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture_sample()).unwrap()).unwrap();
     let first = if v.is_array() { &mut v[0] } else { &mut v };
     let obj = first.as_object_mut().unwrap();
     obj.remove("answers");
     obj.remove("answer");
     std::fs::write(&no_answers, serde_json::to_string(&v).unwrap()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args(["dataset", "check", "--model", "/nonexistent"])
-        .arg(&no_answers)
-        .output()
-        .unwrap();
+    let out = headscope(&args![
+        "dataset",
+        "check",
+        "--model",
+        "/nonexistent",
+        no_answers
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has no `answers`"), "{err}");
@@ -111,31 +127,11 @@ fn bad_dataset_arguments_are_clear_errors() {
 #[test]
 fn study_split_is_stratified_and_reproducible() {
     let data = tmp("split-data.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args([
-            "dataset", "filings", "--seed", "2", "--count", "10", "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&args![
+        "dataset", "filings", "--seed", "2", "--count", "10", "--out", data
+    ]);
     let split = |dir: &PathBuf| {
-        let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-            .args(["study", "split"])
-            .arg(&data)
-            .arg("--out")
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(&args!["study", "split", data, "--out", dir]);
         let read = |name: &str| std::fs::read_to_string(dir.join("split").join(name)).unwrap();
         (read("train.jsonl"), read("test.jsonl"))
     };
@@ -148,16 +144,8 @@ fn study_split_is_stratified_and_reproducible() {
     }
     assert_eq!(split(&b), (train, test), "same seed, same split");
     // A dataset without categories is refused before anything is written.
-    let sample =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
     let c = tmp("split-c");
-    let out = Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args(["study", "split"])
-        .arg(&sample)
-        .arg("--out")
-        .arg(&c)
-        .output()
-        .unwrap();
+    let out = headscope(&args!["study", "split", fixture_sample(), "--out", c]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has no `category`"), "{err}");
@@ -181,23 +169,22 @@ fn samples_from_a_csv_table() {
     )
     .unwrap();
     let out_path = tmp("table.jsonl");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_headscope"))
-            .args(["dataset", "from-csv"])
-            .arg(&csv)
-            .args([
-                "--text-column",
-                "text",
-                "--id-column",
-                "cik",
-                "--chunk-chars",
-                "30",
-            ])
-            .args(extra)
-            .arg("--out")
-            .arg(&out_path)
-            .output()
-            .unwrap()
+    let run = |questions: &[&str]| {
+        let mut args = args![
+            "dataset",
+            "from-csv",
+            csv,
+            "--text-column",
+            "text",
+            "--id-column",
+            "cik",
+            "--chunk-chars",
+            "30",
+            "--out",
+            out_path
+        ];
+        args.extend(questions.iter().map(OsString::from));
+        headscope(&args)
     };
     let out = run(&[
         "--question",

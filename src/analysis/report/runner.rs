@@ -133,48 +133,50 @@ impl<'a, 'p> Steps<'a, 'p> {
 /// What several steps use, built on first use.
 #[derive(Default)]
 struct Shared<'a> {
-    /// Attention on every source, then on every document (one forward).
-    attention: Option<SpanAttention>,
-    target: Option<TargetDocument>,
+    attention: Option<Attended>,
     scorer: Option<PrefixScorer<'a>>,
     arc_jsd: Option<ArcJsdAttribution>,
 }
 
-/// The sources' key spans followed by the documents'.
-fn attention_spans(subject: &Subject, g: Granularity) -> (Vec<std::ops::Range<usize>>, usize) {
-    let mut spans = source_token_spans(subject, g);
-    let n_sources = spans.len();
-    spans.extend(source_token_spans(subject, Granularity::Document));
-    (spans, n_sources)
+/// The answer's attention on every source, then on every document (one forward), and the target
+/// document it picks.
+struct Attended {
+    spans: SpanAttention,
+    /// Mean attention mass per span: the sources', then the documents'.
+    mass: Vec<f64>,
+    n_sources: usize,
+    target: TargetDocument,
 }
 
 impl<'a> Shared<'a> {
-    /// Attention mass of the answer on every source and document, and the target document.
-    fn attention(
-        &mut self,
-        run: &mut Steps<'a, '_>,
-        opts: &AnalyzeOptions,
-    ) -> Result<&SpanAttention> {
-        let att = match self.attention.take() {
-            Some(att) => att,
+    /// The answer's attention on every source and document, and the target document.
+    fn attention(&mut self, run: &mut Steps<'a, '_>, opts: &AnalyzeOptions) -> Result<&Attended> {
+        let attended = match self.attention.take() {
+            Some(attended) => attended,
             None => {
                 let g = opts.granularity;
-                let (spans, n_src) = attention_spans(run.subject, g);
+                let mut spans = source_token_spans(run.subject, g);
+                let n_sources = spans.len();
+                spans.extend(source_token_spans(run.subject, Granularity::Document));
                 let att = run.cached("attention", (g, opts.attention_from_answer), |e, s, _| {
                     span_attention(e, s, &spans)
                 })?;
-                let doc_mass = attention_attribution(&att, spans.len())[n_src..].to_vec();
-                self.target = Some(target_document(run.subject, &doc_mass));
-                att
+                let mass = attention_attribution(&att, spans.len());
+                let target = target_document(run.subject, &mass[n_sources..]);
+                Attended {
+                    spans: att,
+                    mass,
+                    n_sources,
+                    target,
+                }
             }
         };
-        Ok(self.attention.insert(att))
+        Ok(self.attention.insert(attended))
     }
 
     /// The document head scores look at: `gold`, else the one the answer attends to most.
     fn target(&mut self, run: &mut Steps<'a, '_>, opts: &AnalyzeOptions) -> Result<usize> {
-        self.attention(run, opts)?;
-        Ok(self.target.as_ref().map_or(0, |t| t.index))
+        Ok(self.attention(run, opts)?.target.index)
     }
 
     /// The teacher-forced re-scorer, from the answer pass's keys and values (no forward when the
@@ -256,7 +258,7 @@ impl<'a, 'p> Runner<'a, 'p> {
 
     /// The report with what the shared steps found (the target document, ARC-JSD's details).
     pub(super) fn finish(mut self) -> AnalysisReport {
-        self.report.target_document = self.shared.target.take();
+        self.report.target_document = self.shared.attention.take().map(|a| a.target);
         self.report.details.arc_jsd = self.shared.arc_jsd.take();
         self.report.costs = std::mem::take(&mut self.steps.costs);
         self.report
@@ -303,12 +305,11 @@ impl<'a, 'p> Runner<'a, 'p> {
     }
 
     fn summed_attention(&mut self) -> Result<Vec<Vec<f64>>> {
-        let target = self.shared.target(&mut self.steps, self.opts)?;
-        let n_src = self.steps.subject.sources(self.opts.granularity).len();
-        let att = self.shared.attention(&mut self.steps, self.opts)?;
+        let a = self.shared.attention(&mut self.steps, self.opts)?;
+        let target_span = a.n_sources + a.target.index;
         Ok(summed_attention(
-            att,
-            n_src + target,
+            &a.spans,
+            target_span,
             self.opts.attention_from_answer,
         ))
     }
@@ -374,10 +375,8 @@ impl<'a, 'p> Runner<'a, 'p> {
     }
 
     fn attention_attribution(&mut self) -> Result<Vec<f64>> {
-        let g = self.opts.granularity;
-        let (spans, n_src) = attention_spans(self.steps.subject, g);
-        let att = self.shared.attention(&mut self.steps, self.opts)?;
-        Ok(attention_attribution(att, spans.len())[..n_src].to_vec())
+        let a = self.shared.attention(&mut self.steps, self.opts)?;
+        Ok(a.mass[..a.n_sources].to_vec())
     }
 
     /// ContextCite: its mask log-probs are cached on their own, so sub-span refits are free.
