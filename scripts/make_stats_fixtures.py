@@ -64,6 +64,33 @@ def random_jaccard(n, k1, k2):
     return {"n": n, "k1": k1, "k2": k2, "expected": float(e)}
 
 
+def permutation(diffs, resamples, seed):
+    """Two-sided sign-flip test of the mean paired difference: exact for n <= 16 (fractions over
+    all 2^n assignments), else seeded Monte Carlo (one SplitMix64 bit per sample, in order)."""
+    n = len(diffs)
+    observed = abs(sum(diffs))
+    out = {"diffs": diffs, "resamples": resamples, "seed": seed}
+    if n == 0 or observed == 0.0:
+        return {**out, "p": 1.0}
+    if n <= 16:
+        exact = [Fraction(d) for d in diffs]
+        target = abs(sum(exact))
+        hits = 0
+        for mask in range(1 << n):
+            total = sum(-d if mask >> i & 1 else d for i, d in enumerate(exact))
+            hits += abs(total) >= target
+        return {**out, "p": float(Fraction(hits, 1 << n))}
+    tol = 1e-9 * sum(abs(d) for d in diffs)
+    rng = SplitMix64(seed)
+    hits = 0
+    for _ in range(resamples):
+        total = 0.0
+        for d in diffs:
+            total += -d if rng.next_u64() >> 63 == 1 else d
+        hits += abs(total) >= observed - tol
+    return {**out, "p": (hits + 1) / (resamples + 1)}
+
+
 def main():
     # Python's round() is round-half-even; no nearest-rank index below lands on a half.
     accuracy = [1.0 if (i * 7) % 10 < 6 else 0.0 for i in range(40)]
@@ -73,6 +100,14 @@ def main():
         "mcnemar": [mcnemar(b, c) for b, c in [(0, 5), (2, 9), (10, 10), (1, 30), (17, 40), (0, 60)]],
         "random_jaccard": [random_jaccard(n, k1, k2)
                            for n, k1, k2 in [(270, 50, 50), (336, 50, 50), (270, 10, 30), (20, 15, 15)]],
+        # Per-sample top-k minus mean-over-5-draws correctness (multiples of 0.2), and a larger
+        # Monte Carlo case.
+        "permutation": [
+            permutation([-1.0, -0.8, 0.0, -0.6, 0.2, -1.0, 0.0, -0.4, -0.2, 0.0, -1.0, 0.4], 0, 0),
+            permutation([0.0, 0.2, -0.2, 0.0, 0.2, -0.2, 0.4, -0.4], 0, 0),
+            permutation([-(i % 5) * 0.2 + (0.4 if i % 7 == 0 else 0.0) for i in range(40)], 4000, 9),
+            permutation([0.0] * 10, 0, 0),
+        ],
     }
     print(json.dumps(out, indent=1))
 

@@ -145,6 +145,78 @@ pub enum Command {
 pub enum StudyCommand {
     /// A seeded train/test split stratified by `category`: OUT/split/train.jsonl and test.jsonl.
     Split(SplitArgs),
+    /// Every phase: split, detect, ablate, report (each resumes where an earlier run stopped).
+    Run(StudyArgs),
+    /// Head scores on the training samples, per model (DIR/detect/).
+    Detect(StudyArgs),
+    /// Top-k vs random-k ablation on the test samples, per model (DIR/ablate/).
+    Ablate(StudyArgs),
+    /// summary.json, FINDINGS.md and figures from the finished units.
+    Report(StudyArgs),
+    /// What is done and what is missing, per phase and model.
+    Status(StudyArgs),
+}
+
+/// A study's configuration: `--config study.toml`, each field overridable by its flag.
+#[derive(Args, Debug, Clone)]
+pub struct StudyArgs {
+    /// The dataset (samples with a `category`); overrides `data` of the config.
+    pub data: Option<PathBuf>,
+    /// The study's folder (units, config.toml, report).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A study.toml; flags given here override its fields. Without it, a new study uses the
+    /// defaults, and an existing folder its own config.toml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A model (repeat for several): a .gguf file, a folder or a hub id.
+    #[arg(long, short = 'm')]
+    pub model: Vec<String>,
+    /// Head-finding methods, comma-separated: summed-attention, summed-attention-answer,
+    /// retrieval, retrieval-all, qrhead, arc-jsd, ablation, patching.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<headscope::study::detect::DetectMethod>>,
+    /// Ablation sizes, comma-separated (0 is always included).
+    #[arg(long, value_delimiter = ',')]
+    pub ks: Option<Vec<usize>>,
+    /// Random draws per k.
+    #[arg(long)]
+    pub draws: Option<usize>,
+    /// Size of each method's top list (random heads come from outside it).
+    #[arg(long)]
+    pub top_n: Option<usize>,
+    /// zero, mean or uniform.
+    #[arg(long)]
+    pub ablation: Option<AblationMode>,
+    /// all or decode-only.
+    #[arg(long)]
+    pub positions: Option<headscope::study::config::AblatedPositions>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// At most this many training samples per category (0: all).
+    #[arg(long)]
+    pub train_per_category: Option<usize>,
+    /// At most this many test samples per category (0: all).
+    #[arg(long)]
+    pub test_per_category: Option<usize>,
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Ablation conditions per batched forward.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Bootstrap resamples per interval.
+    #[arg(long)]
+    pub bootstrap: Option<usize>,
+    #[arg(long)]
+    pub prompt_style: Option<PromptStyle>,
+    /// Written after the question (empty: none).
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// Never touch the network.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Args, Debug)]

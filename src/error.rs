@@ -23,6 +23,10 @@ pub enum Error {
     #[error("invalid model config: {0}")]
     Config(String),
 
+    /// A study's configuration, data or folder is not usable.
+    #[error("study: {0}")]
+    Study(String),
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{Progress, Subject};
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::{Capture, Engine, Hooks, KvCache, Positions, Start};
 use crate::prompt::RagPrompt;
 use crate::{Error, Result};
 
@@ -29,18 +29,21 @@ pub struct QrHeadScores {
     pub per_document: Vec<Vec<Vec<f64>>>,
 }
 
-/// Mean over the query rows of each head's attention, keys `0..keys`: `[L][H][keys]`.
-fn mean_query_attention(
+/// Mean over captured rows `rows` (indices into the captured rows) of each head's attention,
+/// keys `0..keys`: `[L][H][keys]`.
+pub fn mean_query_attention(
     engine: &Engine,
     trace: &crate::engine::Trace,
+    rows: Range<usize>,
     keys: usize,
 ) -> Result<Vec<Vec<Vec<f64>>>> {
     (0..engine.arch().num_layers)
         .map(|l| {
-            let rows: Tensor = trace
+            let pattern: Tensor = trace
                 .get(&format!("blocks.{l}.attn.hook_pattern"))?
                 .squeeze(0)?;
-            let mean = rows
+            let mean = pattern
+                .narrow(1, rows.start, rows.len())?
                 .narrow(2, 0, keys)?
                 .to_dtype(DType::F64)?
                 .mean(1)?
@@ -74,12 +77,44 @@ pub fn qrhead(
     progress: Progress,
 ) -> Result<QrHeadScores> {
     let prompt = &subject.prompt;
+    let (q_start, p) = query_span(prompt)?;
+    let null = null_query_prompt(engine, subject)?;
+    let mut trace = engine.forward(
+        Start::Tokens(&engine.ids_tensor(&prompt.ids)?),
+        None,
+        &Hooks {
+            capture: Capture {
+                attn_rows: Some(Positions::Range(q_start..p)),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    progress(1, 2);
+    let s = mean_query_attention(engine, &trace, 0..p - q_start, q_start)?;
+    let cache = trace.take_kv_cache()?;
+    let s_null = null_query_attention(engine, &null, &cache, q_start)?;
+    if !progress(2, 2) {
+        return Err(Error::Cancelled);
+    }
+    Ok(calibrated(prompt, &s, &s_null, target_document))
+}
+
+/// The query's token span `q_start..p`: from the question to the end of the prompt.
+pub fn query_span(prompt: &RagPrompt) -> Result<(usize, usize)> {
     let q_start = prompt.question.tokens.start;
     let p = prompt.ids.len();
     if q_start == 0 || q_start >= p {
         return Err(Error::Analysis("the prompt has no question span".into()));
     }
-    // Null query: the same sample asking "N/A"; it must share every token before the question.
+    Ok((q_start, p))
+}
+
+/// The null query: the same sample asking "N/A"; it must share every token before the question.
+pub fn null_query_prompt(engine: &Engine, subject: &Subject) -> Result<RagPrompt> {
+    let prompt = &subject.prompt;
+    let (q_start, _) = query_span(prompt)?;
     let mut null_sample = subject.sample.clone();
     null_sample.question = "N/A".into();
     let null = RagPrompt::build(
@@ -95,22 +130,18 @@ pub fn qrhead(
                 .into(),
         ));
     }
-    let query_rows = Positions::Range(q_start..p);
-    let mut trace = engine.forward(
-        Start::Tokens(&engine.ids_tensor(&prompt.ids)?),
-        None,
-        &Hooks {
-            capture: Capture {
-                attn_rows: Some(query_rows),
-                kv_cache: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )?;
-    progress(1, 2);
-    let s = mean_query_attention(engine, &trace, q_start)?;
-    let cache = trace.take_kv_cache()?.truncate(q_start)?;
+    Ok(null)
+}
+
+/// The null query's mean attention `[L][H][q_start]`, run after the first `q_start` positions of
+/// `cache` (the real prompt's keys and values: the prefix is shared).
+pub fn null_query_attention(
+    engine: &Engine,
+    null: &RagPrompt,
+    cache: &KvCache,
+    q_start: usize,
+) -> Result<Vec<Vec<Vec<f64>>>> {
+    let cache = cache.truncate(q_start)?;
     let tail = &null.ids[q_start..];
     let null_trace = engine.forward(
         Start::Tokens(&engine.ids_tensor(tail)?),
@@ -123,14 +154,21 @@ pub fn qrhead(
             ..Default::default()
         },
     )?;
-    let s_null = mean_query_attention(engine, &null_trace, q_start)?;
-    if !progress(2, 2) {
-        return Err(Error::Cancelled);
-    }
+    mean_query_attention(engine, &null_trace, 0..tail.len(), q_start)
+}
+
+/// QRHead's scores from the real (`s`) and null (`s_null`) query means `[L][H][q_start]`.
+pub fn calibrated(
+    prompt: &RagPrompt,
+    s: &[Vec<Vec<f64>>],
+    s_null: &[Vec<Vec<f64>>],
+    target_document: usize,
+) -> QrHeadScores {
+    let q_start = prompt.question.tokens.start;
     let docs: Vec<Range<usize>> = prompt.docs.iter().map(|d| d.tokens.clone()).collect();
     let per_document: Vec<Vec<Vec<f64>>> = s
         .iter()
-        .zip(&s_null)
+        .zip(s_null)
         .map(|(layer, layer_null)| {
             layer
                 .iter()
@@ -150,7 +188,7 @@ pub fn qrhead(
             *t += v;
         }
     }
-    Ok(QrHeadScores {
+    QrHeadScores {
         scores: per_document
             .iter()
             .map(|layer| layer.iter().map(|h| h[target_document]).collect())
@@ -158,7 +196,7 @@ pub fn qrhead(
         target_document,
         document_totals,
         per_document,
-    })
+    }
 }
 
 #[cfg(test)]

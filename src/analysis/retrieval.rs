@@ -72,30 +72,16 @@ pub fn retrieval_scores(
     };
     let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
     let layers = engine.arch().num_layers;
-    let gain = 1.0 / needle.len() as f64;
     let mut scores = Vec::with_capacity(layers);
     for l in 0..layers {
-        // [1, H, A, T] → argmax over keys, first index on ties.
+        // [1, H, A, T]
         let rows = trace
             .get(&format!("blocks.{l}.attn.hook_pattern"))?
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
             .to_vec3::<f32>()?;
-        scores.push(
-            rows.iter()
-                .map(|head| {
-                    head.iter()
-                        .zip(answer)
-                        .filter(|(row, &tok)| {
-                            let j = argmax_first(row);
-                            needle.contains(&j) && ids[j] == tok
-                        })
-                        .count() as f64
-                        * gain
-                })
-                .collect(),
-        );
+        scores.push(copy_paste_scores(&rows, &ids, answer, &needle));
         if !progress(l + 1, layers) {
             return Err(Error::Cancelled);
         }
@@ -105,6 +91,30 @@ pub fn retrieval_scores(
         needle_from,
         scores,
     })
+}
+
+/// One layer's retrieval scores from its heads' attention rows `[H][A][T]` at the answer-predicting
+/// positions of `ids` (the teacher-forced input): each head earns `1/|needle|` per answer token
+/// whose most-attended key (first index on ties) lies in the needle and holds that very token.
+pub fn copy_paste_scores(
+    rows: &[Vec<Vec<f32>>],
+    ids: &[u32],
+    answer: &[u32],
+    needle: &Range<usize>,
+) -> Vec<f64> {
+    let gain = 1.0 / needle.len().max(1) as f64;
+    rows.iter()
+        .map(|head| {
+            head.iter()
+                .zip(answer)
+                .filter(|(row, &tok)| {
+                    let j = argmax_first(row);
+                    needle.contains(&j) && ids[j] == tok
+                })
+                .count() as f64
+                * gain
+        })
+        .collect()
 }
 
 fn argmax_first(row: &[f32]) -> usize {

@@ -70,6 +70,17 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
         Decoder::new(runner, interventions, Some(cache), 1, stop_ids)
     }
 
+    /// Continues `rows` rows after the keys and values in `cache` (whose batch has `rows` rows).
+    pub fn resume_rows(
+        runner: &'a F,
+        interventions: &Hooks,
+        cache: KvCache,
+        rows: usize,
+        stop_ids: &'a [u32],
+    ) -> Self {
+        Decoder::new(runner, interventions, Some(cache), rows, stop_ids)
+    }
+
     fn new(
         runner: &'a F,
         interventions: &Hooks,

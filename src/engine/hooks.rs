@@ -379,6 +379,28 @@ impl KvCache {
     pub fn len(&self) -> usize {
         self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
     }
+    /// The cache of a one-row run copied into `rows` rows (a batch decoding from one prefix).
+    pub fn repeat_rows(&self, rows: usize) -> crate::Result<KvCache> {
+        let copy = |t: &Tensor| -> crate::Result<Tensor> {
+            let mut dims = t.dims().to_vec();
+            if dims.first() != Some(&1) {
+                return Err(crate::Error::Hook(format!(
+                    "only a one-row cache can be repeated, not one of {} rows",
+                    dims.first().copied().unwrap_or(0)
+                )));
+            }
+            dims[0] = rows;
+            Ok(t.broadcast_as(dims)?.contiguous()?)
+        };
+        Ok(KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| Ok((copy(k)?, copy(v)?)))
+                .collect::<crate::Result<_>>()?,
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,7 +1,14 @@
 //! The population study (`headscope study`): which heads retrieve, across a dataset's samples and
-//! question categories. Phases run alone and write their results under the study's folder:
-//! [`split`], detect, ablate, report; [`summary`] holds every number the report states.
+//! question categories. [`run::Study`] runs the phases over the study's folder ([`units`]):
+//! [`split`], [`detect`] on the training samples, [`ablate`] on the test samples; [`report`]
+//! computes the [`summary`] (every number the findings state) with [`stats`].
 
+pub mod ablate;
+pub mod config;
+pub mod detect;
+pub mod report;
+pub mod run;
 pub mod split;
 pub mod stats;
 pub mod summary;
+pub mod units;

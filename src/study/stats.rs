@@ -98,6 +98,37 @@ pub fn random_jaccard(n: usize, k1: usize, k2: usize) -> f64 {
         .sum()
 }
 
+/// Two-sided paired permutation (sign-flip) test of the mean of paired differences `diffs`:
+/// the share of sign assignments whose mean is at least as far from zero as the observed one.
+/// Exact (all `2^n` assignments) for `n ≤ 16`; otherwise `resamples` seeded random assignments,
+/// `(hits + 1) / (resamples + 1)`. All-zero differences give 1.
+pub fn paired_permutation_p(diffs: &[f64], resamples: usize, seed: u64) -> f64 {
+    let n = diffs.len();
+    let observed = diffs.iter().sum::<f64>().abs();
+    if n == 0 || observed == 0.0 {
+        return 1.0;
+    }
+    // Sums compared with a tolerance so that equal sums reached in another order still count.
+    let tol = 1e-9 * diffs.iter().map(|d| d.abs()).sum::<f64>();
+    let at_least = |signs: &mut dyn FnMut(usize) -> bool| {
+        let total: f64 = (0..n)
+            .map(|i| if signs(i) { -diffs[i] } else { diffs[i] })
+            .sum();
+        total.abs() >= observed - tol
+    };
+    if n <= 16 {
+        let hits = (0u32..1 << n)
+            .filter(|&mask| at_least(&mut |i| mask >> i & 1 == 1))
+            .count();
+        return hits as f64 / (1u64 << n) as f64;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let hits = (0..resamples)
+        .filter(|_| at_least(&mut |_| rng.next_u64() >> 63 == 1))
+        .count();
+    (hits + 1) as f64 / (resamples + 1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +188,17 @@ mod tests {
             assert!(
                 (got - want).abs() < 1e-12,
                 "random Jaccard {n},{k1},{k2}: {got} vs {want}"
+            );
+        }
+        for case in v["permutation"].as_array().unwrap() {
+            let diffs: Vec<f64> = serde_json::from_value(case["diffs"].clone()).unwrap();
+            let r = case["resamples"].as_u64().unwrap() as usize;
+            let seed = case["seed"].as_u64().unwrap();
+            let want = case["p"].as_f64().unwrap();
+            let got = paired_permutation_p(&diffs, r, seed);
+            assert!(
+                (got - want).abs() < 1e-12,
+                "permutation {diffs:?}: {got} vs {want}"
             );
         }
     }

@@ -1,6 +1,37 @@
 //! Helpers shared by the integration tests.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Arguments of mixed kinds (text, paths) as one list.
+#[macro_export]
+macro_rules! args {
+    ($($a:expr),* $(,)?) => {
+        vec![$(std::ffi::OsString::from(AsRef::<std::ffi::OsStr>::as_ref(&$a))),*]
+    };
+}
+
+/// `headscope ARGS`.
+#[allow(dead_code)]
+pub fn headscope(args: &[OsString]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `headscope ARGS`, which must succeed.
+#[allow(dead_code)]
+pub fn succeeds(args: &[OsString]) -> Output {
+    let out = headscope(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 #[allow(dead_code)]
 /// The SmolLM2 GGUF fetched by scripts/fetch-model.sh, if present. Without it the calling test prints a

@@ -2,35 +2,11 @@
 //! reproducible; `check` answers samples with a model and counts correct answers per category;
 //! bad arguments are clear errors.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-use crate::common;
-
-/// Arguments of mixed kinds (text, paths) as one list.
-macro_rules! args {
-    ($($a:expr),* $(,)?) => { vec![$(OsString::from(AsRef::<OsStr>::as_ref(&$a))),*] };
-}
-
-/// `headscope ARGS`.
-fn headscope(args: &[OsString]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_headscope"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// `headscope ARGS`, which must succeed.
-fn succeeds(args: &[OsString]) -> Output {
-    let out = headscope(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use crate::args;
+use crate::common::{self, headscope, succeeds};
 
 /// The analysis fixture sample (it has `answers` but no `category`).
 fn fixture_sample() -> PathBuf {

@@ -1,0 +1,562 @@
+//! The study's phases over its folder: split, detect, ablate (per model), and the record of what
+//! ran (`config.toml`). Every unit is written atomically by [`UnitStore`] and skipped when it
+//! exists, so a run killed at any moment resumes where it stopped and ends with the same files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::ablate::{ablate_sample, AblateUnit, AblationPlan, CleanUnit};
+use super::config::{
+    model_label, sample_key, validate_samples, ConfigRecord, ModelRecord, Provenance, StudyConfig,
+};
+use super::detect::{answer_needle, detect_sample, DetectUnit, HeadStats};
+use super::split::{stratified, Split};
+use super::units::{sha256_file, sha256_hex, UnitStore};
+use crate::analysis::{answer_is_correct, Subject};
+use crate::engine::generate::GenerationConfig;
+use crate::engine::Engine;
+use crate::prompt::{load_samples, Document, RagPrompt, Sample};
+use crate::{Error, Result};
+
+/// What a phase tells the one running it, and how it asks whether to stop.
+pub trait Monitor {
+    /// A phase (`detect <model>`, ...) with `total` units, `done` of them already on disk.
+    fn phase(&mut self, name: &str, done: usize, total: usize);
+    /// One more unit is done.
+    fn advance(&mut self, done: usize, total: usize);
+    /// Polled between units and forwards: `true` stops the run cleanly (Ctrl-C).
+    fn cancelled(&self) -> bool;
+}
+
+/// A study over its folder: the configuration, the samples and their split.
+pub struct Study {
+    pub cfg: StudyConfig,
+    pub store: UnitStore,
+    samples: Vec<Sample>,
+    split: Split,
+}
+
+/// A sample of one side of the split, with its file key.
+pub struct Chosen<'a> {
+    pub key: String,
+    pub sample: &'a Sample,
+}
+
+impl Study {
+    /// Checks the configuration and the data (before any model runs) and writes the split.
+    pub fn open(cfg: StudyConfig, dir: &Path) -> Result<Study> {
+        cfg.validate()?;
+        let samples = load_samples(&cfg.data)?;
+        validate_samples(&samples)?;
+        let split = stratified(&samples, cfg.test_fraction, cfg.seed)?;
+        let study = Study {
+            cfg,
+            store: UnitStore::new(dir),
+            samples,
+            split,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        study.check_config()?;
+        study.write_split()?;
+        Ok(study)
+    }
+
+    /// `split/train.jsonl` and `split/test.jsonl`: the same bytes on every run of the same data,
+    /// seed and fraction.
+    fn write_split(&self) -> Result<()> {
+        for (name, side) in [("train", &self.split.train), ("test", &self.split.test)] {
+            let mut text = String::new();
+            for &i in side {
+                let line = serde_json::to_string(&self.samples[i])
+                    .map_err(|e| Error::Study(format!("cannot serialise a sample: {e}")))?;
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let rel = format!("split/{name}.jsonl");
+            let same = std::fs::read_to_string(self.store.path(&rel)).ok() == Some(text.clone());
+            if !same {
+                self.store.write_text(&rel, &text)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One side of the split, at most `limit` per category (0: all), in dataset order.
+    fn side(&self, indices: &[usize], limit: usize) -> Vec<Chosen<'_>> {
+        let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+        indices
+            .iter()
+            .filter(|&&i| {
+                let n = taken
+                    .entry(self.samples[i].category().unwrap_or(""))
+                    .or_default();
+                *n += 1;
+                limit == 0 || *n <= limit
+            })
+            .map(|&i| Chosen {
+                key: sample_key(&self.samples[i], i),
+                sample: &self.samples[i],
+            })
+            .collect()
+    }
+
+    pub fn train(&self) -> Vec<Chosen<'_>> {
+        self.side(&self.split.train, self.cfg.train_per_category)
+    }
+
+    pub fn test(&self) -> Vec<Chosen<'_>> {
+        self.side(&self.split.test, self.cfg.test_per_category)
+    }
+
+    /// Every category, sorted.
+    pub fn categories(&self) -> Vec<String> {
+        let mut c: Vec<String> = self
+            .samples
+            .iter()
+            .filter_map(|s| s.category().map(str::to_string))
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+
+    fn generation(&self) -> GenerationConfig {
+        GenerationConfig {
+            max_new_tokens: self.cfg.max_new_tokens,
+            ..GenerationConfig::default()
+        }
+    }
+
+    /// The sample as the study prompts it (its instruction in front of the question).
+    pub fn prompted(&self, sample: &Sample) -> Sample {
+        let mut s = sample.clone();
+        if let Some(instruction) = self.cfg.instruction.as_deref().filter(|i| !i.is_empty()) {
+            s.question = format!("{}\n{}", s.question.trim(), instruction);
+        }
+        s
+    }
+
+    /// The sample's prompt and greedy answer; `Err(reason)` for a sample the model cannot answer
+    /// at all (an empty answer), which is recorded and left out of the statistics.
+    fn prepare(
+        &self,
+        engine: &Engine,
+        sample: &Sample,
+    ) -> Result<std::result::Result<Subject, String>> {
+        let prompted = self.prompted(sample);
+        match Subject::prepare(
+            engine,
+            prompted,
+            self.cfg.prompt_style,
+            &self.generation(),
+            true,
+            |_| true,
+        ) {
+            Ok(s) => Ok(Ok(s)),
+            Err(Error::Analysis(reason)) => Ok(Err(reason)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `config.toml` holds the resolved configuration and, as each model is loaded, its record.
+    /// A folder holding another configuration is refused (its results would mix with these).
+    fn check_config(&self) -> Result<()> {
+        match self.read_record() {
+            Ok(old) if old.study != self.cfg => Err(Error::Study(format!(
+                "{} holds a study run with another configuration; use a new --out folder (or \
+                 delete it to start over)",
+                self.store.root().display()
+            ))),
+            Ok(_) => Ok(()),
+            Err(_) if !self.store.path("config.toml").exists() => {
+                self.write_record(&ConfigRecord {
+                    study: self.cfg.clone(),
+                    provenance: Provenance {
+                        headscope_version: env!("CARGO_PKG_VERSION").to_string(),
+                        models: Vec::new(),
+                    },
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_record(&self, record: &ConfigRecord) -> Result<()> {
+        let text = toml::to_string(record)
+            .map_err(|e| Error::Study(format!("cannot write config.toml: {e}")))?;
+        self.store.write_text("config.toml", &text)
+    }
+
+    /// Adds a loaded model's record to `config.toml`, or checks it against the one there: other
+    /// weights, tokenizer or prompt under the same label are refused.
+    pub fn record_model(&self, label: &str, engine: &Engine) -> Result<()> {
+        let arch = engine.arch();
+        self.cfg
+            .validate_for_heads(label, arch.num_layers * arch.num_heads)?;
+        let rec = self.model_record(label, engine)?;
+        let mut record = self.read_record()?;
+        match record.provenance.models.iter().find(|m| m.label == label) {
+            Some(old) if *old != rec => Err(Error::Study(format!(
+                "{label} is not the model this study ran with (its weights, tokenizer or prompt \
+                 differ from config.toml); use a new --out folder"
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                record.provenance.models.push(rec);
+                let order = self.model_labels();
+                record
+                    .provenance
+                    .models
+                    .sort_by_key(|m| order.iter().position(|l| *l == m.label));
+                self.write_record(&record)
+            }
+        }
+    }
+
+    /// `config.toml` as written.
+    pub fn read_record(&self) -> Result<ConfigRecord> {
+        let path = self.store.path("config.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Study(format!("{}: {e}", path.display())))
+    }
+
+    fn model_record(&self, label: &str, engine: &Engine) -> Result<ModelRecord> {
+        let info = engine.info();
+        let sha256 = if info.path.is_file() {
+            sha256_file(&info.path)?
+        } else {
+            folder_digest(&info.path)?
+        };
+        let tokenizer_json = engine
+            .tokenizer()
+            .to_string(false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let placeholder = Sample {
+            question: "{question}".into(),
+            docs: (1..=2)
+                .map(|i| Document {
+                    title: format!("{{title {i}}}"),
+                    text: format!("{{document {i}}}"),
+                    extra: Default::default(),
+                })
+                .collect(),
+            output: None,
+            extra: Default::default(),
+        };
+        let rendered = RagPrompt::build(
+            &self.prompted(&placeholder),
+            self.cfg.prompt_style,
+            engine.template(),
+            engine.tokenizer(),
+        )?;
+        Ok(ModelRecord {
+            label: label.to_string(),
+            path: info.path.display().to_string(),
+            sha256,
+            tokenizer_sha256: sha256_hex(tokenizer_json.as_bytes()),
+            vocab_size: info.vocab_size,
+            arch: info.arch.clone(),
+            layers: info.layers,
+            heads: info.heads,
+            chat_template: engine.template().source().to_string(),
+            rendered_prompt: rendered.text,
+        })
+    }
+
+    /// Detection on the training samples: `detect/<model>/<sample>.json`, then the per-method
+    /// statistics `detect/<model>/<method>.json`.
+    pub fn detect(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
+        let train = self.train();
+        let dir = format!("detect/{label}");
+        let rel = |c: &Chosen| format!("{dir}/samples/{}.json", c.key);
+        let done = train.iter().filter(|c| self.store.exists(&rel(c))).count();
+        monitor.phase(&format!("detect {label}"), done, train.len());
+        let mut count = done;
+        for c in &train {
+            if self.store.exists(&rel(c)) {
+                continue;
+            }
+            if monitor.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let unit = self.detect_one(engine, c)?;
+            self.store.write(&rel(c), &unit)?;
+            count += 1;
+            monitor.advance(count, train.len());
+        }
+        for stats in self.head_stats(label, engine.arch().num_layers, engine.arch().num_heads)? {
+            let rel = format!("{dir}/{}/{}.json", stats.method.key(), stats.category);
+            self.store.write_text(&rel, &pretty(&stats)?)?;
+        }
+        Ok(())
+    }
+
+    fn detect_one(&self, engine: &Engine, c: &Chosen) -> Result<DetectUnit> {
+        let category = c.sample.category().unwrap_or("").to_string();
+        let gold = c.sample.gold().unwrap_or(0);
+        let subject = match self.prepare(engine, c.sample)? {
+            Ok(s) => s,
+            Err(reason) => {
+                return Ok(DetectUnit {
+                    sample: c.key.clone(),
+                    category,
+                    answer: String::new(),
+                    correct: false,
+                    needle: 0..0,
+                    scores: BTreeMap::new(),
+                    skipped: Some(reason),
+                })
+            }
+        };
+        let answer = engine.decode(subject.answer_ids())?;
+        let needle = answer_needle(&subject, gold);
+        let scores = detect_sample(engine, &subject, gold, &needle, &self.cfg.methods)?;
+        Ok(DetectUnit {
+            sample: c.key.clone(),
+            category,
+            correct: answer_is_correct(c.sample, &answer) == Some(true),
+            answer,
+            needle,
+            scores,
+            skipped: None,
+        })
+    }
+
+    /// The detection units of a model's training samples; an error names the missing ones.
+    pub fn detect_units(&self, label: &str) -> Result<Vec<DetectUnit>> {
+        let train = self.train();
+        let missing: Vec<&str> = train
+            .iter()
+            .filter(|c| {
+                !self
+                    .store
+                    .exists(&format!("detect/{label}/samples/{}.json", c.key))
+            })
+            .map(|c| c.key.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Study(format!(
+                "detection of {label} is not complete: {} of {} training samples missing \
+                 (first: {}); run `headscope study detect`",
+                missing.len(),
+                train.len(),
+                missing[0]
+            )));
+        }
+        train
+            .iter()
+            .map(|c| {
+                self.store
+                    .read(&format!("detect/{label}/samples/{}.json", c.key))
+            })
+            .collect()
+    }
+
+    /// Per method × category, every head's mean, sd and n over the training samples.
+    pub fn head_stats(&self, label: &str, layers: usize, heads: usize) -> Result<Vec<HeadStats>> {
+        let units = self.detect_units(label)?;
+        let used: Vec<&DetectUnit> = units.iter().filter(|u| u.skipped.is_none()).collect();
+        let mut out = Vec::new();
+        for &m in &self.cfg.methods {
+            for cat in self.categories() {
+                out.push(HeadStats::over(m, &cat, &used, (layers, heads))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ablation plan of a model: built from detection on the first ablation run and kept in
+    /// `ablate/<model>/plan.json`; a later run whose detection gives another plan is refused.
+    pub fn plan(&self, label: &str, layers: usize, heads: usize) -> Result<AblationPlan> {
+        let stats = self.head_stats(label, layers, heads)?;
+        let plan = AblationPlan::build(&self.cfg, &stats, (layers, heads))?;
+        let rel = format!("ablate/{label}/plan.json");
+        if self.store.exists(&rel) {
+            let old: AblationPlan = self.store.read(&rel)?;
+            if old != plan {
+                return Err(Error::Study(format!(
+                    "{} was made from other detection results; delete ablate/{label} to \
+                     ablate again",
+                    self.store.path(&rel).display()
+                )));
+            }
+        } else {
+            self.store.write_text(&rel, &pretty(&plan)?)?;
+        }
+        Ok(plan)
+    }
+
+    /// Ablation on the test samples: `ablate/<model>/clean/<sample>.json` and
+    /// `ablate/<model>/<method>/<sample>.json`.
+    pub fn ablate(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
+        let arch = engine.arch();
+        self.cfg
+            .validate_for_heads(label, arch.num_layers * arch.num_heads)?;
+        let plan = self.plan(label, arch.num_layers, arch.num_heads)?;
+        let test = self.test();
+        let units_of = |c: &Chosen| -> Vec<String> {
+            std::iter::once(format!("ablate/{label}/clean/{}.json", c.key))
+                .chain(
+                    self.cfg
+                        .methods
+                        .iter()
+                        .map(|m| format!("ablate/{label}/{}/{}.json", m.key(), c.key)),
+                )
+                .collect()
+        };
+        let total = test.len() * (1 + self.cfg.methods.len());
+        let mut count = test
+            .iter()
+            .flat_map(|c| units_of(c))
+            .filter(|r| self.store.exists(r))
+            .count();
+        monitor.phase(&format!("ablate {label}"), count, total);
+        for c in &test {
+            let rels = units_of(c);
+            if rels.iter().all(|r| self.store.exists(r)) {
+                continue;
+            }
+            if monitor.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let category = c.sample.category().unwrap_or("").to_string();
+            let subject = match self.prepare(engine, c.sample)? {
+                Ok(s) => s,
+                Err(reason) => {
+                    let clean = CleanUnit {
+                        sample: c.key.clone(),
+                        category,
+                        answer: String::new(),
+                        correct: false,
+                        answer_logprob: 0.0,
+                        skipped: Some(reason),
+                    };
+                    for r in &rels {
+                        if !self.store.exists(r) {
+                            if r.contains("/clean/") {
+                                self.store.write(r, &clean)?;
+                            }
+                            count += 1;
+                        }
+                    }
+                    monitor.advance(count, total);
+                    continue;
+                }
+            };
+            if !self.store.exists(&rels[0]) {
+                let answer = engine.decode(subject.answer_ids())?;
+                let clean = CleanUnit {
+                    sample: c.key.clone(),
+                    category: category.clone(),
+                    correct: answer_is_correct(c.sample, &answer) == Some(true),
+                    answer,
+                    answer_logprob: subject.answer.total_logprob(),
+                    skipped: None,
+                };
+                self.store.write(&rels[0], &clean)?;
+                count += 1;
+                monitor.advance(count, total);
+            }
+            for (m, rel) in self.cfg.methods.iter().zip(&rels[1..]) {
+                if self.store.exists(rel) {
+                    continue;
+                }
+                let cell = plan.cell(*m, &category).ok_or_else(|| {
+                    Error::Study(format!("the plan has no cell for {m} × {category}"))
+                })?;
+                let mut keep_going = || !monitor.cancelled();
+                let conditions = ablate_sample(engine, &subject, cell, &self.cfg, &mut keep_going)?;
+                let unit = AblateUnit {
+                    sample: c.key.clone(),
+                    category: category.clone(),
+                    method: *m,
+                    positions: self.cfg.positions,
+                    mode: self.cfg.ablation,
+                    conditions,
+                };
+                self.store.write(rel, &unit)?;
+                count += 1;
+                monitor.advance(count, total);
+            }
+        }
+        Ok(())
+    }
+
+    /// Labels of the configured models.
+    pub fn model_labels(&self) -> Vec<String> {
+        self.cfg.models.iter().map(|m| model_label(m)).collect()
+    }
+
+    /// Units still missing per phase and model: `(phase, model, missing, total)`.
+    pub fn missing(&self) -> Vec<(String, String, usize, usize)> {
+        let mut out = Vec::new();
+        let (train, test) = (self.train(), self.test());
+        for label in self.model_labels() {
+            let miss = train
+                .iter()
+                .filter(|c| {
+                    !self
+                        .store
+                        .exists(&format!("detect/{label}/samples/{}.json", c.key))
+                })
+                .count();
+            out.push(("detect".to_string(), label.clone(), miss, train.len()));
+            let mut miss = 0;
+            let mut total = 0;
+            for c in &test {
+                let clean = format!("ablate/{label}/clean/{}.json", c.key);
+                total += 1 + self.cfg.methods.len();
+                if !self.store.exists(&clean) {
+                    miss += 1 + self.cfg.methods.len();
+                    continue;
+                }
+                let skipped = self
+                    .store
+                    .read::<CleanUnit>(&clean)
+                    .map(|u| u.skipped.is_some())
+                    .unwrap_or(false);
+                if skipped {
+                    continue;
+                }
+                miss += self
+                    .cfg
+                    .methods
+                    .iter()
+                    .filter(|m| {
+                        !self
+                            .store
+                            .exists(&format!("ablate/{label}/{}/{}.json", m.key(), c.key))
+                    })
+                    .count();
+            }
+            out.push(("ablate".to_string(), label, miss, total));
+        }
+        out
+    }
+}
+
+/// sha256 over a model folder's files (names and contents, in name order).
+fn folder_digest(dir: &Path) -> Result<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut all = String::new();
+    for n in names {
+        all.push_str(&format!("{n} {}\n", sha256_file(&dir.join(&n))?));
+    }
+    Ok(sha256_hex(all.as_bytes()))
+}
+
+/// Pretty JSON with a final newline.
+pub fn pretty<T: Serialize>(value: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Study(format!("cannot serialise: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
