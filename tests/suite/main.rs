@@ -23,6 +23,7 @@ mod mirage;
 mod parity;
 mod prompt;
 mod smollm2;
+mod study_report;
 mod tokenizer_parity;
 mod tui_render_bench;
 mod tui_snapshots;
