@@ -340,9 +340,7 @@ impl<'a> Doc<'a> {
             "| --- | --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         );
         for cell in self.cells() {
-            if let Some(row) = matrix_row(&cell) {
-                self.line(row);
-            }
+            self.line(matrix_row(&cell));
         }
         self.line("");
     }
@@ -459,16 +457,22 @@ fn code_list(items: &[String]) -> String {
     quoted.join(", ")
 }
 
-fn matrix_row(cell: &Cell) -> Option<String> {
-    let p = cell.last()?;
-    let d = cell.drop()?;
+/// One row of the matrix; an experiment without ablation results keeps its row, marked so.
+fn matrix_row(cell: &Cell) -> String {
     let clean = cell.clean().map_or("–".to_string(), pct_ci);
     let stem = curve_stem(&cell.model.model, &cell.exp.method, &cell.exp.category);
-    Some(format!(
-        "| {} | {} | {} | {} | {clean} | {} | {} ± {:.1} pp | {} | {} | {} | {} | {} | {} |",
-        cell.model.model,
-        cell.exp.method,
-        cell.exp.category,
+    let head = format!(
+        "| {} | {} | {} |",
+        cell.model.model, cell.exp.method, cell.exp.category
+    );
+    let (Some(p), Some(d)) = (cell.last(), cell.drop()) else {
+        return format!(
+            "{head} – | {clean} | no ablation results |{}",
+            " – |".repeat(7)
+        );
+    };
+    format!(
+        "{head} {} | {clean} | {} | {} ± {:.1} pp | {} | {} | {} | {} | {} | {} |",
         p.k,
         pct_ci(&p.top),
         pct(p.random.mean),
@@ -479,7 +483,7 @@ fn matrix_row(cell: &Cell) -> Option<String> {
         pct_ci(&p.layer_matched),
         p_value(p.p_top_vs_layer_matched),
         figure_link("plot", &stem),
-    ))
+    )
 }
 
 fn detection_row(d: &Detection) -> String {

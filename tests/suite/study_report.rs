@@ -490,3 +490,41 @@ fn findings_say_when_the_models_are_not_an_instruct_base_pair() {
         "evidence is too weak to conclude that the models place their heads differently"
     ));
 }
+
+#[test]
+fn degenerate_summaries_still_render() {
+    let mut s = summary(MIXED);
+    s.models.truncate(1);
+    s.models[0].experiments[1].points.clear();
+    s.models[0].detect.retain(|d| d.method == "retrieval");
+    s.overlaps.between_categories.truncate(1);
+    s.overlaps.between_categories[0].labels.clear();
+    s.overlaps.between_categories[0].values.clear();
+    s.overlaps.between_methods.clear();
+    let md = findings_markdown(&s);
+    assert!(md.contains("Fewer than two models were run, so this run cannot answer this question."));
+    assert!(md.contains(
+        "| Alpha-135M-Instruct | retrieval | state | – | 62.5 % [50.0, 75.0] | no ablation results | – | – | – | – | – | – | – |"
+    ));
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.contains("| [plot](figures/curve-"))
+            .count(),
+        3
+    );
+    assert!(md.contains(
+        "- **Alpha-135M-Instruct · retrieval**: fewer than two categories, nothing to compare."
+    ));
+    let dir = temp("degenerate");
+    let written = write_figures(&s, &dir).unwrap();
+    // 4 curves (one empty), the depth histogram, one heatmap without labels.
+    assert_eq!(written.len(), (4 + 1 + 1) * 2);
+    let empty = svg_text(&dir.join("figures/curve-alpha-135m-instruct-retrieval-state.svg"));
+    assert!(empty.contains("Alpha-135M-Instruct · retrieval · state"));
+    let depth = svg_text(&dir.join("figures/depth-alpha-135m-instruct.svg"));
+    assert!(
+        depth.contains(">\nqrhead\n<"),
+        "the qrhead panel is drawn, without bars"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

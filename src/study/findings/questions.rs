@@ -33,7 +33,7 @@ impl Doc<'_> {
         let head = format!("- **{} · {}**: ", m.model, m.within);
         let ps = pairs(m);
         let Some(avg) = mean(ps.iter().map(|p| p.2)) else {
-            return format!("{head}one category only, nothing to compare.");
+            return format!("{head}fewer than two categories, nothing to compare.");
         };
         let lo = ps.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
         let hi = ps.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
@@ -155,7 +155,7 @@ impl Doc<'_> {
         self.line("");
         let models = &self.s.models;
         if models.len() < 2 {
-            self.line("Only one model was run, so this run cannot answer this question.");
+            self.line("Fewer than two models were run, so this run cannot answer this question.");
             self.line("");
             return;
         }
