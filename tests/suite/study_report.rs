@@ -461,6 +461,21 @@ fn findings_call_clear_effects_and_say_where_evidence_is_too_weak() {
         few.contains("too weak to conclude") && few.contains("n = 8 < 10"),
         "{few}"
     );
+
+    // Random heads hurting more, clearly: said so, not called a top-k effect.
+    let mut reversed = summary(MIXED);
+    let last = &mut reversed.models[0].experiments[0].points[2];
+    (last.top, last.random.pooled) = (last.random.pooled, last.top);
+    let md = findings_markdown(&reversed);
+    let rev = line(
+        &md,
+        "- **Alpha-135M-Instruct · retrieval · employees** (k = 20)",
+    );
+    assert!(rev.contains("drop -50.0 pp [-70.0, -30.0]"), "{rev}");
+    assert!(
+        rev.contains("Clear, and reversed: ablating random heads hurts more than the top-k heads."),
+        "{rev}"
+    );
 }
 
 #[test]
