@@ -50,6 +50,10 @@ pub enum Error {
     #[error("screenshot: {0}")]
     Export(String),
 
+    /// A study figure could not be drawn or encoded (writing one is `Io`).
+    #[error("figure {path}: {message}")]
+    Figure { path: PathBuf, message: String },
+
     #[error("cancelled")]
     Cancelled,
 

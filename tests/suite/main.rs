@@ -24,6 +24,7 @@ mod parity;
 mod prompt;
 mod smollm2;
 mod study;
+mod study_report;
 mod tokenizer_parity;
 mod tui_render_bench;
 mod tui_snapshots;
