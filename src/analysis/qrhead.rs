@@ -79,12 +79,13 @@ pub fn qrhead(
     if q_start == 0 || q_start >= p {
         return Err(Error::Analysis("the prompt has no question span".into()));
     }
-    // Null query: the same sample asking "N/A"; it must share every token before the question.
+    // Null query: the same sample asking "N/A" in the same format (an instruction before the
+    // question is part of the shared prefix); it must share every token before the question.
     let mut null_sample = subject.sample.clone();
     null_sample.question = "N/A".into();
     let null = RagPrompt::build(
         &null_sample,
-        prompt.style,
+        &prompt.format,
         engine.template(),
         engine.tokenizer(),
     )?;
