@@ -79,6 +79,13 @@ pub fn qrhead(
     if q_start == 0 || q_start >= p {
         return Err(Error::Analysis("the prompt has no question span".into()));
     }
+    if prompt.docs.iter().any(|d| d.tokens.end > q_start) {
+        return Err(Error::Analysis(
+            "QRHead scores the question's attention to the documents before it, but this \
+             prompt writes a document after the question (see its --prompt-template)"
+                .into(),
+        ));
+    }
     // Null query: the same sample asking "N/A" in the same format (an instruction before the
     // question is part of the shared prefix); it must share every token before the question.
     let mut null_sample = subject.sample.clone();

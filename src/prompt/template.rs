@@ -283,11 +283,13 @@ fn marker(slot: Slot) -> String {
 }
 
 fn parse_slot(s: &str) -> Option<Slot> {
-    let (kind, n) = s.split_at(s.len().min(1));
+    let mut chars = s.chars();
+    let kind = chars.next()?;
+    let n = chars.as_str();
     match kind {
-        "Q" if n.is_empty() => Some(Slot::Question),
-        "T" => n.parse().ok().map(Slot::Title),
-        "X" => n.parse().ok().map(Slot::Text),
+        'Q' if n.is_empty() => Some(Slot::Question),
+        'T' => n.parse().ok().map(Slot::Title),
+        'X' => n.parse().ok().map(Slot::Text),
         _ => None,
     }
 }

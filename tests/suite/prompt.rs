@@ -15,7 +15,7 @@ use tokenizers::Tokenizer;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-fn tmp_dir(name: &str) -> PathBuf {
+pub(crate) fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("headscope-prompt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -44,7 +44,7 @@ fn load_err(name: &str, bytes: &[u8]) -> String {
 /// token, plus merges for a few words (with and without a leading space) and for `".\n"`,
 /// `".\n\n"` and `"\n\n"`, so that, as with Qwen, a document's final period and the newline
 /// after it are one token.
-fn tiny_tokenizer() -> Tokenizer {
+pub(crate) fn tiny_tokenizer() -> Tokenizer {
     let table = headscope::engine::tokenizer::byte_level_alphabet();
     let bl =
         |s: &str| -> Vec<String> { s.bytes().map(|b| table[b as usize].to_string()).collect() };
@@ -120,7 +120,7 @@ fn tiny_tokenizer() -> Tokenizer {
         .expect("tiny tokenizer builds")
 }
 
-fn sample() -> Sample {
+pub(crate) fn sample() -> Sample {
     let mut s = Sample::new(
         "Which river flows through Harrowgate?",
         vec![
@@ -148,7 +148,7 @@ fn tokens_text<'a>(p: &'a RagPrompt, r: &std::ops::Range<usize>) -> &'a str {
 }
 
 /// Checks every invariant of the spans of a prompt built from `s`.
-fn check_spans(p: &RagPrompt, s: &Sample, tok: &Tokenizer) {
+pub(crate) fn check_spans(p: &RagPrompt, s: &Sample, tok: &Tokenizer) {
     assert_eq!(p.ids.len(), p.token_offsets.len());
     assert!(p.text[p.user_message_start..].starts_with(&p.user_message));
     assert_eq!(p.docs.len(), s.docs.len());
