@@ -7,10 +7,11 @@
 //! equal the template rendered with the real values (so a template that filters or tests the
 //! text it is given is refused instead of getting wrong spans).
 
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::Path;
 
-use minijinja::{context, Environment, UndefinedBehavior, Value};
+use minijinja::{context, AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use super::compose::{written_instruction, Composed, DocPiece};
@@ -67,7 +68,8 @@ impl UserTemplate {
             number: n,
             title,
             body: body.to_string(),
-            sentences: vec![0..body.len()],
+            // One sentence, the whole text.
+            sentences: std::iter::once(0..body.len()).collect(),
             kept: true,
         };
         let pieces = [
@@ -95,16 +97,18 @@ impl UserTemplate {
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
-            msg.push_str(&format!(": {s}"));
+            let _ = write!(msg, ": {s}");
             source = s.source();
         }
         self.error(msg)
     }
 
     /// An environment holding the parsed template (under its name); block tags eat their line
-    /// as in chat templates, and an undefined name is an error rather than an empty string.
+    /// as in chat templates, an undefined name is an error rather than an empty string, and
+    /// nothing is escaped (minijinja would HTML-escape a template named `*.html`).
     fn environment(&self) -> Result<Environment<'static>> {
         let mut env = Environment::new();
+        env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);

@@ -205,6 +205,18 @@ fn user_template_sees_the_instruction() {
 }
 
 #[test]
+fn templates_escape_nothing() {
+    // minijinja HTML-escapes templates named *.html by default; a prompt must stay verbatim.
+    let mut s = sample();
+    s.question = "Is <b> & \"c\" ok?".into();
+    let format = PromptFormat::default().with_template(template("p.html", NUMBERED));
+    let tok = tiny_tokenizer();
+    let p = RagPrompt::build(&s, &format, &ChatTemplate::chatml(), &tok).unwrap();
+    assert!(p.user_message.ends_with("Q: Is <b> & \"c\" ok?"));
+    check_spans(&p, &s, &tok);
+}
+
+#[test]
 fn leave_out_documents_with_a_template() {
     let format = PromptFormat::default().with_template(template("n.jinja", NUMBERED));
     let full = build(&format);
