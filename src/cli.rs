@@ -9,7 +9,7 @@ use headscope::analysis::report::HeadScore;
 use headscope::analysis::report::Method;
 use headscope::engine::AblationMode;
 use headscope::engine::{parse_dtype, DeviceChoice};
-use headscope::prompt::{Granularity, PromptStyle};
+use headscope::prompt::{Granularity, PromptFormat, PromptStyle, UserTemplate};
 use headscope::ui::export::ExportFormat;
 
 /// Without a subcommand, `headscope [--model M] [SAMPLE]` opens the explorer (the TUI).
@@ -42,9 +42,8 @@ pub struct ExploreArgs {
     /// Which sample of the file (0-based).
     #[arg(long, default_value_t = 0)]
     pub index: usize,
-    /// mirage or context-query.
-    #[arg(long, default_value = "mirage")]
-    pub prompt_style: PromptStyle,
+    #[command(flatten)]
+    pub format: FormatArgs,
     #[command(flatten)]
     pub tui: TuiArgs,
 }
@@ -211,9 +210,13 @@ pub struct StudyArgs {
     pub bootstrap: Option<usize>,
     #[arg(long)]
     pub prompt_style: Option<PromptStyle>,
-    /// Written after the question (empty: none).
+    /// Written on its own line before the question (default: a short-answer instruction;
+    /// an empty text: none).
     #[arg(long)]
     pub instruction: Option<String>,
+    /// A minijinja template of the user message (see `run --prompt-template`).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_template: Option<PathBuf>,
     /// Never touch the network.
     #[arg(long)]
     pub offline: bool,
@@ -285,9 +288,8 @@ pub struct CheckArgs {
     pub model: ModelArgs,
     /// A sample file (JSON list or JSONL) whose samples have `answers` (and a `category`).
     pub samples: PathBuf,
-    /// mirage or context-query.
-    #[arg(long, default_value = "mirage")]
-    pub prompt_style: PromptStyle,
+    #[command(flatten)]
+    pub format: FormatArgs,
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
     /// Only every n-th sample (a quick look at a large file).
@@ -348,9 +350,41 @@ pub struct PromptArgs {
     /// Which sample of the file (0-based).
     #[arg(long, default_value_t = 0)]
     pub index: usize,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// How the prompt is written: `--prompt-style`, `--instruction`, `--prompt-template`.
+#[derive(Args, Debug, Clone)]
+pub struct FormatArgs {
     /// mirage (`Document [i](Title: …): …` lines, then the question) or context-query.
     #[arg(long, default_value = "mirage")]
     pub prompt_style: PromptStyle,
+    /// An instruction, written on its own line right before the question (in context-query
+    /// style before `Query: `), e.g. "Answer with the exact word, name or number only.".
+    /// Default: none.
+    #[arg(long, value_name = "TEXT")]
+    pub instruction: Option<String>,
+    /// A minijinja template that writes the user message instead of the style, from `question`,
+    /// `docs` (each with `title`, `text` and its 1-based `index`) and `instruction`; it must write
+    /// `{{ question }}` and every `{{ doc.text }}` once, unfiltered. See samples/templates/.
+    #[arg(long, value_name = "FILE")]
+    pub prompt_template: Option<PathBuf>,
+}
+
+impl FormatArgs {
+    /// The prompt format, the template file read and checked here (errors name the file).
+    pub fn format(&self) -> headscope::Result<PromptFormat> {
+        let template = match &self.prompt_template {
+            Some(path) => Some(UserTemplate::load(path)?),
+            None => None,
+        };
+        Ok(PromptFormat {
+            style: self.prompt_style,
+            instruction: self.instruction.clone(),
+            template,
+        })
+    }
 }
 
 #[derive(Args, Debug)]

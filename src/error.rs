@@ -33,6 +33,11 @@ pub enum Error {
     #[error("chat template: {0}")]
     Template(String),
 
+    /// A user-message template (`--prompt-template`) that cannot be parsed or rendered, or whose
+    /// output cannot be mapped back to the question and documents.
+    #[error("prompt template {name}: {message}")]
+    PromptTemplate { name: String, message: String },
+
     #[error("sample {path}: {message}")]
     Sample { path: PathBuf, message: String },
 

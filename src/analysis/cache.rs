@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::Subject;
 use crate::engine::Engine;
+use crate::prompt::PromptFormat;
 use crate::{Error, Result};
 
 /// Bump when a cached intermediate changes meaning.
@@ -29,6 +30,10 @@ pub struct CacheKey {
     pub model: String,
     pub sample: Value,
     pub prompt_style: String,
+    /// The prompt's instruction and user template when it has either (leave-out prompts depend
+    /// on them); absent otherwise, so that keys of plain prompts are as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_format: Option<Value>,
     pub prompt_ids: Vec<u32>,
     pub answer_ids: Vec<u32>,
     /// The ablation in force on the engine ([`crate::engine::AblationSet::label`]), empty when none.
@@ -67,7 +72,8 @@ impl CacheKey {
             ),
             sample: serde_json::to_value(&subject.sample)
                 .map_err(|e| Error::Analysis(format!("cannot key the cache: {e}")))?,
-            prompt_style: subject.prompt.style.name().to_string(),
+            prompt_style: subject.prompt.format.style.name().to_string(),
+            prompt_format: prompt_format(&subject.prompt.format),
             prompt_ids: subject.prompt.ids.clone(),
             answer_ids: subject.answer_ids().to_vec(),
             ablation: engine.ablation().map(|a| a.label()).unwrap_or_default(),
@@ -91,6 +97,16 @@ impl CacheKey {
             .collect();
         format!("{safe}-{:016x}.json", fnv1a64(text.as_bytes()))
     }
+}
+
+/// The cache key's record of a prompt format that is more than a style.
+fn prompt_format(format: &PromptFormat) -> Option<Value> {
+    (!format.is_plain()).then(|| {
+        serde_json::json!({
+            "instruction": format.instruction(),
+            "template": format.template.as_ref().map(|t| &t.source),
+        })
+    })
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {

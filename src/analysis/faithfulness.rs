@@ -255,7 +255,7 @@ mod tests {
     /// A prompt whose only structure is 2 documents with 2 and 3 sentences.
     fn prompt() -> RagPrompt {
         RagPrompt {
-            style: PromptStyle::Mirage,
+            format: PromptStyle::Mirage.into(),
             text: String::new(),
             ids: Vec::new(),
             token_offsets: Vec::new(),

@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::engine::generate::{AnswerState, GenerationConfig, ScoredAnswer};
 use crate::engine::Engine;
-use crate::prompt::{Granularity, PromptStyle, RagPrompt, Sample, Span};
+use crate::prompt::{Granularity, PromptFormat, RagPrompt, Sample, Span};
 use crate::{Error, Result};
 
 /// Progress callback: `(done, total)` in a method's own units; return `false` to cancel.
@@ -84,12 +84,12 @@ impl Subject {
     pub fn prepare(
         engine: &Engine,
         sample: Sample,
-        style: PromptStyle,
+        format: &PromptFormat,
         cfg: &GenerationConfig,
         force_generate: bool,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<Subject> {
-        let prompt = RagPrompt::build(&sample, style, engine.template(), engine.tokenizer())?;
+        let prompt = RagPrompt::build(&sample, format, engine.template(), engine.tokenizer())?;
         let context = engine.info().context_length;
         if prompt.ids.len() >= context {
             return Err(Error::PromptTooLong {

@@ -108,10 +108,18 @@ pub fn query_span(prompt: &RagPrompt) -> Result<(usize, usize)> {
     if q_start == 0 || q_start >= p {
         return Err(Error::Analysis("the prompt has no question span".into()));
     }
+    if prompt.docs.iter().any(|d| d.tokens.end > q_start) {
+        return Err(Error::Analysis(
+            "QRHead scores the question's attention to the documents before it, but this \
+             prompt writes a document after the question (see its --prompt-template)"
+                .into(),
+        ));
+    }
     Ok((q_start, p))
 }
 
-/// The null query: the same sample asking "N/A"; it must share every token before the question.
+/// The null query: the same sample asking "N/A" in the same format (an instruction before the
+/// question is part of the shared prefix); it must share every token before the question.
 pub fn null_query_prompt(engine: &Engine, subject: &Subject) -> Result<RagPrompt> {
     let prompt = &subject.prompt;
     let (q_start, _) = query_span(prompt)?;
@@ -119,7 +127,7 @@ pub fn null_query_prompt(engine: &Engine, subject: &Subject) -> Result<RagPrompt
     null_sample.question = "N/A".into();
     let null = RagPrompt::build(
         &null_sample,
-        prompt.style,
+        &prompt.format,
         engine.template(),
         engine.tokenizer(),
     )?;

@@ -18,7 +18,7 @@ use headscope::analysis::report::{
 use headscope::analysis::{ranking, top_heads, Subject};
 use headscope::engine::generate::GenerationConfig;
 use headscope::engine::{AblationMode, AblationSet, Engine};
-use headscope::prompt::{load_samples, Granularity, Sample};
+use headscope::prompt::{load_samples, Granularity, PromptFormat, Sample};
 
 use super::{load_engine, median, sample_at, write_json, ProgressBar};
 use crate::cli::{AnalyzeArgs, BenchAttributionArgs};
@@ -79,14 +79,14 @@ fn ablation_set(args: &AnalyzeArgs) -> AblationSet {
 fn prepare_subject(
     engine: &Engine,
     args: &AnalyzeArgs,
+    format: &PromptFormat,
     sample: Sample,
     cfg: &GenerationConfig,
 ) -> Result<Subject> {
-    let style = args.prompt.prompt_style;
     Ok(Subject::prepare(
         engine,
         sample,
-        style,
+        format,
         cfg,
         args.generate,
         |_| true,
@@ -98,6 +98,7 @@ fn prepare_subject(
 fn mean_values(
     engine: &Engine,
     args: &AnalyzeArgs,
+    format: &PromptFormat,
     set: &AblationSet,
     sample: &Sample,
     cfg: &GenerationConfig,
@@ -105,11 +106,12 @@ fn mean_values(
     if set.mode != AblationMode::Mean || set.heads.is_empty() {
         return Ok(None);
     }
-    let clean = prepare_subject(engine, args, sample.clone(), cfg)?;
+    let clean = prepare_subject(engine, args, format, sample.clone(), cfg)?;
     Ok(Some(subject_mean_z(engine, &clean)?))
 }
 
 pub fn analyze(args: AnalyzeArgs) -> Result<()> {
+    let format = args.prompt.format.format()?;
     let (mut engine, _) = load_engine(&args.model)?;
     let samples = load_samples(&args.prompt.sample)?;
     let chosen: Vec<usize> = if args.all_samples {
@@ -136,12 +138,12 @@ pub fn analyze(args: AnalyzeArgs) -> Result<()> {
         let name = sample.id().unwrap_or_else(|| format!("sample {i}"));
         eprintln!("── {name}");
         let t = Instant::now();
-        let means = mean_values(&engine, &args, &set, &sample, &cfg)?;
+        let means = mean_values(&engine, &args, &format, &set, &sample, &cfg)?;
         // With `--ablate` the ablated model answers and is analysed, as in the explorer.
         let model = engine.ablate(&set, || {
             means.ok_or_else(|| headscope::Error::Analysis("no mean values".into()))
         })?;
-        let subject = prepare_subject(&model, &args, sample, &cfg)?;
+        let subject = prepare_subject(&model, &args, &format, sample, &cfg)?;
         let answer_s = t.elapsed().as_secs_f64();
         let mut bar: Option<(String, ProgressBar)> = None;
         let report = run_analysis(
@@ -430,7 +432,7 @@ pub fn bench_attribution(args: BenchAttributionArgs) -> Result<()> {
         subjects.push(Subject::prepare(
             &engine,
             s,
-            headscope::prompt::PromptStyle::Mirage,
+            &headscope::prompt::PromptStyle::Mirage.into(),
             &cfg,
             true,
             |_| true,

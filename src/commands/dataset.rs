@@ -10,7 +10,7 @@ use serde::Serialize;
 use headscope::analysis::{answer_is_correct, Subject};
 use headscope::dataset::{csv, filings, write_jsonl};
 use headscope::engine::generate::GenerationConfig;
-use headscope::prompt::load_samples;
+use headscope::prompt::{load_samples, PromptFormat};
 
 use super::{load_engine, write_json, ProgressBar};
 use crate::cli::{CheckArgs, DatasetCommand, FilingsArgs, FromCsvArgs};
@@ -90,6 +90,12 @@ struct CheckReport {
     model: String,
     samples: String,
     every: usize,
+    /// `--instruction`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instruction: Option<String>,
+    /// The source of `--prompt-template`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_template: Option<String>,
     per_category: BTreeMap<String, Tally>,
     prompt_tokens_min: usize,
     prompt_tokens_max: usize,
@@ -105,6 +111,7 @@ fn check(args: CheckArgs) -> Result<()> {
     if let Some(i) = samples.iter().position(|s| s.answers().is_empty()) {
         bail!("{}: sample {i} has no `answers`", args.samples.display());
     }
+    let format = args.format.format()?;
     let (engine, _) = load_engine(&args.model)?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
@@ -116,7 +123,7 @@ fn check(args: CheckArgs) -> Result<()> {
     let mut answers = Vec::with_capacity(chosen.len());
     for (n, &i) in chosen.iter().enumerate() {
         let sample = samples[i].clone();
-        let subject = Subject::prepare(&engine, sample, args.prompt_style, &cfg, true, |_| true)?;
+        let subject = Subject::prepare(&engine, sample, &format, &cfg, true, |_| true)?;
         let answer = engine.decode(subject.answer_ids())?;
         answers.push(Checked {
             id: subject.sample.id(),
@@ -128,7 +135,8 @@ fn check(args: CheckArgs) -> Result<()> {
         bar.set(n + 1, chosen.len());
     }
     bar.finish();
-    let report = summarize(&args, engine.info().model.clone(), answers, started);
+    let model = engine.info().model.clone();
+    let report = summarize(&args, &format, model, answers, started);
     print_check(&report);
     if let Some(path) = &args.json {
         write_json(path, &report)?;
@@ -136,7 +144,13 @@ fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-fn summarize(args: &CheckArgs, model: String, answers: Vec<Checked>, t: Instant) -> CheckReport {
+fn summarize(
+    args: &CheckArgs,
+    format: &PromptFormat,
+    model: String,
+    answers: Vec<Checked>,
+    t: Instant,
+) -> CheckReport {
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     for a in &answers {
         let tally = per_category.entry(a.category.clone()).or_default();
@@ -148,6 +162,8 @@ fn summarize(args: &CheckArgs, model: String, answers: Vec<Checked>, t: Instant)
         model,
         samples: args.samples.display().to_string(),
         every: args.every,
+        instruction: format.instruction().map(str::to_string),
+        prompt_template: format.template.as_ref().map(|t| t.source.clone()),
         per_category,
         prompt_tokens_min: tokens.clone().min().unwrap_or(0),
         prompt_tokens_max: tokens.max().unwrap_or(0),

@@ -57,7 +57,7 @@ fn session(args: &ExploreArgs) -> Result<(Session, String)> {
             dtype: args.model.dtype,
         },
         sample,
-        style: args.prompt_style,
+        format: args.format.format()?,
         generation: GenerationConfig {
             max_new_tokens: args.tui.max_new_tokens,
             ..GenerationConfig::default()
@@ -231,7 +231,7 @@ pub fn bench_live(args: BenchLiveArgs) -> Result<()> {
     let subject = Subject::prepare(
         &engine,
         sample,
-        args.prompt.prompt_style,
+        &args.prompt.format.format()?,
         &cfg,
         args.generate,
         |_| true,

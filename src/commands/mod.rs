@@ -16,7 +16,7 @@ use headscope::analysis::ablation::head_ablation_sweep;
 use headscope::analysis::AnswerSource;
 use headscope::engine::generate::{GenerationConfig, ScoredAnswer};
 use headscope::engine::{Capture, Engine, Hooks, LoadOptions, ModelInfo, Positions, Start};
-use headscope::prompt::{load_samples, RagPrompt, Sample};
+use headscope::prompt::{load_samples, PromptFormat, RagPrompt, Sample};
 
 use crate::cli::{BenchCommand, BenchForwardArgs, BenchSweepArgs, ModelArgs, PromptArgs, RunArgs};
 
@@ -66,14 +66,13 @@ pub(crate) fn sample_at<'a>(
     }
 }
 
-fn load_prompt(engine: &Engine, args: &PromptArgs) -> Result<(Sample, RagPrompt)> {
+fn load_prompt(
+    engine: &Engine,
+    args: &PromptArgs,
+    format: &PromptFormat,
+) -> Result<(Sample, RagPrompt)> {
     let sample = load_sample(args)?;
-    let prompt = RagPrompt::build(
-        &sample,
-        args.prompt_style,
-        &engine.template(),
-        &engine.tokenizer(),
-    )?;
+    let prompt = RagPrompt::build(&sample, format, &engine.template(), &engine.tokenizer())?;
     let context = engine.info().context_length;
     if prompt.ids.len() >= context {
         return Err(headscope::Error::PromptTooLong {
@@ -152,6 +151,12 @@ struct RunJson {
     model_info: ModelInfo,
     sample_id: Option<String>,
     prompt_style: String,
+    /// `--instruction`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instruction: Option<String>,
+    /// The source of `--prompt-template`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_template: Option<String>,
     mode: &'static str,
     prompt_text: String,
     prompt_ids: Vec<u32>,
@@ -176,8 +181,9 @@ fn span_json(s: &headscope::prompt::Span) -> SpanJson {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let start = Instant::now();
+    let format = args.prompt.format.format()?;
     let (engine, load_s) = load_engine(&args.model)?;
-    let (sample, prompt) = load_prompt(&engine, &args.prompt)?;
+    let (sample, prompt) = load_prompt(&engine, &args.prompt, &format)?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -255,7 +261,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             device: engine.info().device.clone(),
             model_info: engine.info().clone(),
             sample_id: sample.id(),
-            prompt_style: args.prompt.prompt_style.to_string(),
+            prompt_style: format.style.to_string(),
+            instruction: format.instruction().map(str::to_string),
+            prompt_template: format.template.as_ref().map(|t| t.source.clone()),
             mode,
             prompt_text: prompt.text.clone(),
             prompt_ids: prompt.ids.clone(),
@@ -415,8 +423,9 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 fn bench_sweep(args: BenchSweepArgs) -> Result<()> {
+    let format = args.prompt.format.format()?;
     let (engine, _) = load_engine(&args.model)?;
-    let (sample, prompt) = load_prompt(&engine, &args.prompt)?;
+    let (sample, prompt) = load_prompt(&engine, &args.prompt, &format)?;
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         ..Default::default()

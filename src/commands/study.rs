@@ -5,6 +5,8 @@ use anyhow::{bail, Context, Result};
 use headscope::dataset::write_jsonl;
 use headscope::prompt::{load_samples, Sample};
 use headscope::study::config::{ConfigRecord, StudyConfig};
+use headscope::study::figures::write_figures;
+use headscope::study::findings::findings_markdown;
 use headscope::study::report::summarize;
 use headscope::study::run::{pretty, Monitor, Study};
 use headscope::study::split::stratified;
@@ -105,6 +107,9 @@ fn resolve(args: &StudyArgs) -> Result<StudyConfig> {
     if let Some(i) = a.instruction {
         cfg.instruction = (!i.trim().is_empty()).then_some(i);
     }
+    if a.prompt_template.is_some() {
+        cfg.prompt_template = a.prompt_template;
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -190,12 +195,21 @@ fn run_models(study: &Study, args: &StudyArgs, phases: Phases) -> Result<()> {
     Ok(())
 }
 
-/// summary.json (and, when its writers are present, FINDINGS.md and the figures).
+/// summary.json, FINDINGS.md and the figures, all from the one summary.
 fn report(study: &Study) -> Result<()> {
     let summary = summarize(study)?;
-    let text = pretty(&summary)?;
-    study.store.write_text("summary.json", &text)?;
-    println!("wrote {}", study.store.path("summary.json").display());
+    study.store.write_text("summary.json", &pretty(&summary)?)?;
+    study
+        .store
+        .write_text("FINDINGS.md", &findings_markdown(&summary))?;
+    let figures = write_figures(&summary, study.store.root())?;
+    println!(
+        "wrote {}, {} and {} figures in {}",
+        study.store.path("summary.json").display(),
+        study.store.path("FINDINGS.md").display(),
+        figures.len(),
+        study.store.path("figures").display()
+    );
     Ok(())
 }
 

@@ -1,13 +1,12 @@
 //! The rendered, tokenised prompt ([`RagPrompt`]) and the spans of its parts.
 
-use std::fmt::Write as _;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::sentences::compose_sentences;
-use super::{split_sentences, Granularity, PromptStyle, Sample};
+use super::compose::{compose_builtin, doc_pieces, Composed};
+use super::{Granularity, PromptFormat, Sample};
 use crate::engine::chat::{ChatMessage, ChatTemplate};
 use crate::engine::tokenizer::encode_with_offsets;
 use crate::{Error, Result};
@@ -45,7 +44,10 @@ impl Span {
 /// leave-out prompts (removed sources have empty spans).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RagPrompt {
-    pub style: PromptStyle,
+    /// How the user message was written (serialised as `style`, plus `instruction` and
+    /// `template` when given).
+    #[serde(flatten)]
+    pub format: PromptFormat,
     /// The rendered chat prompt (the model's input text), ending with the generation prompt.
     pub text: String,
     /// Its token ids (encoded once, without adding special tokens).
@@ -53,7 +55,8 @@ pub struct RagPrompt {
     /// Per token, its byte range in `text` (see `engine::tokenizer::encode_with_offsets`).
     pub token_offsets: Vec<(usize, usize)>,
     /// One span per document of the sample. In Mirage style a document's span covers its whole
-    /// line, `Document [i](Title: T): text`; in context-query style `T\ntext` (or `text`).
+    /// line, `Document [i](Title: T): text`; in context-query style `T\ntext` (or `text`); with
+    /// a user template from its title (when written right before its text) to the end of its text.
     pub docs: Vec<Span>,
     /// Per document, one span per sentence of its text (see [`split_sentences`]).
     pub sentences: Vec<Vec<Span>>,
@@ -63,100 +66,6 @@ pub struct RagPrompt {
     pub user_message: String,
     /// Byte offset of the user message inside `text`.
     pub user_message_start: usize,
-}
-
-/// What the user message contains, with byte ranges relative to the message.
-struct Composed {
-    message: String,
-    docs: Vec<Range<usize>>,
-    sentences: Vec<Vec<Range<usize>>>,
-    question: Range<usize>,
-}
-
-/// Write the user message for `sample` with the kept documents and sentences.
-/// Document texts, titles and the question are trimmed (chat templates such as Llama 3's and
-/// Gemma's trim the message, and the message must appear verbatim in the rendered prompt).
-fn compose(
-    sample: &Sample,
-    style: PromptStyle,
-    keep_docs: &[bool],
-    keep_sents: &[Vec<bool>],
-) -> Composed {
-    let mut msg = String::new();
-    let mut docs = Vec::with_capacity(sample.docs.len());
-    let mut sentences = Vec::with_capacity(sample.docs.len());
-    let mut wrote_doc = false;
-    if style == PromptStyle::ContextQuery {
-        msg.push_str("Context: ");
-    }
-    for (i, doc) in sample.docs.iter().enumerate() {
-        let text = doc.text.trim();
-        let title = doc.title.trim();
-        let sents = split_sentences(text);
-        if !keep_docs[i] {
-            let at = msg.len();
-            docs.push(at..at);
-            sentences.push(vec![at..at; sents.len()]);
-            continue;
-        }
-        let (body, rel) = compose_sentences(text, &sents, &keep_sents[i]);
-        // The document's own text: header/title, then the body at offset `body_at`.
-        let mut piece = String::new();
-        match style {
-            PromptStyle::Mirage => {
-                let _ = write!(piece, "Document [{}](Title: {title}): ", i + 1);
-            }
-            PromptStyle::ContextQuery => {
-                if !title.is_empty() {
-                    piece.push_str(title);
-                    if !body.is_empty() {
-                        piece.push('\n');
-                    }
-                }
-            }
-        }
-        let body_at = piece.len();
-        piece.push_str(&body);
-        if piece.is_empty() {
-            // Context-query document with no title and no kept sentence: nothing to write.
-            let at = msg.len();
-            docs.push(at..at);
-            sentences.push(vec![at..at; sents.len()]);
-            continue;
-        }
-        if wrote_doc {
-            msg.push_str(match style {
-                PromptStyle::Mirage => "\n",
-                PromptStyle::ContextQuery => "\n\n",
-            });
-        }
-        wrote_doc = true;
-        let start = msg.len();
-        msg.push_str(&piece);
-        docs.push(start..msg.len());
-        sentences.push(
-            rel.into_iter()
-                .map(|r| start + body_at + r.start..start + body_at + r.end)
-                .collect(),
-        );
-    }
-    match style {
-        PromptStyle::Mirage => {
-            if wrote_doc {
-                msg.push_str("\n\n");
-            }
-        }
-        PromptStyle::ContextQuery => msg.push_str("\n\nQuery: "),
-    }
-    let q = msg.len();
-    msg.push_str(sample.question.trim());
-    let question = q..msg.len();
-    Composed {
-        message: msg,
-        docs,
-        sentences,
-        question,
-    }
 }
 
 /// Per token, the anchor byte of the token rule (see [`RagPrompt`]); non-decreasing.
@@ -187,15 +96,35 @@ fn to_span(anchors: &[usize], chars: Range<usize>) -> Span {
     }
 }
 
+/// Write the user message for `sample` with the kept documents and sentences, as `format` says.
+fn compose(
+    sample: &Sample,
+    format: &PromptFormat,
+    keep_docs: &[bool],
+    keep_sents: &[Vec<bool>],
+) -> Result<Composed> {
+    let pieces = doc_pieces(sample, keep_docs, keep_sents);
+    let instruction = format.instruction.as_deref();
+    match &format.template {
+        Some(t) => t.compose(&pieces, &sample.question, instruction),
+        None => Ok(compose_builtin(
+            &pieces,
+            &sample.question,
+            format.style,
+            instruction,
+        )),
+    }
+}
+
 fn assemble(
     sample: &Sample,
-    style: PromptStyle,
+    format: &PromptFormat,
     template: &ChatTemplate,
     tokenizer: &Tokenizer,
     keep_docs: &[bool],
     keep_sents: &[Vec<bool>],
 ) -> Result<RagPrompt> {
-    let c = compose(sample, style, keep_docs, keep_sents);
+    let c = compose(sample, format, keep_docs, keep_sents)?;
     let text = template.render(&[ChatMessage::user(c.message.clone())], true)?;
     let Some(at) = text.find(&c.message) else {
         return Err(Error::Template(format!(
@@ -216,7 +145,7 @@ fn assemble(
         .collect();
     let question = to_span(&anchors, shift(&c.question));
     Ok(RagPrompt {
-        style,
+        format: format.clone(),
         text,
         ids,
         token_offsets: offsets,
@@ -232,7 +161,7 @@ impl RagPrompt {
     /// Build the prompt for a sample with every document and sentence.
     pub fn build(
         sample: &Sample,
-        style: PromptStyle,
+        format: &PromptFormat,
         template: &ChatTemplate,
         tokenizer: &Tokenizer,
     ) -> Result<RagPrompt> {
@@ -242,7 +171,7 @@ impl RagPrompt {
             .iter()
             .map(|s| vec![true; s.len()])
             .collect();
-        assemble(sample, style, template, tokenizer, &keep_docs, &keep_sents)
+        assemble(sample, format, template, tokenizer, &keep_docs, &keep_sents)
     }
 
     /// Build a leave-out prompt: the sample with only the sources where `keep` is true.
@@ -260,10 +189,13 @@ impl RagPrompt {
     /// With all documents removed the Mirage message is the question alone; the context-query message
     /// is `Context: \n\nQuery: {question}` (ContextCite's empty context).
     ///
+    /// With a user template, removed documents are left out of its `docs` and removed sentences
+    /// cut from `doc.text` the same way.
+    ///
     /// Removed sources have empty spans at the position where they would have been.
     pub fn build_with_sources(
         sample: &Sample,
-        style: PromptStyle,
+        format: &PromptFormat,
         template: &ChatTemplate,
         tokenizer: &Tokenizer,
         keep: &[bool],
@@ -302,10 +234,10 @@ impl RagPrompt {
                 (vec![true; sample.docs.len()], per_doc)
             }
         };
-        assemble(sample, style, template, tokenizer, &keep_docs, &keep_sents)
+        assemble(sample, format, template, tokenizer, &keep_docs, &keep_sents)
     }
 
-    /// The same sample in this prompt's style with only the sources where `keep` is true
+    /// The same sample in this prompt's format with only the sources where `keep` is true
     /// ([`RagPrompt::build_with_sources`]). `sample` must be the one this prompt was built from.
     pub fn without_sources(
         &self,
@@ -315,7 +247,7 @@ impl RagPrompt {
         keep: &[bool],
         granularity: Granularity,
     ) -> Result<RagPrompt> {
-        Self::build_with_sources(sample, self.style, template, tokenizer, keep, granularity)
+        Self::build_with_sources(sample, &self.format, template, tokenizer, keep, granularity)
     }
 
     /// Number of prompt tokens.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::detect::DetectMethod;
 use crate::engine::AblationMode;
-use crate::prompt::{PromptStyle, Sample};
+use crate::prompt::{PromptFormat, PromptStyle, Sample, UserTemplate, SHORT_ANSWER_INSTRUCTION};
 use crate::{Error, Result};
 
 /// Where the ablation acts.
@@ -74,13 +74,12 @@ pub struct StudyConfig {
     pub prompt_style: PromptStyle,
     /// Written before the question; the default asks for a short answer.
     pub instruction: Option<String>,
+    /// A minijinja template of the user message (see `--prompt-template`); its source is kept
+    /// in `config.toml`.
+    pub prompt_template: Option<PathBuf>,
     /// Categories whose answers are numbers (default: those of the shipped filings dataset).
     pub numerical_categories: Vec<String>,
 }
-
-/// The study's default instruction: a short answer, so correctness is a substring check.
-pub const DEFAULT_INSTRUCTION: &str =
-    "Answer with the exact name, year or number only, without explanation.";
 
 impl Default for StudyConfig {
     fn default() -> Self {
@@ -101,7 +100,8 @@ impl Default for StudyConfig {
             batch: 8,
             bootstrap: 2000,
             prompt_style: PromptStyle::Mirage,
-            instruction: Some(DEFAULT_INSTRUCTION.to_string()),
+            instruction: Some(SHORT_ANSWER_INSTRUCTION.to_string()),
+            prompt_template: None,
             numerical_categories: vec!["employee_count".into(), "incorporation_year".into()],
         }
     }
@@ -122,6 +122,18 @@ impl StudyConfig {
         ks.sort_unstable();
         ks.dedup();
         ks
+    }
+
+    /// The prompt format, the template file read and checked (before any model runs).
+    pub fn format(&self) -> Result<PromptFormat> {
+        Ok(PromptFormat {
+            style: self.prompt_style,
+            instruction: self.instruction.clone().filter(|i| !i.trim().is_empty()),
+            template: match &self.prompt_template {
+                Some(path) => Some(UserTemplate::load(path)?),
+                None => None,
+            },
+        })
     }
 
     /// Checks what can be checked without a model.
@@ -252,6 +264,9 @@ pub fn model_label(model: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     pub headscope_version: String,
+    /// The user-message template's source, when the study has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
     pub models: Vec<ModelRecord>,
 }
 

@@ -17,7 +17,7 @@ use super::units::{sha256_file, sha256_hex, UnitStore};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::generate::GenerationConfig;
 use crate::engine::Engine;
-use crate::prompt::{load_samples, Document, RagPrompt, Sample};
+use crate::prompt::{load_samples, Document, PromptFormat, RagPrompt, Sample};
 use crate::{Error, Result};
 
 /// What a phase tells the one running it, and how it asks whether to stop.
@@ -33,6 +33,8 @@ pub trait Monitor {
 /// A study over its folder: the configuration, the samples and their split.
 pub struct Study {
     pub cfg: StudyConfig,
+    /// How every sample is prompted (style, instruction, template).
+    pub format: PromptFormat,
     pub store: UnitStore,
     samples: Vec<Sample>,
     split: Split,
@@ -51,7 +53,9 @@ impl Study {
         let samples = load_samples(&cfg.data)?;
         validate_samples(&samples)?;
         let split = stratified(&samples, cfg.test_fraction, cfg.seed)?;
+        let format = cfg.format()?;
         let study = Study {
+            format,
             cfg,
             store: UnitStore::new(dir),
             samples,
@@ -129,15 +133,6 @@ impl Study {
         }
     }
 
-    /// The sample as the study prompts it (its instruction in front of the question).
-    pub fn prompted(&self, sample: &Sample) -> Sample {
-        let mut s = sample.clone();
-        if let Some(instruction) = self.cfg.instruction.as_deref().filter(|i| !i.is_empty()) {
-            s.question = format!("{}\n{}", s.question.trim(), instruction);
-        }
-        s
-    }
-
     /// The sample's prompt and greedy answer; `Err(reason)` for a sample the model cannot answer
     /// at all (an empty answer), which is recorded and left out of the statistics.
     fn prepare(
@@ -145,11 +140,10 @@ impl Study {
         engine: &Engine,
         sample: &Sample,
     ) -> Result<std::result::Result<Subject, String>> {
-        let prompted = self.prompted(sample);
         match Subject::prepare(
             engine,
-            prompted,
-            self.cfg.prompt_style,
+            sample.clone(),
+            &self.format,
             &self.generation(),
             true,
             |_| true,
@@ -175,6 +169,7 @@ impl Study {
                     study: self.cfg.clone(),
                     provenance: Provenance {
                         headscope_version: env!("CARGO_PKG_VERSION").to_string(),
+                        prompt_template: self.format.template.as_ref().map(|t| t.source.clone()),
                         models: Vec::new(),
                     },
                 })
@@ -246,8 +241,8 @@ impl Study {
             extra: Default::default(),
         };
         let rendered = RagPrompt::build(
-            &self.prompted(&placeholder),
-            self.cfg.prompt_style,
+            &placeholder,
+            &self.format,
             engine.template(),
             engine.tokenizer(),
         )?;

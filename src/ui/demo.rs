@@ -330,6 +330,8 @@ fn report(sample: &Sample, info: &ModelInfo, answer: &AnswerView) -> AnalysisRep
         model: info.clone(),
         sample_id: sample.id(),
         prompt_style: "mirage".into(),
+        instruction: None,
+        prompt_template: None,
         granularity: Granularity::Document,
         prompt_ids: Vec::new(),
         answer_ids: (0..answer_len as u32).collect(),

@@ -28,7 +28,7 @@ use crate::analysis::report::{analyze, AnalyzeOptions, Method};
 use crate::analysis::Subject;
 use crate::engine::generate::GenerationConfig;
 use crate::engine::{Ablated, AblationSet, Engine, LoadOptions};
-use crate::prompt::{Granularity, PromptStyle, Sample};
+use crate::prompt::{Granularity, PromptFormat, Sample};
 
 /// The worker thread's name; the panic hook leaves the terminal alone for panics on it (they
 /// become a failed job instead).
@@ -42,7 +42,8 @@ const PROGRESS_EVERY_MS: u128 = 40;
 pub struct Session {
     pub load: LoadOptions,
     pub sample: Sample,
-    pub style: PromptStyle,
+    /// How the prompt is written (style, instruction, user template).
+    pub format: PromptFormat,
     /// Greedy by default; `max_new_tokens` also bounds live re-runs.
     pub generation: GenerationConfig,
     /// Generate even when the sample has an `output`.
@@ -271,7 +272,7 @@ impl State {
         let subject = Subject::prepare(
             engine,
             s.sample.clone(),
-            s.style,
+            &s.format,
             &s.generation,
             s.force_generate,
             |id| {

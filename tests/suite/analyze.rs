@@ -134,7 +134,7 @@ fn smollm2_arc_jsd_ranks_the_gold_document_first_when_correct() {
         let subject = Subject::prepare(
             &engine,
             sample,
-            PromptStyle::Mirage,
+            &PromptStyle::Mirage.into(),
             &GenerationConfig::default(),
             true,
             |_| true,

@@ -69,6 +69,35 @@ fn run_sample(sample: &str) -> String {
 }
 
 #[test]
+fn bad_prompt_template_files() {
+    let d = tmp_dir("prompt-template");
+    let broken = write(&d, "broken.jinja", b"{% for d in docs %}{{ d.text }}");
+    let no_question = write(
+        &d,
+        "no-question.jinja",
+        b"{% for d in docs %}{{ d.text }}\n{% endfor %}",
+    );
+    let missing = d.join("missing.jinja").to_string_lossy().into_owned();
+    for (path, what) in [
+        (&broken, "syntax error"),
+        (&no_question, "does not write the question"),
+        (&missing, "missing.jinja"),
+    ] {
+        for command in ["run", "analyze"] {
+            let err = fails(&[
+                command,
+                "--model",
+                &tiny_model(),
+                &good_sample(),
+                "--prompt-template",
+                path,
+            ]);
+            assert!(err.contains(path.as_str()) && err.contains(what), "{err}");
+        }
+    }
+}
+
+#[test]
 fn malformed_sample_json_says_where() {
     let d = tmp_dir("malformed");
     let p = write(

@@ -107,7 +107,7 @@ pub fn fixture_subject(family: &str) -> (headscope::engine::Engine, headscope::a
     let subject = headscope::analysis::Subject::prepare(
         &engine,
         sample,
-        headscope::prompt::PromptStyle::Mirage,
+        &headscope::prompt::PromptStyle::Mirage.into(),
         &GenerationConfig::default(),
         false,
         |_| true,

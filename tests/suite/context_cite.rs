@@ -36,7 +36,7 @@ fn subject(engine: &Engine) -> Subject {
     Subject::prepare(
         engine,
         sample,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &GenerationConfig::default(),
         false,
         |_| true,

@@ -40,9 +40,14 @@ fn case_with(family: &str, generate: bool) -> Case {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/analysis/sample.json");
     let sample = load_samples(&sample_path).unwrap().remove(0);
     let cfg = headscope::engine::GenerationConfig::default();
-    let subject = Subject::prepare(&engine, sample, PromptStyle::Mirage, &cfg, generate, |_| {
-        true
-    })
+    let subject = Subject::prepare(
+        &engine,
+        sample,
+        &PromptStyle::Mirage.into(),
+        &cfg,
+        generate,
+        |_| true,
+    )
     .unwrap();
     let base = LiveBase::new(&engine, &subject).unwrap();
     Case {

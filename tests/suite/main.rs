@@ -22,6 +22,7 @@ mod live;
 mod mirage;
 mod parity;
 mod prompt;
+mod prompt_format;
 mod smollm2;
 mod study;
 mod study_report;

@@ -42,7 +42,7 @@ fn subject(engine: &Engine) -> Subject {
     Subject::prepare(
         engine,
         sample,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &GenerationConfig::default(),
         false,
         |_| true,
@@ -84,7 +84,7 @@ fn cti_is_kl_between_independent_runs() {
 
     let noctx = RagPrompt::build_with_sources(
         &subject.sample,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &engine.template(),
         &engine.tokenizer(),
         &[false; 3],

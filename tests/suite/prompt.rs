@@ -15,7 +15,7 @@ use tokenizers::Tokenizer;
 // Helpers
 // ------------------------------------------------------------------------------------------------
 
-fn tmp_dir(name: &str) -> PathBuf {
+pub(crate) fn tmp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("headscope-prompt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -44,7 +44,7 @@ fn load_err(name: &str, bytes: &[u8]) -> String {
 /// token, plus merges for a few words (with and without a leading space) and for `".\n"`,
 /// `".\n\n"` and `"\n\n"`, so that, as with Qwen, a document's final period and the newline
 /// after it are one token.
-fn tiny_tokenizer() -> Tokenizer {
+pub(crate) fn tiny_tokenizer() -> Tokenizer {
     let table = headscope::engine::tokenizer::byte_level_alphabet();
     let bl =
         |s: &str| -> Vec<String> { s.bytes().map(|b| table[b as usize].to_string()).collect() };
@@ -120,7 +120,7 @@ fn tiny_tokenizer() -> Tokenizer {
         .expect("tiny tokenizer builds")
 }
 
-fn sample() -> Sample {
+pub(crate) fn sample() -> Sample {
     let mut s = Sample::new(
         "Which river flows through Harrowgate?",
         vec![
@@ -148,7 +148,7 @@ fn tokens_text<'a>(p: &'a RagPrompt, r: &std::ops::Range<usize>) -> &'a str {
 }
 
 /// Checks every invariant of the spans of a prompt built from `s`.
-fn check_spans(p: &RagPrompt, s: &Sample, tok: &Tokenizer) {
+pub(crate) fn check_spans(p: &RagPrompt, s: &Sample, tok: &Tokenizer) {
     assert_eq!(p.ids.len(), p.token_offsets.len());
     assert!(p.text[p.user_message_start..].starts_with(&p.user_message));
     assert_eq!(p.docs.len(), s.docs.len());
@@ -476,7 +476,13 @@ fn bad_samples_say_which_and_what() {
 fn mirage_prompt_text_and_spans() {
     let tok = tiny_tokenizer();
     let s = sample();
-    let p = RagPrompt::build(&s, PromptStyle::Mirage, &ChatTemplate::chatml(), &tok).unwrap();
+    let p = RagPrompt::build(
+        &s,
+        &PromptStyle::Mirage.into(),
+        &ChatTemplate::chatml(),
+        &tok,
+    )
+    .unwrap();
     let expected_msg = "Document [1](Title: Millbrook): Millbrook is a village in the east of Calden County. It is known for its wool market. The village has no river.\n\
         Document [2](Title: Harrowgate): Harrowgate is a small market town. The River Verrin flows through the town, and Dr. Moss built its bridge in 1742.\n\
         Document [3](Title: ): Calden County is rural; its café is famous. Its largest town is Eastwick.\n\n\
@@ -545,7 +551,13 @@ fn mirage_prompt_text_and_spans() {
 fn context_query_prompt_text_and_spans() {
     let tok = tiny_tokenizer();
     let s = sample();
-    let p = RagPrompt::build(&s, PromptStyle::ContextQuery, &ChatTemplate::chatml(), &tok).unwrap();
+    let p = RagPrompt::build(
+        &s,
+        &PromptStyle::ContextQuery.into(),
+        &ChatTemplate::chatml(),
+        &tok,
+    )
+    .unwrap();
     let expected_msg = "Context: Millbrook\nMillbrook is a village in the east of Calden County. It is known for its wool market. The village has no river.\n\n\
         Harrowgate\nHarrowgate is a small market town. The River Verrin flows through the town, and Dr. Moss built its bridge in 1742.\n\n\
         Calden County is rural; its café is famous. Its largest town is Eastwick.\n\n\
@@ -568,7 +580,7 @@ fn other_templates_and_tokenizer_offsets() {
     // Llama 3 and Gemma trim the message; the builder trims texts itself, so it is found.
     for t in [ChatTemplate::llama3(), ChatTemplate::gemma()] {
         for style in PromptStyle::ALL {
-            let p = RagPrompt::build(&s, style, &t, &tok).unwrap();
+            let p = RagPrompt::build(&s, &style.into(), &t, &tok).unwrap();
             check_spans(&p, &s, &tok);
         }
     }
@@ -582,7 +594,7 @@ fn template_that_changes_the_message_is_an_error() {
         None,
         None,
     );
-    let err = RagPrompt::build(&sample(), PromptStyle::Mirage, &t, &tok)
+    let err = RagPrompt::build(&sample(), &PromptStyle::Mirage.into(), &t, &tok)
         .unwrap_err()
         .to_string();
     assert!(err.contains("changed the user message"), "{err}");
@@ -595,7 +607,7 @@ fn leave_out_documents() {
     let t = ChatTemplate::chatml();
     let p = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[true, false, true],
@@ -618,7 +630,7 @@ fn leave_out_documents() {
     check_spans(&p, &s, &tok);
 
     // The same via the prompt; all kept equals the full prompt.
-    let full = RagPrompt::build(&s, PromptStyle::Mirage, &t, &tok).unwrap();
+    let full = RagPrompt::build(&s, &PromptStyle::Mirage.into(), &t, &tok).unwrap();
     let again = full
         .without_sources(&s, &t, &tok, &[true, true, true], Granularity::Document)
         .unwrap();
@@ -627,7 +639,7 @@ fn leave_out_documents() {
     // Every document removed.
     let none = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[false; 3],
@@ -638,7 +650,7 @@ fn leave_out_documents() {
     check_spans(&none, &s, &tok);
     let none = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::ContextQuery,
+        &PromptStyle::ContextQuery.into(),
         &t,
         &tok,
         &[false; 3],
@@ -654,7 +666,7 @@ fn leave_out_documents() {
     // Context-query: the remaining documents are joined as before.
     let cq = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::ContextQuery,
+        &PromptStyle::ContextQuery.into(),
         &t,
         &tok,
         &[false, true, true],
@@ -669,7 +681,7 @@ fn leave_out_documents() {
 
     let err = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[true],
@@ -687,7 +699,7 @@ fn leave_out_sentences() {
     let tok = tiny_tokenizer();
     let s = sample();
     let t = ChatTemplate::chatml();
-    let full = RagPrompt::build(&s, PromptStyle::Mirage, &t, &tok).unwrap();
+    let full = RagPrompt::build(&s, &PromptStyle::Mirage.into(), &t, &tok).unwrap();
     let all: Vec<String> = full
         .sources(Granularity::Sentence)
         .iter()
@@ -698,9 +710,15 @@ fn leave_out_sentences() {
         for drop in 0..all.len() {
             let mut keep = vec![true; all.len()];
             keep[drop] = false;
-            let p =
-                RagPrompt::build_with_sources(&s, style, &t, &tok, &keep, Granularity::Sentence)
-                    .unwrap();
+            let p = RagPrompt::build_with_sources(
+                &s,
+                &style.into(),
+                &t,
+                &tok,
+                &keep,
+                Granularity::Sentence,
+            )
+            .unwrap();
             check_spans(&p, &s, &tok);
             assert!(
                 !p.user_message.contains(all[drop].as_str()),
@@ -724,7 +742,7 @@ fn leave_out_sentences() {
     // Dropping the middle sentence keeps the original separator before the next kept one.
     let p = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[true, false, true, true, true, true, true],
@@ -735,7 +753,7 @@ fn leave_out_sentences() {
     // Every sentence of a document removed: the header stays.
     let p = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[false, false, false, true, true, true, true],
@@ -749,7 +767,7 @@ fn leave_out_sentences() {
     // ...and in context-query style an untitled document with nothing left disappears.
     let p = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::ContextQuery,
+        &PromptStyle::ContextQuery.into(),
         &t,
         &tok,
         &[true, true, true, true, true, false, false],
@@ -765,7 +783,7 @@ fn leave_out_sentences() {
     check_spans(&p, &s, &tok);
     let err = RagPrompt::build_with_sources(
         &s,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &t,
         &tok,
         &[true; 3],
@@ -781,12 +799,13 @@ fn degenerate_samples_do_not_panic() {
     let t = ChatTemplate::chatml();
     let s = Sample::new("", vec![Document::new("", ""), Document::new("T", "   ")]);
     for style in PromptStyle::ALL {
-        let p = RagPrompt::build(&s, style, &t, &tok).unwrap();
+        let p = RagPrompt::build(&s, &style.into(), &t, &tok).unwrap();
         assert!(p.question.tokens.is_empty());
         assert!(p.sentences.iter().all(Vec::is_empty));
         let _ = p.sources(Granularity::Sentence);
         let p =
-            RagPrompt::build_with_sources(&s, style, &t, &tok, &[], Granularity::Sentence).unwrap();
+            RagPrompt::build_with_sources(&s, &style.into(), &t, &tok, &[], Granularity::Sentence)
+                .unwrap();
         assert_eq!(p.docs.len(), 2);
     }
 }
@@ -868,11 +887,12 @@ fn shipped_samples_are_well_formed() {
         }
         match &model {
             Some((tok, template)) => {
-                let p = RagPrompt::build(&s, PromptStyle::Mirage, template, tok).unwrap();
+                let p = RagPrompt::build(&s, &PromptStyle::Mirage.into(), template, tok).unwrap();
                 eprintln!("{name}: {} tokens", p.ids.len());
                 assert!(p.ids.len() < 600, "{name}: {} tokens", p.ids.len());
                 check_spans(&p, &s, tok);
-                let p = RagPrompt::build(&s, PromptStyle::ContextQuery, template, tok).unwrap();
+                let p =
+                    RagPrompt::build(&s, &PromptStyle::ContextQuery.into(), template, tok).unwrap();
                 check_spans(&p, &s, tok);
             }
             None => {

@@ -58,7 +58,7 @@ fn smollm2_prompt_scores_and_generation_match_transformers() {
     let sample = load_samples(&fixture("sample.json")).unwrap().remove(0);
     let prompt = RagPrompt::build(
         &sample,
-        PromptStyle::Mirage,
+        &PromptStyle::Mirage.into(),
         &engine.template(),
         &engine.tokenizer(),
     )

@@ -29,7 +29,7 @@ fn session(cache: &std::path::Path) -> Session {
     Session {
         load: LoadOptions::new(model.to_string_lossy()),
         sample: load_samples(&sample_path).unwrap().remove(0),
-        style: PromptStyle::Mirage,
+        format: PromptStyle::Mirage.into(),
         generation: GenerationConfig {
             max_new_tokens: 16,
             ..GenerationConfig::default()

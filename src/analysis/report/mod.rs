@@ -129,6 +129,12 @@ pub struct AnalysisReport {
     pub model: ModelInfo,
     pub sample_id: Option<String>,
     pub prompt_style: String,
+    /// The instruction written before the question (`--instruction`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
+    /// The source of the user-message template (`--prompt-template`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
     pub granularity: Granularity,
     pub prompt_ids: Vec<u32>,
     pub answer_ids: Vec<u32>,
@@ -206,7 +212,14 @@ impl AnalysisReport {
         Ok(AnalysisReport {
             model: engine.info().clone(),
             sample_id: subject.sample.id(),
-            prompt_style: subject.prompt.style.name().into(),
+            prompt_style: subject.prompt.format.style.name().into(),
+            instruction: subject.prompt.format.instruction().map(str::to_string),
+            prompt_template: subject
+                .prompt
+                .format
+                .template
+                .as_ref()
+                .map(|t| t.source.clone()),
             granularity: g,
             prompt_ids: subject.prompt.ids.clone(),
             answer_ids: subject.answer_ids().to_vec(),
@@ -240,6 +253,8 @@ impl AnalysisReport {
             model: _,
             sample_id: _,
             prompt_style: _,
+            instruction: _,
+            prompt_template: _,
             granularity: _,
             prompt_ids: _,
             answer_ids: _,
