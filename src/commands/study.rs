@@ -165,7 +165,7 @@ fn run_models(study: &Study, args: &StudyArgs, phases: Phases) -> Result<()> {
     };
     for (model, label) in study.cfg.models.iter().zip(study.model_labels()) {
         let (engine, _) = load_engine(&ModelArgs {
-            model: Some(model.clone()),
+            model: Some(expand_home(model)),
             offline: args.offline,
             device: Default::default(),
             dtype: None,
@@ -235,5 +235,16 @@ fn phase(cmd: &str, args: StudyArgs) -> Result<()> {
         "ablate" => run_models(&study, &args, Phases::Ablate),
         "report" => report(&study),
         _ => status(&study),
+    }
+}
+
+/// `~/…` as the home folder (configs name models in the user's cache portably).
+fn expand_home(path: &str) -> String {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home)
+            .join(rest)
+            .to_string_lossy()
+            .into_owned(),
+        _ => path.to_string(),
     }
 }

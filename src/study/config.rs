@@ -96,7 +96,7 @@ impl Default for StudyConfig {
             test_fraction: 0.2,
             train_per_category: 0,
             test_per_category: 0,
-            max_new_tokens: 16,
+            max_new_tokens: 24,
             batch: 8,
             bootstrap: 2000,
             prompt_style: PromptStyle::Mirage,
