@@ -157,25 +157,40 @@ impl Study {
     /// `config.toml` holds the resolved configuration and, as each model is loaded, its record.
     /// A folder holding another configuration is refused (its results would mix with these).
     fn check_config(&self) -> Result<()> {
-        match self.read_record() {
-            Ok(old) if old.study != self.cfg => Err(Error::Study(format!(
-                "{} holds a study run with another configuration; use a new --out folder (or \
-                 delete it to start over)",
-                self.store.root().display()
-            ))),
-            Ok(_) => Ok(()),
-            Err(_) if !self.store.path("config.toml").exists() => {
-                self.write_record(&ConfigRecord {
+        let record = match self.read_record() {
+            Ok(old) => {
+                // Models may be added or left out (each model's units and record stand alone);
+                // any other difference would mix results of two designs.
+                let same_design = StudyConfig {
+                    models: self.cfg.models.clone(),
+                    ..old.study.clone()
+                } == self.cfg;
+                if !same_design {
+                    return Err(Error::Study(format!(
+                        "{} holds a study run with another configuration; use a new --out \
+                         folder (or delete it to start over)",
+                        self.store.root().display()
+                    )));
+                }
+                if old.study.models == self.cfg.models {
+                    return Ok(());
+                }
+                ConfigRecord {
                     study: self.cfg.clone(),
-                    provenance: Provenance {
-                        headscope_version: env!("CARGO_PKG_VERSION").to_string(),
-                        prompt_template: self.format.template.as_ref().map(|t| t.source.clone()),
-                        models: Vec::new(),
-                    },
-                })
+                    ..old
+                }
             }
-            Err(e) => Err(e),
-        }
+            Err(_) if !self.store.path("config.toml").exists() => ConfigRecord {
+                study: self.cfg.clone(),
+                provenance: Provenance {
+                    headscope_version: env!("CARGO_PKG_VERSION").to_string(),
+                    prompt_template: self.format.template.as_ref().map(|t| t.source.clone()),
+                    models: Vec::new(),
+                },
+            },
+            Err(e) => return Err(e),
+        };
+        self.write_record(&record)
     }
 
     fn write_record(&self, record: &ConfigRecord) -> Result<()> {

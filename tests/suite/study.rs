@@ -141,6 +141,9 @@ fn a_study_runs_end_to_end_and_a_killed_run_resumes_to_the_same_files() {
 
     // The layout and the summary: 10 training and 2 test samples, 5 methods × 2 categories.
     assert!(fa.contains_key("split/train.jsonl") && fa.contains_key("config.toml"));
+    assert!(fa.contains_key("FINDINGS.md") && fa.contains_key("summary.json"));
+    let figure = "figures/curve-llama-ctx2048-retrieval-state";
+    assert!(fa.contains_key(&format!("{figure}.svg")) && fa.contains_key(&format!("{figure}.png")));
     let units = |prefix: &str| fa.keys().filter(|k| k.starts_with(prefix)).count();
     assert_eq!(units("detect/llama-ctx2048/samples/"), 10);
     assert_eq!(units("ablate/llama-ctx2048/clean/"), 2);
@@ -169,8 +172,11 @@ fn a_study_runs_end_to_end_and_a_killed_run_resumes_to_the_same_files() {
         assert_eq!(points[2]["random"]["per_draw"].as_array().unwrap().len(), 2);
     }
     // Each ablation unit names its mode and positions, and has 2 ks × (top, 2 draws, matched).
-    let unit: serde_json::Value =
-        serde_json::from_slice(&fa["ablate/llama-ctx2048/retrieval/s00.json"]).unwrap();
+    let (_, unit) = fa
+        .iter()
+        .find(|(k, _)| k.starts_with("ablate/llama-ctx2048/retrieval/"))
+        .unwrap();
+    let unit: serde_json::Value = serde_json::from_slice(unit).unwrap();
     assert_eq!(
         (unit["mode"].as_str(), unit["positions"].as_str()),
         (Some("zero"), Some("all"))
@@ -216,7 +222,7 @@ fn bad_study_data_is_refused_before_any_model_runs() {
                     v["gold"] = 7.into();
                 }
             }),
-            "sample 5: `gold` is 7 but the sample has 2 documents",
+            "sample 5 (line 6): `gold` is 7 but there are only 2 documents",
         ),
     ];
     for (name, edit, message) in cases {
@@ -257,7 +263,9 @@ fn bad_study_data_is_refused_before_any_model_runs() {
     let _ = std::fs::remove_dir_all(out_dir);
 }
 
-/// A small real study on SmolLM2: two training and one test sample per category, k ∈ {0, 5}.
+/// A small real study on SmolLM2, as CI runs it: one training and one test sample per category,
+/// one method, k ∈ {0, 5}, one random draw (a debug build runs a forward several times slower than
+/// a release build, so CI keeps it to a few dozen forwards).
 #[test]
 fn a_small_smollm2_study_finds_heads_and_ablates_them() {
     let Some(model) = smollm2_path("the SmolLM2 study") else {
@@ -276,32 +284,47 @@ fn a_small_smollm2_study_finds_heads_and_ablates_them() {
         "--ks",
         "0,5",
         "--draws",
-        "2",
+        "1",
+        "--top-n",
+        "10",
+        "--methods",
+        "summed-attention",
         "--train-per-category",
-        "2",
+        "1",
         "--test-per-category",
         "1",
         "--bootstrap",
         "200"
     ]);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let read = |rel: &str| std::fs::read_to_string(out_dir.join(rel)).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&read("summary.json")).unwrap();
     let m = &summary["models"][0];
     assert_eq!(
         (m["layers"].as_u64(), m["heads"].as_u64()),
         (Some(30), Some(9))
     );
-    assert_eq!(m["experiments"].as_array().unwrap().len(), 12);
+    assert_eq!(m["experiments"].as_array().unwrap().len(), 4);
     for d in m["detect"].as_array().unwrap() {
+        // Attention mass of the last prompt token on the gold document: a share of one, and the
+        // best head gives the document a noticeable share.
         let top = d["top"].as_array().unwrap();
-        assert_eq!(top.len(), 50);
-        if d["method"] == "summed_attention" {
-            // Attention mass from one token: every head's mean lies in [0, 1], and the best head
-            // attends to the gold document noticeably.
-            let best = top[0]["mean"].as_f64().unwrap();
-            assert!(best > 0.05 && best <= 1.0, "{best}");
-        }
+        assert_eq!(top.len(), 10);
+        let best = top[0]["mean"].as_f64().unwrap();
+        assert!(best > 0.05 && best <= 1.0, "{best}");
     }
+    // Every test answer was regenerated under each condition and judged against the answers.
+    for unit in
+        std::fs::read_dir(out_dir.join("ablate/SmolLM2-135M-Instruct.Q4_1/summed_attention"))
+            .unwrap()
+    {
+        let unit: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(unit.unwrap().path()).unwrap()).unwrap();
+        let conditions = unit["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 3, "top, one random draw, layer-matched");
+        assert!(conditions
+            .iter()
+            .all(|c| c["clean_answer_logprob"].as_f64().unwrap() < 0.0));
+    }
+    assert!(read("FINDINGS.md").contains("SmolLM2-135M-Instruct.Q4_1"));
     let _ = std::fs::remove_dir_all(out_dir);
 }
