@@ -192,6 +192,48 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
         Ok(())
     }
 
+    /// Greedy decoding of every row until each has produced a stop token or `max_new` ids:
+    /// row `r`'s answer ids (stop token excluded). A finished row is fed the first stop id while the
+    /// others go on. `first` are the first token's logit rows when another pass produced them (a
+    /// teacher-forced forward); otherwise the last forward's. `keep_going` is polled before each
+    /// forward.
+    pub fn greedy_rows(
+        &mut self,
+        first: Option<Vec<Vec<f32>>>,
+        max_new: usize,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut logit_rows = match first {
+            Some(rows) => rows,
+            None => self.logit_rows()?,
+        };
+        let mut answers = vec![Vec::new(); self.rows];
+        let mut done = vec![false; self.rows];
+        for produced in 1..=max_new {
+            let mut next = Vec::with_capacity(self.rows);
+            for (r, row) in logit_rows.iter().enumerate() {
+                let id = top_k(row, 1)[0].0;
+                if !done[r] {
+                    if self.is_stop(id) {
+                        done[r] = true;
+                    } else {
+                        answers[r].push(id);
+                    }
+                }
+                next.push(if done[r] { self.filler(id) } else { id });
+            }
+            if done.iter().all(|&d| d) || produced == max_new {
+                break;
+            }
+            if !keep_going() {
+                return Err(Error::Cancelled);
+            }
+            self.step(&next)?;
+            logit_rows = self.logit_rows()?;
+        }
+        Ok(answers)
+    }
+
     /// Forwards run so far.
     pub fn forwards(&self) -> usize {
         self.forwards

@@ -200,31 +200,8 @@ pub fn generate_ablated<F: Forward + ?Sized>(
         ..Default::default()
     };
     let mut decoder = Decoder::prefill(model, &hooks, prompt_ids, rows, stop_ids)?;
-    let mut answers = vec![Vec::new(); rows];
-    let mut done = vec![false; rows];
     let max_new = max_new_tokens.min(context.saturating_sub(prompt_ids.len()));
-    for _ in 0..max_new {
-        let mut next = Vec::with_capacity(rows);
-        for (r, row) in decoder.logit_rows()?.iter().enumerate() {
-            let id = top_k(row, 1)[0].0;
-            if !done[r] {
-                if decoder.is_stop(id) {
-                    done[r] = true;
-                } else {
-                    answers[r].push(id);
-                }
-            }
-            next.push(if done[r] { decoder.filler(id) } else { id });
-        }
-        if done.iter().all(|&d| d) {
-            break;
-        }
-        if !keep_going() {
-            return Err(Error::Cancelled);
-        }
-        decoder.step(&next)?;
-    }
-    Ok(answers)
+    decoder.greedy_rows(None, max_new, &mut keep_going)
 }
 
 /// Teacher-forced scoring: the log-prob of every answer token after `prompt_ids`, one forward.

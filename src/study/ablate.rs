@@ -20,7 +20,7 @@ use crate::analysis::ablation::{head_set_ablation, subject_mean_z};
 use crate::analysis::rng::SplitMix64;
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::decoder::Decoder;
-use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k};
+use crate::engine::generate::{answer_logprob_per_row, log_softmax_row};
 use crate::engine::{AblationKind, AblationMode, Capture, Engine, Hooks, Positions, Start};
 use crate::{Error, Result};
 
@@ -326,31 +326,7 @@ pub fn run_conditions(
     let max_new = cfg
         .max_new_tokens
         .min(engine.info().context_length.saturating_sub(p));
-    let mut answers = vec![Vec::new(); rows];
-    let mut done = vec![false; rows];
-    let mut row_logits = first_rows;
-    for _ in 0..max_new {
-        let mut next = Vec::with_capacity(rows);
-        for (r, row) in row_logits.iter().enumerate() {
-            let id = top_k(row, 1)[0].0;
-            if !done[r] {
-                if decoder.is_stop(id) {
-                    done[r] = true;
-                } else {
-                    answers[r].push(id);
-                }
-            }
-            next.push(if done[r] { decoder.filler(id) } else { id });
-        }
-        if done.iter().all(|&d| d) || answers.iter().all(|a| a.len() >= max_new) {
-            break;
-        }
-        if !keep_going() {
-            return Err(Error::Cancelled);
-        }
-        decoder.step(&next)?;
-        row_logits = decoder.logit_rows()?;
-    }
+    let answers = decoder.greedy_rows(Some(first_rows), max_new, keep_going)?;
     Ok(answers.into_iter().zip(logprobs).collect())
 }
 

@@ -247,15 +247,23 @@ fn bad_study_data_is_refused_before_any_model_runs() {
     let data = tmp("good.jsonl");
     tiny_dataset(&data, |_, _| {});
     let out_dir = tmp("bad-method");
-    let mut a = study_args("run", &data, &out_dir, &model);
-    a.extend(args!["--methods", "attention"]);
-    let out = headscope(&a);
+    let out = headscope(&args![
+        "study",
+        "run",
+        data,
+        "--out",
+        out_dir,
+        "--model",
+        model,
+        "--methods",
+        "attention"
+    ]);
     assert_eq!(out.status.code(), Some(2), "clap refuses an unknown method");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown method `attention`"));
     // 12 heads, top 4: k = 9 leaves too few heads outside the top list to draw from.
-    let mut a = study_args("run", &data, &out_dir, &model);
-    a.extend(args!["--ks", "0,9", "--top-n", "9"]);
-    let out = headscope(&a);
+    let out = headscope(&args![
+        "study", "run", data, "--out", out_dir, "--model", model, "--ks", "0,9", "--top-n", "9"
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("k = 9 is above the 3 heads"), "{err}");
@@ -327,4 +335,67 @@ fn a_small_smollm2_study_finds_heads_and_ablates_them() {
     }
     assert!(read("FINDINGS.md").contains("SmolLM2-135M-Instruct.Q4_1"));
     let _ = std::fs::remove_dir_all(out_dir);
+}
+
+/// Detection's shared forward gives exactly what `analyze`'s own functions give on the same
+/// subject: QRHead, the retrieval score with the same needle, summed attention; and a head score
+/// that goes through `analyze`'s runner (ARC-JSD) is `analyze`'s matrix.
+#[test]
+fn detection_from_one_forward_matches_the_analysis_functions() {
+    use headscope::analysis::attention::{span_attention, summed_attention};
+    use headscope::analysis::report::HeadScore;
+    use headscope::analysis::{no_progress, qrhead, retrieval};
+    use headscope::study::detect::{answer_needle, detect_sample, DetectMethod};
+
+    let (engine, subject) = crate::common::fixture_subject("llama");
+    let gold = subject.sample.gold().unwrap_or(0);
+    let needle = answer_needle(&subject, gold);
+    let methods = [
+        DetectMethod::Score(HeadScore::SummedAttention),
+        DetectMethod::SummedAttentionAnswer,
+        DetectMethod::Score(HeadScore::Retrieval),
+        DetectMethod::Score(HeadScore::QrHead),
+        DetectMethod::Score(HeadScore::ArcJsd),
+    ];
+    let got = detect_sample(&engine, &subject, gold, &needle, &methods).unwrap();
+    let close = |a: &[Vec<f64>], b: &[Vec<f64>], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((x - y).abs() < 1e-5, "{what}: {x} vs {y}");
+        }
+    };
+    let qr = qrhead::qrhead(&engine, &subject, gold, &mut no_progress).unwrap();
+    close(&got["qrhead"], &qr.scores, "qrhead");
+    let rs = retrieval::retrieval_scores(
+        &engine,
+        &subject,
+        needle.clone(),
+        "answer".into(),
+        &mut no_progress,
+    )
+    .unwrap();
+    close(&got["retrieval"], &rs.scores, "retrieval");
+    let spans = [subject.prompt.docs[gold].tokens.clone(), needle];
+    let att = span_attention(&engine, &subject, &spans).unwrap();
+    close(
+        &got["summed_attention"],
+        &summed_attention(&att, 0, false),
+        "summed attention",
+    );
+    close(
+        &got["summed_attention_answer"],
+        &summed_attention(&att, 1, false),
+        "to the answer",
+    );
+    // Attention masses are shares of one.
+    assert!(got["summed_attention"]
+        .iter()
+        .flatten()
+        .all(|&v| (0.0..=1.0 + 1e-6).contains(&v)));
+    let arc = &got["arc_jsd"];
+    assert_eq!((arc.len(), arc[0].len()), (3, 4));
+    assert!(
+        arc.iter().flatten().any(|&v| v > 0.0),
+        "ARC-JSD scores some head"
+    );
 }
