@@ -399,3 +399,106 @@ fn detection_from_one_forward_matches_the_analysis_functions() {
         "ARC-JSD scores some head"
     );
 }
+
+/// Mean and uniform-pattern ablation, and decode-only positions: each named in every unit, and
+/// each changes the clean answer's log-prob under some condition (the ablation acts).
+#[test]
+fn every_ablation_mode_and_position_setting_runs_and_is_named() {
+    let model = fixture_with_context("llama", 2048);
+    let data = tmp("modes.jsonl");
+    tiny_dataset(&data, |_, _| {});
+    for (mode, positions) in [
+        ("mean", "all"),
+        ("uniform", "decode-only"),
+        ("zero", "decode-only"),
+    ] {
+        let out_dir = tmp(&format!("mode-{mode}-{positions}"));
+        succeeds(&args![
+            "study",
+            "run",
+            data,
+            "--out",
+            out_dir,
+            "--model",
+            model,
+            "--ks",
+            "0,2",
+            "--draws",
+            "1",
+            "--top-n",
+            "4",
+            "--max-new-tokens",
+            "3",
+            "--bootstrap",
+            "50",
+            "--methods",
+            "summed-attention",
+            "--ablation",
+            mode,
+            "--positions",
+            positions
+        ]);
+        let dir = out_dir.join("ablate/llama-ctx2048");
+        let mut changed = false;
+        for entry in std::fs::read_dir(dir.join("summed_attention")).unwrap() {
+            let path = entry.unwrap().path();
+            let unit: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(unit["mode"], mode);
+            assert_eq!(unit["positions"], positions);
+            let clean: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("clean").join(path.file_name().unwrap()))
+                    .unwrap(),
+            )
+            .unwrap();
+            let base = clean["answer_logprob"].as_f64().unwrap();
+            for c in unit["conditions"].as_array().unwrap() {
+                changed |= (c["clean_answer_logprob"].as_f64().unwrap() - base).abs() > 1e-4;
+            }
+        }
+        assert!(
+            changed,
+            "{mode}/{positions}: no condition changed the answer's log-prob"
+        );
+        let findings = std::fs::read_to_string(out_dir.join("FINDINGS.md")).unwrap();
+        assert!(findings.contains(&format!("mode `{mode}`, positions `{positions}`")));
+        let _ = std::fs::remove_dir_all(out_dir);
+    }
+}
+
+/// Ctrl-C (SIGINT) stops a study between units with a clear message; the same command resumes it.
+#[test]
+fn an_interrupted_study_stops_cleanly_and_resumes() {
+    let model = fixture_with_context("llama", 2048);
+    let data = tmp("sigint.jsonl");
+    tiny_dataset(&data, |_, _| {});
+    let out_dir = tmp("sigint");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_headscope"))
+        .args(study_args("run", &data, &out_dir, &model))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let samples = out_dir.join("detect/llama-ctx2048/samples");
+    let t = std::time::Instant::now();
+    while std::fs::read_dir(&samples).map_or(true, |d| d.count() == 0) {
+        assert!(t.elapsed().as_secs() < 120, "no unit written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // The run finished before the signal landed: nothing to resume.
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stopped; every finished unit is kept"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    succeeds(&study_args("run", &data, &out_dir, &model));
+    assert!(out_dir.join("FINDINGS.md").is_file());
+    let _ = std::fs::remove_dir_all(out_dir);
+}
