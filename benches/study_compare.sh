@@ -188,6 +188,9 @@ lines += [
     "",
     f"Prompts {summary['prompt_tokens'][0]}–{summary['prompt_tokens'][1]} tokens; the reference made "
     f"{a['generate_calls']} `generate` calls for ablation (one per sample × condition, plus the clean answer). "
+    "headscope does more per sample than the reference: its detection forward also yields retrieval, QRHead (with "
+    "the null-query pass) and summed attention to the answer's tokens, and each ablated condition also gets the "
+    "clean answer's log-prob; the reference computes only what is compared. "
     "Seconds per sample exclude model loading (headscope's printed load time is subtracted from the phase's wall "
     "time; the reference times each sample). Peak RSS is per phase process (`/usr/bin/time`).",
     "",
