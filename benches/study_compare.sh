@@ -12,7 +12,7 @@
 #   THREADS [2]   torch.set_num_threads for the reference, RAYON_NUM_THREADS for headscope
 #   DATA [samples/filings.jsonl]   MODEL [~/.cache/headscope/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   HEADSCOPE_BIN [target/release/headscope]   HEADSCOPE_VENV [~/.cache/headscope/venv]
-# This script builds nothing: it uses the existing release binary (built with `cargo build --release
+# Needs GNU time at /usr/bin/time. This script builds nothing: it uses the existing release binary (built with `cargo build --release
 # --locked` only when there is none), so rebuild first if the source changed. The defaults take about
 # 5-10 minutes on 2 cores.
 #
