@@ -12,9 +12,9 @@
 #   THREADS [2]   torch.set_num_threads for the reference, RAYON_NUM_THREADS for headscope
 #   DATA [samples/filings.jsonl]   MODEL [~/.cache/headscope/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   HEADSCOPE_BIN [target/release/headscope]   HEADSCOPE_VENV [~/.cache/headscope/venv]
-# Needs GNU time at /usr/bin/time. This script builds nothing: it uses the existing release binary (built with `cargo build --release
-# --locked` only when there is none), so rebuild first if the source changed. The defaults take about
-# 5-10 minutes on 2 cores.
+# Needs GNU time at /usr/bin/time. This script builds nothing: it uses the existing release binary
+# (built with `cargo build --release --locked` only when there is none), so rebuild first if the
+# source changed. The defaults take about 5-10 minutes on 2 cores.
 #
 # Timing: each headscope phase runs as its own process under /usr/bin/time (wall seconds, peak RSS);
 # the model load time it prints ("loading … in X s") is subtracted, and the rest divided by the number
