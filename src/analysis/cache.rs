@@ -95,7 +95,7 @@ impl CacheKey {
                 }
             })
             .collect();
-        format!("{safe}-{:016x}.json", fnv1a64(text.as_bytes()))
+        format!("{safe}-{:016x}.json", super::rng::fnv1a64(text.as_bytes()))
     }
 }
 
@@ -107,15 +107,6 @@ fn prompt_format(format: &PromptFormat) -> Option<Value> {
             "template": format.template.as_ref().map(|t| &t.source),
         })
     })
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[derive(Serialize, Deserialize)]

@@ -49,6 +49,29 @@ impl SplitMix64 {
     }
 }
 
+/// FNV-1a (64-bit) of bytes: a stable hash, unlike the standard library's, for cache file names
+/// and derived seeds.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// `base` mixed with the FNV-1a hash of `parts` (each followed by a 0xff byte, so `["ab", "c"]`
+/// and `["a", "bc"]` differ): one seed per named quantity, so two draws never share a stream by
+/// accident and a seed does not move when other quantities are added.
+pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
+    let mut bytes = Vec::new();
+    for p in parts {
+        bytes.extend_from_slice(p.as_bytes());
+        bytes.push(0xff);
+    }
+    base ^ fnv1a64(&bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

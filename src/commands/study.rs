@@ -8,8 +8,9 @@ use headscope::study::config::{ConfigRecord, StudyConfig};
 use headscope::study::figures::write_figures;
 use headscope::study::findings::findings_markdown;
 use headscope::study::report::summarize;
-use headscope::study::run::{pretty, Monitor, Study};
+use headscope::study::run::{Monitor, Study};
 use headscope::study::split::stratified;
+use headscope::study::units::pretty;
 
 use super::{load_engine, ProgressBar};
 use crate::cli::{ModelArgs, SplitArgs, StudyArgs, StudyCommand};
@@ -165,7 +166,7 @@ fn run_models(study: &Study, args: &StudyArgs, phases: Phases) -> Result<()> {
     };
     for (model, label) in study.cfg.models.iter().zip(study.model_labels()) {
         let (engine, _) = load_engine(&ModelArgs {
-            model: Some(expand_home(model)),
+            model: Some(model.clone()),
             offline: args.offline,
             device: Default::default(),
             dtype: None,
@@ -235,16 +236,5 @@ fn phase(cmd: &str, args: StudyArgs) -> Result<()> {
         "ablate" => run_models(&study, &args, Phases::Ablate),
         "report" => report(&study),
         _ => status(&study),
-    }
-}
-
-/// `~/…` as the home folder (configs name models in the user's cache portably).
-fn expand_home(path: &str) -> String {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => std::path::Path::new(&home)
-            .join(rest)
-            .to_string_lossy()
-            .into_owned(),
-        _ => path.to_string(),
     }
 }

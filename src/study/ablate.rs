@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{AblatedPositions, StudyConfig};
 use super::detect::{DetectMethod, HeadStats};
 use crate::analysis::ablation::{head_set_ablation, subject_mean_z};
-use crate::analysis::rng::SplitMix64;
+use crate::analysis::rng::{derive_seed, SplitMix64};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::decoder::Decoder;
 use crate::engine::generate::{answer_logprob_per_row, log_softmax_row};
@@ -87,21 +87,8 @@ impl AblationPlan {
     }
 }
 
-/// A stable 64-bit hash of strings (FNV-1a), to derive per-cell seeds that do not depend on the
-/// standard library's hasher.
-fn fnv(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in p.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
-}
-
 fn rng_for(seed: u64, parts: &[&str]) -> SplitMix64 {
-    SplitMix64::new(seed ^ fnv(parts))
+    SplitMix64::new(derive_seed(seed, parts))
 }
 
 fn plan_cell(cfg: &StudyConfig, stats: &HeadStats, shape: (usize, usize)) -> Result<PlanCell> {
@@ -330,7 +317,9 @@ pub fn run_conditions(
     Ok(answers.into_iter().zip(logprobs).collect())
 }
 
-type Start3 = (crate::engine::KvCache, Vec<Vec<f32>>, Vec<f64>);
+/// The decoding start of a batch: the rows' cache, each row's first-token logits, and each row's
+/// clean-answer log-prob.
+type DecodeStart = (crate::engine::KvCache, Vec<Vec<f32>>, Vec<f64>);
 
 /// Decode-only: the clean prompt's cache for every row, its first-token logits, and the clean
 /// answer's log-prob with the answer positions ablated (the first token is read from the clean
@@ -340,7 +329,7 @@ fn decode_only_start(
     subject: &Subject,
     hooks: &Hooks,
     rows: usize,
-) -> Result<Start3> {
+) -> Result<DecodeStart> {
     let p = subject.prompt.ids.len();
     let answer = subject.answer_ids();
     let state = subject
@@ -407,7 +396,7 @@ mod tests {
         let plan = AblationPlan::build(&cfg, std::slice::from_ref(&s), (4, 4)).unwrap();
         assert_eq!(
             plan,
-            AblationPlan::build(&cfg, &[s.clone()], (4, 4)).unwrap()
+            AblationPlan::build(&cfg, std::slice::from_ref(&s), (4, 4)).unwrap()
         );
         let cell = &plan.cells[0];
         assert_eq!(cell.top_list[..3], [(3, 3), (3, 2), (3, 1)]);

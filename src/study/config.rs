@@ -202,7 +202,7 @@ pub fn validate_samples(samples: &[Sample]) -> Result<()> {
     let mut ids = BTreeMap::new();
     for (i, s) in samples.iter().enumerate() {
         let at = |what: &str| Error::Study(format!("sample {i}: {what}"));
-        if s.category().map_or(true, |c| c.trim().is_empty()) {
+        if s.category().is_none_or(|c| c.trim().is_empty()) {
             return Err(at("no `category` (the study compares categories)"));
         }
         match s.gold() {

@@ -78,10 +78,10 @@ impl DetectMethod {
     }
 
     /// Scores computed by the shared forward (the rest go through `analyze`'s runner).
-    fn from_shared_forward(self) -> bool {
-        matches!(
-            self.sample_score(),
-            "summed_attention" | "summed_attention_answer" | "retrieval" | "qrhead"
+    fn shares_forward(self) -> bool {
+        !matches!(
+            self,
+            DetectMethod::Score(HeadScore::ArcJsd | HeadScore::Ablation | HeadScore::Patching)
         )
     }
 }
@@ -176,11 +176,12 @@ pub fn detect_sample(
     methods: &[DetectMethod],
 ) -> Result<BTreeMap<String, Vec<Vec<f64>>>> {
     let mut scores = BTreeMap::new();
-    if methods.iter().any(|m| m.from_shared_forward()) {
-        scores = shared_forward_scores(engine, subject, gold, needle)?;
+    if methods.iter().any(|m| m.shares_forward()) {
+        let with_qrhead = methods.contains(&DetectMethod::Score(HeadScore::QrHead));
+        scores = shared_forward_scores(engine, subject, gold, needle, with_qrhead)?;
         scores.retain(|k, _| methods.iter().any(|m| m.sample_score() == k));
     }
-    for m in methods.iter().filter(|m| !m.from_shared_forward()) {
+    for m in methods.iter().filter(|m| !m.shares_forward()) {
         let DetectMethod::Score(h) = *m else { continue };
         scores.insert(
             m.sample_score().to_string(),
@@ -207,26 +208,30 @@ fn analyze_score(engine: &Engine, subject: &Subject, h: HeadScore) -> Result<Vec
 
 /// Summed attention (gold document, answer tokens), retrieval and QRHead from one teacher-forced
 /// forward capturing the rows from the question's first token to the last answer-predicting one,
-/// plus the null query's few tokens after the shared prefix.
+/// plus (`with_qrhead`) the null query's few tokens after the shared prefix.
 fn shared_forward_scores(
     engine: &Engine,
     subject: &Subject,
     gold: usize,
     needle: &Range<usize>,
+    with_qrhead: bool,
 ) -> Result<BTreeMap<String, Vec<Vec<f64>>>> {
     let prompt = &subject.prompt;
     let (q_start, p) = qrhead::query_span(prompt)?;
     let answer = subject.answer_ids();
     let ids = subject.teacher_forced_ids();
     let rows = q_start..p - 1 + answer.len();
-    let null = qrhead::null_query_prompt(engine, subject)?;
+    let null = match with_qrhead {
+        true => Some(qrhead::null_query_prompt(engine, subject)?),
+        false => None,
+    };
     let mut trace = engine.forward(
         Start::Tokens(&engine.ids_tensor(&ids)?),
         None,
         &Hooks {
             capture: Capture {
                 attn_rows: Some(Positions::Range(rows.clone())),
-                kv_cache: true,
+                kv_cache: with_qrhead,
                 ..Default::default()
             },
             ..Default::default()
@@ -270,11 +275,7 @@ fn shared_forward_scores(
         ));
     }
     let att = SpanAttention { mass };
-    let s = qrhead::mean_query_attention(engine, &trace, 0..p - q_start, q_start)?;
-    let cache = trace.take_kv_cache()?;
-    let s_null = qrhead::null_query_attention(engine, &null, &cache, q_start)?;
-    let qr = qrhead::calibrated(prompt, &s, &s_null, gold);
-    Ok(BTreeMap::from([
+    let mut scores = BTreeMap::from([
         (
             "summed_attention".to_string(),
             summed_attention(&att, 0, false),
@@ -284,8 +285,15 @@ fn shared_forward_scores(
             summed_attention(&att, 1, false),
         ),
         ("retrieval".to_string(), retrieval_scores),
-        ("qrhead".to_string(), qr.scores),
-    ]))
+    ]);
+    if let Some(null) = null {
+        let s = qrhead::mean_query_attention(engine, &trace, 0..p - q_start, q_start)?;
+        let cache = trace.take_kv_cache()?;
+        let s_null = qrhead::null_query_attention(engine, &null, &cache, q_start)?;
+        let qr = qrhead::calibrated(prompt, &s, &s_null, gold);
+        scores.insert("qrhead".to_string(), qr.scores);
+    }
+    Ok(scores)
 }
 
 /// Every head's mean, sd and count over the units that count for a method.

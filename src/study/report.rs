@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ablate::{AblateUnit, CleanUnit, Control};
 use super::config::ModelRecord;
 use super::detect::{DetectMethod, DetectUnit, HeadStats};
-use super::run::Study;
+use super::run::{ablate_unit, clean_unit, Study};
 use super::stats::{
-    bootstrap_mean_ci, jaccard, mcnemar_exact, paired_permutation_p, random_jaccard,
+    bootstrap_mean_ci, jaccard, mcnemar_exact, paired_permutation_p, percentile_interval,
+    random_jaccard,
 };
 use super::summary::*;
-use crate::analysis::rng::SplitMix64;
+use crate::analysis::rng::{derive_seed, SplitMix64};
 use crate::{Error, Result};
 
 const LEVEL: f64 = 0.95;
@@ -21,18 +22,6 @@ const LEVEL: f64 = 0.95;
 const STABILITY_RESAMPLES: usize = 200;
 /// Monte Carlo assignments of the permutation test (beyond 16 samples, where it is exact).
 const PERMUTATIONS: usize = 20_000;
-
-/// A seed per quantity, so intervals do not share resamples by accident.
-fn seed_for(base: u64, parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in p.bytes().chain([0xff]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    base ^ h
-}
 
 /// An estimate of the mean of `values` with its bootstrap interval (all zero for no values).
 fn estimate(values: &[f64], resamples: usize, seed: u64) -> Estimate {
@@ -138,11 +127,7 @@ fn model_summary(study: &Study, rec: &ModelRecord) -> Result<ModelSummary> {
     let cleans: Vec<CleanUnit> = study
         .test()
         .iter()
-        .map(|c| {
-            study
-                .store
-                .read(&format!("ablate/{label}/clean/{}.json", c.key))
-        })
+        .map(|c| study.store.read(&clean_unit(label, &c.key)))
         .collect::<Result<_>>()?;
     let mut clean_accuracy = BTreeMap::new();
     for cat in study.categories() {
@@ -151,7 +136,7 @@ fn model_summary(study: &Study, rec: &ModelRecord) -> Result<ModelSummary> {
             .filter(|u| u.category == cat && u.skipped.is_none())
             .map(|u| bit(u.correct))
             .collect();
-        let seed = seed_for(cfg.seed, &[label, "clean", &cat]);
+        let seed = derive_seed(cfg.seed, &[label, "clean", &cat]);
         clean_accuracy.insert(cat, estimate(&xs, cfg.bootstrap, seed));
     }
     let mut experiments = Vec::new();
@@ -193,7 +178,7 @@ fn detection(
         depth_histogram[((depth * 10.0) as usize).min(9)] += 1;
     }
     let key = stats.method.key();
-    let seed = seed_for(cfg.seed, &[label, key, &stats.category, "stability"]);
+    let seed = derive_seed(cfg.seed, &[label, key, &stats.category, "stability"]);
     let rank_stability = rank_stability(stats, used, shape, cfg.top_n, seed)?;
     let train_samples = used.iter().filter(|u| u.category == stats.category).count();
     Ok(Detection {
@@ -237,15 +222,10 @@ fn rank_stability(
             s.top(top_n).iter().map(|h| (h.layer, h.head)).collect();
         values.push(jaccard(&reference, &set));
     }
-    let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[(q * (sorted.len() - 1) as f64).round() as usize];
-    Ok(Estimate {
-        value: values.iter().sum::<f64>() / values.len() as f64,
-        lo: at((1.0 - LEVEL) / 2.0),
-        hi: at(1.0 - (1.0 - LEVEL) / 2.0),
-        n: own.len(),
-    })
+    Ok(Estimate::from_interval(
+        percentile_interval(&values, LEVEL),
+        own.len(),
+    ))
 }
 
 fn experiment(
@@ -263,14 +243,10 @@ fn experiment(
         .collect();
     let units: Vec<AblateUnit> = samples
         .iter()
-        .map(|u| {
-            study
-                .store
-                .read(&format!("ablate/{label}/{key}/{}.json", u.sample))
-        })
+        .map(|u| study.store.read(&ablate_unit(label, method, &u.sample)))
         .collect::<Result<_>>()?;
     let seed =
-        |what: &str, k: usize| seed_for(cfg.seed, &[label, key, category, what, &k.to_string()]);
+        |what: &str, k: usize| derive_seed(cfg.seed, &[label, key, category, what, &k.to_string()]);
     let mut points = Vec::new();
     for k in cfg.k_grid() {
         // Per sample: top correct, random correct per draw, layer-matched correct, log-probs.

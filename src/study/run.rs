@@ -5,20 +5,34 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::ablate::{ablate_sample, AblateUnit, AblationPlan, CleanUnit};
 use super::config::{
     model_label, sample_key, validate_samples, ConfigRecord, ModelRecord, Provenance, StudyConfig,
 };
-use super::detect::{answer_needle, detect_sample, DetectUnit, HeadStats};
+use super::detect::{answer_needle, detect_sample, DetectMethod, DetectUnit, HeadStats};
 use super::split::{stratified, Split};
-use super::units::{sha256_file, sha256_hex, UnitStore};
+use super::units::{pretty, sha256_file, sha256_hex, UnitStore};
 use crate::analysis::{answer_is_correct, Subject};
+use crate::dataset::write_jsonl;
 use crate::engine::generate::GenerationConfig;
 use crate::engine::Engine;
 use crate::prompt::{load_samples, Document, PromptFormat, RagPrompt, Sample};
 use crate::{Error, Result};
+
+/// `detect/<model>/samples/<sample>.json`: one training sample's detection.
+pub fn detect_unit(label: &str, key: &str) -> String {
+    format!("detect/{label}/samples/{key}.json")
+}
+
+/// `ablate/<model>/clean/<sample>.json`: one test sample's unablated answer.
+pub fn clean_unit(label: &str, key: &str) -> String {
+    format!("ablate/{label}/clean/{key}.json")
+}
+
+/// `ablate/<model>/<method>/<sample>.json`: one test sample under one method's conditions.
+pub fn ablate_unit(label: &str, method: DetectMethod, key: &str) -> String {
+    format!("ablate/{label}/{}/{key}.json", method.key())
+}
 
 /// What a phase tells the one running it, and how it asks whether to stop.
 pub trait Monitor {
@@ -70,19 +84,11 @@ impl Study {
     /// `split/train.jsonl` and `split/test.jsonl`: the same bytes on every run of the same data,
     /// seed and fraction.
     fn write_split(&self) -> Result<()> {
+        let dir = self.store.path("split");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         for (name, side) in [("train", &self.split.train), ("test", &self.split.test)] {
-            let mut text = String::new();
-            for &i in side {
-                let line = serde_json::to_string(&self.samples[i])
-                    .map_err(|e| Error::Study(format!("cannot serialise a sample: {e}")))?;
-                text.push_str(&line);
-                text.push('\n');
-            }
-            let rel = format!("split/{name}.jsonl");
-            let same = std::fs::read_to_string(self.store.path(&rel)).ok() == Some(text.clone());
-            if !same {
-                self.store.write_text(&rel, &text)?;
-            }
+            let samples: Vec<Sample> = side.iter().map(|&i| self.samples[i].clone()).collect();
+            write_jsonl(&dir.join(format!("{name}.jsonl")), &samples)?;
         }
         Ok(())
     }
@@ -279,8 +285,7 @@ impl Study {
     /// statistics `detect/<model>/<method>.json`.
     pub fn detect(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
         let train = self.train();
-        let dir = format!("detect/{label}");
-        let rel = |c: &Chosen| format!("{dir}/samples/{}.json", c.key);
+        let rel = |c: &Chosen| detect_unit(label, &c.key);
         let done = train.iter().filter(|c| self.store.exists(&rel(c))).count();
         monitor.phase(&format!("detect {label}"), done, train.len());
         let mut count = done;
@@ -297,7 +302,11 @@ impl Study {
             monitor.advance(count, train.len());
         }
         for stats in self.head_stats(label, engine.arch().num_layers, engine.arch().num_heads)? {
-            let rel = format!("{dir}/{}/{}.json", stats.method.key(), stats.category);
+            let rel = format!(
+                "detect/{label}/{}/{}.json",
+                stats.method.key(),
+                stats.category
+            );
             self.store.write_text(&rel, &pretty(&stats)?)?;
         }
         Ok(())
@@ -334,33 +343,28 @@ impl Study {
         })
     }
 
+    /// The training samples whose detection by `label` is not on disk yet.
+    fn missing_detection(&self, label: &str) -> Vec<Chosen<'_>> {
+        let mut train = self.train();
+        train.retain(|c| !self.store.exists(&detect_unit(label, &c.key)));
+        train
+    }
+
     /// The detection units of a model's training samples; an error names the missing ones.
     pub fn detect_units(&self, label: &str) -> Result<Vec<DetectUnit>> {
-        let train = self.train();
-        let missing: Vec<&str> = train
-            .iter()
-            .filter(|c| {
-                !self
-                    .store
-                    .exists(&format!("detect/{label}/samples/{}.json", c.key))
-            })
-            .map(|c| c.key.as_str())
-            .collect();
-        if !missing.is_empty() {
+        let missing = self.missing_detection(label);
+        if let Some(first) = missing.first() {
             return Err(Error::Study(format!(
                 "detection of {label} is not complete: {} of {} training samples missing \
                  (first: {}); run `headscope study detect`",
                 missing.len(),
-                train.len(),
-                missing[0]
+                self.train().len(),
+                first.key
             )));
         }
-        train
+        self.train()
             .iter()
-            .map(|c| {
-                self.store
-                    .read(&format!("detect/{label}/samples/{}.json", c.key))
-            })
+            .map(|c| self.store.read(&detect_unit(label, &c.key)))
             .collect()
     }
 
@@ -402,24 +406,22 @@ impl Study {
     /// `ablate/<model>/<method>/<sample>.json`.
     pub fn ablate(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
         let arch = engine.arch();
-        self.cfg
-            .validate_for_heads(label, arch.num_layers * arch.num_heads)?;
         let plan = self.plan(label, arch.num_layers, arch.num_heads)?;
         let test = self.test();
         let units_of = |c: &Chosen| -> Vec<String> {
-            std::iter::once(format!("ablate/{label}/clean/{}.json", c.key))
+            std::iter::once(clean_unit(label, &c.key))
                 .chain(
                     self.cfg
                         .methods
                         .iter()
-                        .map(|m| format!("ablate/{label}/{}/{}.json", m.key(), c.key)),
+                        .map(|&m| ablate_unit(label, m, &c.key)),
                 )
                 .collect()
         };
         let total = test.len() * (1 + self.cfg.methods.len());
         let mut count = test
             .iter()
-            .flat_map(|c| units_of(c))
+            .flat_map(&units_of)
             .filter(|r| self.store.exists(r))
             .count();
         monitor.phase(&format!("ablate {label}"), count, total);
@@ -443,13 +445,10 @@ impl Study {
                         answer_logprob: 0.0,
                         skipped: Some(reason),
                     };
-                    for r in &rels {
-                        if !self.store.exists(r) {
-                            if r.contains("/clean/") {
-                                self.store.write(r, &clean)?;
-                            }
-                            count += 1;
-                        }
+                    // A skipped sample has no method units: they count as done.
+                    count += rels.iter().filter(|r| !self.store.exists(r)).count();
+                    if !self.store.exists(&rels[0]) {
+                        self.store.write(&rels[0], &clean)?;
                     }
                     monitor.advance(count, total);
                     continue;
@@ -504,19 +503,12 @@ impl Study {
         let mut out = Vec::new();
         let (train, test) = (self.train(), self.test());
         for label in self.model_labels() {
-            let miss = train
-                .iter()
-                .filter(|c| {
-                    !self
-                        .store
-                        .exists(&format!("detect/{label}/samples/{}.json", c.key))
-                })
-                .count();
+            let miss = self.missing_detection(&label).len();
             out.push(("detect".to_string(), label.clone(), miss, train.len()));
             let mut miss = 0;
             let mut total = 0;
             for c in &test {
-                let clean = format!("ablate/{label}/clean/{}.json", c.key);
+                let clean = clean_unit(&label, &c.key);
                 total += 1 + self.cfg.methods.len();
                 if !self.store.exists(&clean) {
                     miss += 1 + self.cfg.methods.len();
@@ -534,11 +526,7 @@ impl Study {
                     .cfg
                     .methods
                     .iter()
-                    .filter(|m| {
-                        !self
-                            .store
-                            .exists(&format!("ablate/{label}/{}/{}.json", m.key(), c.key))
-                    })
+                    .filter(|&&m| !self.store.exists(&ablate_unit(&label, m, &c.key)))
                     .count();
             }
             out.push(("ablate".to_string(), label, miss, total));
@@ -561,12 +549,4 @@ fn folder_digest(dir: &Path) -> Result<String> {
         all.push_str(&format!("{n} {}\n", sha256_file(&dir.join(&n))?));
     }
     Ok(sha256_hex(all.as_bytes()))
-}
-
-/// Pretty JSON with a final newline.
-pub fn pretty<T: Serialize>(value: &T) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Study(format!("cannot serialise: {e}")))?;
-    s.push('\n');
-    Ok(s)
 }

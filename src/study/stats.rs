@@ -35,17 +35,26 @@ pub fn bootstrap_mean_ci(
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let mut rng = SplitMix64::new(seed);
-    let mut means: Vec<f64> = (0..resamples)
+    let means: Vec<f64> = (0..resamples)
         .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
         .collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[(q * (resamples - 1) as f64).round() as usize];
+    let spread = percentile_interval(&means, level);
+    Some(Interval { mean, ..spread })
+}
+
+/// The mean of `values` and their central `level` range by nearest rank: on the sorted values,
+/// index `round(q · (n − 1))` for `q` = (1 − level)/2 and its complement. `values` must not be
+/// empty.
+pub fn percentile_interval(values: &[f64], level: f64) -> Interval {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[(q * (sorted.len() - 1) as f64).round() as usize];
     let tail = (1.0 - level) / 2.0;
-    Some(Interval {
-        mean,
+    Interval {
+        mean: values.iter().sum::<f64>() / values.len() as f64,
         lo: at(tail),
         hi: at(1.0 - tail),
-    })
+    }
 }
 
 /// Two-sided exact McNemar p-value for `b` pairs where only the first condition is right and `c`

@@ -54,10 +54,7 @@ impl UnitStore {
     /// Writes a unit atomically (pretty JSON with a final newline) and counts it for the abort
     /// hook.
     pub fn write<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
-        let mut text = serde_json::to_string_pretty(value)
-            .map_err(|e| Error::Study(format!("cannot serialise {rel}: {e}")))?;
-        text.push('\n');
-        self.write_text(rel, &text)?;
+        self.write_text(rel, &pretty(value)?)?;
         let n = WRITTEN.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(limit) = std::env::var(ABORT_AFTER_ENV)
             .ok()
@@ -94,6 +91,14 @@ impl UnitStore {
         names.sort();
         Ok(names)
     }
+}
+
+/// Pretty JSON with a final newline: how every file of a study's folder is written.
+pub fn pretty<T: Serialize>(value: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Study(format!("cannot serialise: {e}")))?;
+    s.push('\n');
+    Ok(s)
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename (atomic on one filesystem).

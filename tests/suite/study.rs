@@ -58,6 +58,11 @@ fn tiny_dataset(path: &Path, edit: impl Fn(usize, &mut serde_json::Value)) {
     std::fs::write(path, lines).unwrap();
 }
 
+/// A JSON file of a study's folder.
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Every file under `dir` with its bytes, by relative path.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -304,8 +309,7 @@ fn a_small_smollm2_study_finds_heads_and_ablates_them() {
         "--bootstrap",
         "200"
     ]);
-    let read = |rel: &str| std::fs::read_to_string(out_dir.join(rel)).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(&read("summary.json")).unwrap();
+    let summary = read_json(&out_dir.join("summary.json"));
     let m = &summary["models"][0];
     assert_eq!(
         (m["layers"].as_u64(), m["heads"].as_u64()),
@@ -325,15 +329,15 @@ fn a_small_smollm2_study_finds_heads_and_ablates_them() {
         std::fs::read_dir(out_dir.join("ablate/SmolLM2-135M-Instruct.Q4_1/summed_attention"))
             .unwrap()
     {
-        let unit: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(unit.unwrap().path()).unwrap()).unwrap();
+        let unit = read_json(&unit.unwrap().path());
         let conditions = unit["conditions"].as_array().unwrap();
         assert_eq!(conditions.len(), 3, "top, one random draw, layer-matched");
         assert!(conditions
             .iter()
             .all(|c| c["clean_answer_logprob"].as_f64().unwrap() < 0.0));
     }
-    assert!(read("FINDINGS.md").contains("SmolLM2-135M-Instruct.Q4_1"));
+    let findings = std::fs::read_to_string(out_dir.join("FINDINGS.md")).unwrap();
+    assert!(findings.contains("SmolLM2-135M-Instruct.Q4_1"));
     let _ = std::fs::remove_dir_all(out_dir);
 }
 
@@ -442,15 +446,10 @@ fn every_ablation_mode_and_position_setting_runs_and_is_named() {
         let mut changed = false;
         for entry in std::fs::read_dir(dir.join("summed_attention")).unwrap() {
             let path = entry.unwrap().path();
-            let unit: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let unit = read_json(&path);
             assert_eq!(unit["mode"], mode);
             assert_eq!(unit["positions"], positions);
-            let clean: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(dir.join("clean").join(path.file_name().unwrap()))
-                    .unwrap(),
-            )
-            .unwrap();
+            let clean = read_json(&dir.join("clean").join(path.file_name().unwrap()));
             let base = clean["answer_logprob"].as_f64().unwrap();
             for c in unit["conditions"].as_array().unwrap() {
                 changed |= (c["clean_answer_logprob"].as_f64().unwrap() - base).abs() > 1e-4;
