@@ -8,7 +8,8 @@ use super::{PromptStyle, UserTemplate};
 /// Measured on the shipped filings (`dataset check --every 41`, 20 samples): SmolLM2 answers
 /// 14/20 correctly with it and 13/20 with no instruction, while a longer "Answer with the exact
 /// word, name or number only, without explanation." drops incorporation states from 13/20 to 6/20
-/// (`--every 40`, `benches/results/instruction-{none,long}-every40.json`): a small model follows a long instruction by answering less.
+/// (`--every 40`, `benches/results/instruction-{none,long}-every40.json`): a small model follows
+/// a long instruction by answering less.
 pub const SHORT_ANSWER_INSTRUCTION: &str = "Answer briefly.";
 
 /// How a prompt is written: a built-in [`PromptStyle`], an optional instruction, and an optional
