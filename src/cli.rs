@@ -135,7 +135,8 @@ pub enum Command {
     /// Make and check datasets for population studies.
     #[command(subcommand)]
     Dataset(DatasetCommand),
-    /// The population study, phase by phase (so far: the split).
+    /// The population study: split, detect, ablate, report; resumable, and shardable over a
+    /// cluster (`study prepare --shard-count N`, then `--shard-index I` per shard).
     #[command(subcommand)]
     Study(StudyCommand),
 }
@@ -150,10 +151,14 @@ pub enum StudyCommand {
     Detect(StudyArgs),
     /// Top-k vs random-k ablation on the test samples, per model (DIR/ablate/).
     Ablate(StudyArgs),
-    /// summary.json, FINDINGS.md and figures from the finished units.
+    /// summary.json, FINDINGS.md and figures from the finished units (of every shard).
     Report(StudyArgs),
-    /// What is done and what is missing, per phase and model.
+    /// What is done and what is missing, per phase, model and shard.
     Status(StudyArgs),
+    /// Sets a folder up for shards: config.toml with every model's record (each model is loaded
+    /// once), the split, and with --shard-count the number of shards. Run it once, then the
+    /// shards (`study run|detect|ablate --shard-index I`), then `study report`.
+    Prepare(StudyArgs),
 }
 
 /// A study's configuration: `--config study.toml`, each field overridable by its flag.
@@ -220,6 +225,14 @@ pub struct StudyArgs {
     /// Never touch the network.
     #[arg(long)]
     pub offline: bool,
+    /// Run only this shard's units (0-based). Default: $SLURM_ARRAY_TASK_ID, else
+    /// $JOB_COMPLETION_INDEX (a Kubernetes indexed job), else the whole study.
+    #[arg(long)]
+    pub shard_index: Option<usize>,
+    /// How many shards share the study (with `prepare`: records it). Default: the count the
+    /// folder was prepared for, else $SLURM_ARRAY_TASK_COUNT.
+    #[arg(long)]
+    pub shard_count: Option<usize>,
 }
 
 #[derive(Args, Debug)]

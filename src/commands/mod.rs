@@ -546,4 +546,12 @@ impl ProgressBar {
             eprintln!();
         }
     }
+    /// A message on its own line; the bar is drawn again below it at the next update.
+    pub(crate) fn println(&mut self, message: &str) {
+        if self.tty && self.last_draw.is_some() {
+            eprint!("\r\x1b[K");
+            self.last_draw = None;
+        }
+        eprintln!("{message}");
+    }
 }

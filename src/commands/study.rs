@@ -8,7 +8,8 @@ use headscope::study::config::{ConfigRecord, StudyConfig};
 use headscope::study::figures::write_figures;
 use headscope::study::findings::findings_markdown;
 use headscope::study::report::summarize;
-use headscope::study::run::{Monitor, Study};
+use headscope::study::run::{Monitor, Phase, Study};
+use headscope::study::shard::Shard;
 use headscope::study::split::stratified;
 use headscope::study::units::pretty;
 
@@ -23,6 +24,7 @@ pub fn study(cmd: StudyCommand) -> Result<()> {
         StudyCommand::Ablate(args) => phase("ablate", args),
         StudyCommand::Report(args) => phase("report", args),
         StudyCommand::Status(args) => phase("status", args),
+        StudyCommand::Prepare(args) => prepare(args),
     }
 }
 
@@ -140,6 +142,12 @@ impl Monitor for Bar {
     fn cancelled(&self) -> bool {
         headscope::ui::terminal::signalled()
     }
+    fn warn(&mut self, message: &str) {
+        match self.bar.as_mut() {
+            Some(b) => b.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
 }
 
 impl Drop for Bar {
@@ -150,37 +158,41 @@ impl Drop for Bar {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Phases {
-    Detect,
-    Ablate,
-    Both,
+/// Loads a model as the study names it.
+fn load_model(model: &str, args: &StudyArgs) -> Result<headscope::engine::Engine> {
+    let (engine, _) = load_engine(&ModelArgs {
+        model: Some(model.to_string()),
+        offline: args.offline,
+        device: Default::default(),
+        dtype: None,
+    })?;
+    Ok(engine)
 }
 
-/// Runs the model phases, each model loaded once; a Ctrl-C leaves every finished unit in place.
-fn run_models(study: &Study, args: &StudyArgs, phases: Phases) -> Result<()> {
+/// Runs the model phases, each model loaded once (and not at all when this shard has nothing
+/// left for it); a Ctrl-C leaves every finished unit in place.
+fn run_models(study: &Study, args: &StudyArgs, phases: &[Phase]) -> Result<()> {
     headscope::ui::terminal::install_signal_handlers();
     let mut bar = Bar {
         bar: None,
         resumed: 0,
     };
+    let recorded = study.read_record()?;
     for (model, label) in study.cfg.models.iter().zip(study.model_labels()) {
-        let (engine, _) = load_engine(&ModelArgs {
-            model: Some(model.clone()),
-            offline: args.offline,
-            device: Default::default(),
-            dtype: None,
-        })?;
-        study.record_model(&label, &engine)?;
-        let result = (|| {
-            if phases != Phases::Ablate {
-                study.detect(&label, &engine, &mut bar)?;
-            }
-            if phases != Phases::Detect {
-                study.ablate(&label, &engine, &mut bar)?;
-            }
-            Ok::<_, headscope::Error>(())
-        })();
+        let pending: usize = phases.iter().map(|&p| study.pending(p, &label)).sum();
+        let known = recorded.provenance.models.iter().any(|m| m.label == label);
+        let result = if pending == 0 && known {
+            phases
+                .iter()
+                .try_for_each(|&p| study.write_shared(&label, p))
+        } else {
+            let engine = load_model(model, args)?;
+            study.record_model(&label, &engine)?;
+            phases.iter().try_for_each(|&p| match p {
+                Phase::Detect => study.detect(&label, &engine, &mut bar),
+                Phase::Ablate => study.ablate(&label, &engine, &mut bar),
+            })
+        };
         match result {
             Err(headscope::Error::Cancelled) => {
                 drop(bar);
@@ -194,6 +206,25 @@ fn run_models(study: &Study, args: &StudyArgs, phases: Phases) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `study prepare`: config.toml with every model's record, the split, and the shard count.
+fn prepare(args: StudyArgs) -> Result<()> {
+    if args.shard_index.is_some() {
+        bail!("`study prepare` runs once for all shards: drop --shard-index");
+    }
+    let cfg = resolve(&args)?;
+    let study = Study::open(cfg, &args.out)
+        .with_context(|| format!("cannot prepare the study in {}", args.out.display()))?;
+    for (model, label) in study.cfg.models.iter().zip(study.model_labels()) {
+        let engine = load_model(model, &args)?;
+        study.record_model(&label, &engine)?;
+    }
+    if let Some(count) = args.shard_count {
+        study.write_shards(count)?;
+    }
+    println!("prepared {}", args.out.display());
+    status(&study)
 }
 
 /// summary.json, FINDINGS.md and the figures, all from the one summary.
@@ -215,26 +246,80 @@ fn report(study: &Study) -> Result<()> {
 }
 
 fn status(study: &Study) -> Result<()> {
-    println!("study {}:", study.store.root().display());
+    let shards = Study::prepared_shards(study.store.root())?.unwrap_or(1);
+    match shards {
+        1 => println!("study {}:", study.store.root().display()),
+        n => println!(
+            "study {} (prepared for {n} shards):",
+            study.store.root().display()
+        ),
+    }
+    let progress = study.progress();
     for (phase, model, missing, total) in study.missing() {
         let done = total - missing;
         println!("  {phase:<7} {model:<40} {done:>6}/{total:<6} units done");
+        if shards > 1 {
+            let line: Vec<String> = progress
+                .iter()
+                .filter(|p| p.phase.name() == phase && p.model == model)
+                .map(|p| format!("shard {} {}/{}", p.shard, p.done, p.total))
+                .collect();
+            println!("          {}", line.join("  "));
+        }
+    }
+    let corrupt: Vec<&String> = progress.iter().flat_map(|p| &p.corrupt).collect();
+    if !corrupt.is_empty() {
+        println!("corrupt units (their shard's next run computes them again; never merged):");
+        for f in corrupt {
+            println!("  {f}");
+        }
     }
     Ok(())
 }
 
+/// The shard this process runs, from the flags, the scheduler's environment and the folder.
+fn shard_of(args: &StudyArgs) -> Result<Option<Shard>> {
+    let prepared = Study::prepared_shards(&args.out)?;
+    Ok(Shard::resolve(
+        args.shard_index,
+        args.shard_count,
+        prepared,
+        |name| std::env::var(name).ok(),
+    )?)
+}
+
 fn phase(cmd: &str, args: StudyArgs) -> Result<()> {
     let cfg = resolve(&args)?;
-    let study = Study::open(cfg, &args.out)
-        .with_context(|| format!("cannot open the study in {}", args.out.display()))?;
+    let open = |shard: Option<Shard>| -> Result<Study> {
+        let study = match shard {
+            Some(s) => Study::open_shard(cfg.clone(), &args.out, s),
+            None if cmd == "status" => Study::inspect(cfg.clone(), &args.out),
+            None => Study::open(cfg.clone(), &args.out),
+        };
+        study.with_context(|| format!("cannot open the study in {}", args.out.display()))
+    };
     match cmd {
         "run" => {
-            run_models(&study, &args, Phases::Both)?;
-            report(&study)
+            let study = open(shard_of(&args)?)?;
+            if study.shard().is_whole() {
+                run_models(&study, &args, &Phase::ALL)?;
+                return report(&study);
+            }
+            run_models(&study, &args, &[Phase::Detect])?;
+            if study.missing().iter().any(|m| m.0 == "detect" && m.2 > 0) {
+                eprintln!(
+                    "{}: detection done; ablation needs every shard's detection, so run \
+                     `headscope study ablate` for this shard when the others are done (see \
+                     `headscope study status`)",
+                    study.shard()
+                );
+                return Ok(());
+            }
+            run_models(&study, &args, &[Phase::Ablate])
         }
-        "detect" => run_models(&study, &args, Phases::Detect),
-        "ablate" => run_models(&study, &args, Phases::Ablate),
-        "report" => report(&study),
-        _ => status(&study),
+        "detect" => run_models(&open(shard_of(&args)?)?, &args, &[Phase::Detect]),
+        "ablate" => run_models(&open(shard_of(&args)?)?, &args, &[Phase::Ablate]),
+        "report" => report(&open(None)?),
+        _ => status(&open(None)?),
     }
 }

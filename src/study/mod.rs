@@ -11,6 +11,7 @@ pub mod figures;
 pub mod findings;
 pub mod report;
 pub mod run;
+pub mod shard;
 pub mod split;
 pub mod stats;
 pub mod summary;

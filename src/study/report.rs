@@ -46,18 +46,7 @@ fn bit(b: bool) -> f64 {
 
 /// The whole summary; an error lists what is missing.
 pub fn summarize(study: &Study) -> Result<Summary> {
-    let missing: Vec<String> = study
-        .missing()
-        .into_iter()
-        .filter(|m| m.2 > 0)
-        .map(|(phase, model, miss, total)| format!("{phase} {model}: {miss} of {total} units"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Study(format!(
-            "units are missing, so there is no report yet: {}",
-            missing.join("; ")
-        )));
-    }
+    study.check_complete()?;
     let record = study.read_record()?;
     let labels = study.model_labels();
     let mut models = Vec::new();

@@ -10,8 +10,9 @@ use super::config::{
     model_label, sample_key, validate_samples, ConfigRecord, ModelRecord, Provenance, StudyConfig,
 };
 use super::detect::{answer_needle, detect_sample, DetectMethod, DetectUnit, HeadStats};
+use super::shard::{assign, Shard, ShardsRecord, SHARDS_FILE};
 use super::split::{stratified, Split};
-use super::units::{pretty, sha256_file, sha256_hex, UnitStore};
+use super::units::{pretty, sha256_file, sha256_hex, UnitState, UnitStore};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::dataset::write_jsonl;
 use crate::engine::generate::GenerationConfig;
@@ -42,6 +43,57 @@ pub trait Monitor {
     fn advance(&mut self, done: usize, total: usize);
     /// Polled between units and forwards: `true` stops the run cleanly (Ctrl-C).
     fn cancelled(&self) -> bool;
+    /// Something the one running should know (a corrupt unit found and recomputed).
+    fn warn(&mut self, message: &str);
+}
+
+/// The phases that run models. Each is sharded on its own: ablation needs the plan, which needs
+/// every training sample's detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    Detect,
+    Ablate,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 2] = [Phase::Detect, Phase::Ablate];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Detect => "detect",
+            Phase::Ablate => "ablate",
+        }
+    }
+}
+
+/// One unit of sharded work: a model's detection on one training sample (every method from one
+/// forward), or its ablation of one test sample (the clean answer, then every method's
+/// conditions, which share the clean prompt's pass).
+pub struct WorkUnit<'a> {
+    pub phase: Phase,
+    pub model: String,
+    pub sample: Chosen<'a>,
+    /// The shard that computes it.
+    pub shard: usize,
+}
+
+/// How far one phase of one model is, in one shard (or all of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub model: String,
+    pub shard: usize,
+    pub done: usize,
+    pub total: usize,
+    /// `path: reason` of each unit file found corrupt (counted as not done).
+    pub corrupt: Vec<String>,
+}
+
+/// A unit's files as found on disk.
+enum WorkState {
+    Done,
+    Missing,
+    Corrupt(Vec<String>),
 }
 
 /// A study over its folder: the configuration, the samples and their split.
@@ -52,6 +104,8 @@ pub struct Study {
     pub store: UnitStore,
     samples: Vec<Sample>,
     split: Split,
+    /// This process's part; [`Shard::WHOLE`] unless run as a shard of a prepared folder.
+    shard: Shard,
 }
 
 /// A sample of one side of the split, with its file key.
@@ -63,22 +117,103 @@ pub struct Chosen<'a> {
 impl Study {
     /// Checks the configuration and the data (before any model runs) and writes the split.
     pub fn open(cfg: StudyConfig, dir: &Path) -> Result<Study> {
+        let study = Study::load(cfg, dir, Shard::WHOLE)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        study.check_config()?;
+        study.write_split()?;
+        Ok(study)
+    }
+
+    /// Opens one shard of a folder that `study prepare` set up: the configuration must be the
+    /// recorded one and the shard count the prepared one. A shard writes only its own units (and
+    /// shard 0 the shared plan and statistics), never `config.toml` or the split, so shards can
+    /// start together on a shared filesystem.
+    pub fn open_shard(cfg: StudyConfig, dir: &Path, shard: Shard) -> Result<Study> {
+        if shard.is_whole() {
+            return Study::open(cfg, dir);
+        }
+        let study = Study::load(cfg, dir, shard)?;
+        let prepared = Study::prepared_shards(dir)?;
+        if prepared != Some(shard.count) {
+            return Err(Error::Study(match prepared {
+                None => format!(
+                    "{} is not prepared for shards: run `headscope study prepare --out {} \
+                     --shard-count {}` (with the same configuration) once before the shards",
+                    dir.display(),
+                    dir.display(),
+                    shard.count
+                ),
+                Some(n) => format!(
+                    "{} was prepared for {n} shards, not {}: every shard must use the same \
+                     count (prepare again to change it)",
+                    dir.display(),
+                    shard.count
+                ),
+            }));
+        }
+        let recorded = study.read_record()?;
+        if !same_design(&recorded.study, &study.cfg) {
+            return Err(Error::Study(format!(
+                "{} was prepared with another configuration; give the shards the prepared one",
+                dir.display()
+            )));
+        }
+        Ok(study)
+    }
+
+    fn load(cfg: StudyConfig, dir: &Path, shard: Shard) -> Result<Study> {
         cfg.validate()?;
         let samples = load_samples(&cfg.data)?;
         validate_samples(&samples)?;
         let split = stratified(&samples, cfg.test_fraction, cfg.seed)?;
         let format = cfg.format()?;
-        let study = Study {
+        Ok(Study {
             format,
             cfg,
             store: UnitStore::new(dir),
             samples,
             split,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        study.check_config()?;
-        study.write_split()?;
+            shard,
+        })
+    }
+
+    /// Opens a folder to look at it (`study status`, the explorer): nothing is written; a
+    /// recorded configuration must be this one.
+    pub fn inspect(cfg: StudyConfig, dir: &Path) -> Result<Study> {
+        let study = Study::load(cfg, dir, Shard::WHOLE)?;
+        if let Ok(recorded) = study.read_record() {
+            if !same_design(&recorded.study, &study.cfg) {
+                return Err(Error::Study(format!(
+                    "{} holds a study run with another configuration",
+                    dir.display()
+                )));
+            }
+        }
         Ok(study)
+    }
+
+    /// The shard count a folder was prepared for (`shards.toml`), if any.
+    pub fn prepared_shards(dir: &Path) -> Result<Option<usize>> {
+        let path = dir.join(SHARDS_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let record: ShardsRecord =
+            toml::from_str(&text).map_err(|e| Error::Study(format!("{}: {e}", path.display())))?;
+        Ok(Some(record.count))
+    }
+
+    /// Records the shard count for `study prepare --shard-count N`.
+    pub fn write_shards(&self, count: usize) -> Result<()> {
+        Shard::new(0, count)?;
+        let text = toml::to_string(&ShardsRecord { count })
+            .map_err(|e| Error::Study(format!("cannot write {SHARDS_FILE}: {e}")))?;
+        self.store.write_text(SHARDS_FILE, &text)
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// `split/train.jsonl` and `split/test.jsonl`: the same bytes on every run of the same data,
@@ -167,11 +302,7 @@ impl Study {
             Ok(old) => {
                 // Models may be added or left out (each model's units and record stand alone);
                 // any other difference would mix results of two designs.
-                let same_design = StudyConfig {
-                    models: self.cfg.models.clone(),
-                    ..old.study.clone()
-                } == self.cfg;
-                if !same_design {
+                if !same_design(&old.study, &self.cfg) {
                     return Err(Error::Study(format!(
                         "{} holds a study run with another configuration; use a new --out \
                          folder (or delete it to start over)",
@@ -219,6 +350,11 @@ impl Study {
                  differ from config.toml); use a new --out folder"
             ))),
             Some(_) => Ok(()),
+            // Shards never write config.toml: `study prepare` records every model first.
+            None if !self.shard.is_whole() => Err(Error::Study(format!(
+                "config.toml has no record of {label}: run `headscope study prepare` with this \
+                 model before the shards"
+            ))),
             None => {
                 record.provenance.models.push(rec);
                 let order = self.model_labels();
@@ -281,33 +417,55 @@ impl Study {
         })
     }
 
-    /// Detection on the training samples: `detect/<model>/<sample>.json`, then the per-method
-    /// statistics `detect/<model>/<method>.json`.
+    /// Detection on the training samples of this process's shard:
+    /// `detect/<model>/samples/<sample>.json`; then, once every shard's detection is on disk,
+    /// the per-method statistics `detect/<model>/<method>/<category>.json` (shard 0 writes them).
     pub fn detect(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
-        let train = self.train();
-        let rel = |c: &Chosen| detect_unit(label, &c.key);
-        let done = train.iter().filter(|c| self.store.exists(&rel(c))).count();
-        monitor.phase(&format!("detect {label}"), done, train.len());
-        let mut count = done;
-        for c in &train {
-            if self.store.exists(&rel(c)) {
-                continue;
+        let mine = self.own_units(Phase::Detect, label);
+        self.run_units(Phase::Detect, label, &mine, monitor, |c, _| {
+            let unit = self.detect_one(engine, c)?;
+            self.store.write(&detect_unit(label, &c.key), &unit)
+        })?;
+        self.write_shared(label, Phase::Detect)
+    }
+
+    /// Runs `compute` on every unit of `mine` that is not done, in order, with progress and
+    /// cancellation; a corrupt unit is reported and computed again.
+    fn run_units(
+        &self,
+        phase: Phase,
+        label: &str,
+        mine: &[WorkUnit],
+        monitor: &mut dyn Monitor,
+        mut compute: impl FnMut(&Chosen, &dyn Monitor) -> Result<()>,
+    ) -> Result<()> {
+        let states: Vec<WorkState> = mine.iter().map(|u| self.work_state(u)).collect();
+        let total = mine.len();
+        let mut count = states
+            .iter()
+            .filter(|s| matches!(s, WorkState::Done))
+            .count();
+        let name = match self.shard.is_whole() {
+            true => format!("{} {label}", phase.name()),
+            false => format!("{} {label} ({})", phase.name(), self.shard),
+        };
+        monitor.phase(&name, count, total);
+        for (unit, state) in mine.iter().zip(states) {
+            match state {
+                WorkState::Done => continue,
+                WorkState::Corrupt(files) => {
+                    for f in files {
+                        monitor.warn(&format!("corrupt unit, computing it again: {f}"));
+                    }
+                }
+                WorkState::Missing => {}
             }
             if monitor.cancelled() {
                 return Err(Error::Cancelled);
             }
-            let unit = self.detect_one(engine, c)?;
-            self.store.write(&rel(c), &unit)?;
+            compute(&unit.sample, &*monitor)?;
             count += 1;
-            monitor.advance(count, train.len());
-        }
-        for stats in self.head_stats(label, engine.arch().num_layers, engine.arch().num_heads)? {
-            let rel = format!(
-                "detect/{label}/{}/{}.json",
-                stats.method.key(),
-                stats.category
-            );
-            self.store.write_text(&rel, &pretty(&stats)?)?;
+            monitor.advance(count, total);
         }
         Ok(())
     }
@@ -343,10 +501,11 @@ impl Study {
         })
     }
 
-    /// The training samples whose detection by `label` is not on disk yet.
+    /// The training samples whose detection by `label` is not done (missing or corrupt), in any
+    /// shard.
     fn missing_detection(&self, label: &str) -> Vec<Chosen<'_>> {
         let mut train = self.train();
-        train.retain(|c| !self.store.exists(&detect_unit(label, &c.key)));
+        train.retain(|c| !self.store.done::<DetectUnit>(&detect_unit(label, &c.key)));
         train
     }
 
@@ -356,10 +515,11 @@ impl Study {
         if let Some(first) = missing.first() {
             return Err(Error::Study(format!(
                 "detection of {label} is not complete: {} of {} training samples missing \
-                 (first: {}); run `headscope study detect`",
+                 (first: {}); run `headscope study detect`{}",
                 missing.len(),
                 self.train().len(),
-                first.key
+                first.key,
+                self.missing_shards_hint(Phase::Detect, label)
             )));
         }
         self.train()
@@ -381,9 +541,37 @@ impl Study {
         Ok(out)
     }
 
-    /// The ablation plan of a model: built from detection on the first ablation run and kept in
-    /// `ablate/<model>/plan.json`; a later run whose detection gives another plan is refused.
-    pub fn plan(&self, label: &str, layers: usize, heads: usize) -> Result<AblationPlan> {
+    /// The model's layers and heads, from its record in `config.toml`.
+    fn shape(&self, label: &str) -> Result<(usize, usize)> {
+        let record = self.read_record()?;
+        let rec = record
+            .provenance
+            .models
+            .iter()
+            .find(|m| m.label == label)
+            .ok_or_else(|| Error::Study(format!("config.toml has no record of model {label}")))?;
+        Ok((rec.layers, rec.heads))
+    }
+
+    /// `detect/<model>/<method>/<category>.json` from every training sample's detection.
+    pub fn write_head_stats(&self, label: &str) -> Result<()> {
+        let (layers, heads) = self.shape(label)?;
+        for stats in self.head_stats(label, layers, heads)? {
+            let rel = format!(
+                "detect/{label}/{}/{}.json",
+                stats.method.key(),
+                stats.category
+            );
+            self.store.write_text(&rel, &pretty(&stats)?)?;
+        }
+        Ok(())
+    }
+
+    /// The ablation plan of a model, built from its detection. Shard 0 (and an unsharded run)
+    /// keeps it in `ablate/<model>/plan.json`, with the detection statistics; a later run whose
+    /// detection gives another plan is refused.
+    pub fn plan(&self, label: &str) -> Result<AblationPlan> {
+        let (layers, heads) = self.shape(label)?;
         let stats = self.head_stats(label, layers, heads)?;
         let plan = AblationPlan::build(&self.cfg, &stats, (layers, heads))?;
         let rel = format!("ablate/{label}/plan.json");
@@ -396,101 +584,93 @@ impl Study {
                     self.store.path(&rel).display()
                 )));
             }
-        } else {
+        } else if self.shard.writes_shared_files() {
+            self.write_head_stats(label)?;
             self.store.write_text(&rel, &pretty(&plan)?)?;
         }
         Ok(plan)
     }
 
-    /// Ablation on the test samples: `ablate/<model>/clean/<sample>.json` and
-    /// `ablate/<model>/<method>/<sample>.json`.
+    /// Ablation on the test samples of this process's shard: `ablate/<model>/clean/<sample>.json`
+    /// and `ablate/<model>/<method>/<sample>.json`.
     pub fn ablate(&self, label: &str, engine: &Engine, monitor: &mut dyn Monitor) -> Result<()> {
-        let arch = engine.arch();
-        let plan = self.plan(label, arch.num_layers, arch.num_heads)?;
-        let test = self.test();
-        let units_of = |c: &Chosen| -> Vec<String> {
-            std::iter::once(clean_unit(label, &c.key))
-                .chain(
-                    self.cfg
-                        .methods
-                        .iter()
-                        .map(|&m| ablate_unit(label, m, &c.key)),
-                )
-                .collect()
-        };
-        let total = test.len() * (1 + self.cfg.methods.len());
-        let mut count = test
-            .iter()
-            .flat_map(&units_of)
-            .filter(|r| self.store.exists(r))
-            .count();
-        monitor.phase(&format!("ablate {label}"), count, total);
-        for c in &test {
-            let rels = units_of(c);
-            if rels.iter().all(|r| self.store.exists(r)) {
-                continue;
-            }
-            if monitor.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            let category = c.sample.category().unwrap_or("").to_string();
-            let subject = match self.prepare(engine, c.sample)? {
-                Ok(s) => s,
-                Err(reason) => {
-                    let clean = CleanUnit {
-                        sample: c.key.clone(),
-                        category,
-                        answer: String::new(),
-                        correct: false,
-                        answer_logprob: 0.0,
-                        skipped: Some(reason),
-                    };
-                    // A skipped sample has no method units: they count as done.
-                    count += rels.iter().filter(|r| !self.store.exists(r)).count();
-                    if !self.store.exists(&rels[0]) {
-                        self.store.write(&rels[0], &clean)?;
-                    }
-                    monitor.advance(count, total);
-                    continue;
-                }
-            };
-            if !self.store.exists(&rels[0]) {
-                let answer = engine.decode(subject.answer_ids())?;
+        let plan = self.plan(label)?;
+        let mine = self.own_units(Phase::Ablate, label);
+        self.run_units(Phase::Ablate, label, &mine, monitor, |c, monitor| {
+            self.ablate_one(label, engine, &plan, c, monitor)
+        })
+    }
+
+    /// One test sample: its clean answer, then each method's conditions not yet done.
+    fn ablate_one(
+        &self,
+        label: &str,
+        engine: &Engine,
+        plan: &AblationPlan,
+        c: &Chosen,
+        monitor: &dyn Monitor,
+    ) -> Result<()> {
+        let clean_rel = clean_unit(label, &c.key);
+        let category = c.sample.category().unwrap_or("").to_string();
+        let subject = match self.prepare(engine, c.sample)? {
+            Ok(s) => s,
+            Err(reason) => {
+                // A sample the model cannot answer has no method units: the clean one says why.
                 let clean = CleanUnit {
                     sample: c.key.clone(),
-                    category: category.clone(),
-                    correct: answer_is_correct(c.sample, &answer) == Some(true),
-                    answer,
-                    answer_logprob: subject.answer.total_logprob(),
-                    skipped: None,
+                    category,
+                    answer: String::new(),
+                    correct: false,
+                    answer_logprob: 0.0,
+                    skipped: Some(reason),
                 };
-                self.store.write(&rels[0], &clean)?;
-                count += 1;
-                monitor.advance(count, total);
+                return self.store.write(&clean_rel, &clean);
             }
-            for (m, rel) in self.cfg.methods.iter().zip(&rels[1..]) {
-                if self.store.exists(rel) {
-                    continue;
-                }
-                let cell = plan.cell(*m, &category).ok_or_else(|| {
-                    Error::Study(format!("the plan has no cell for {m} × {category}"))
-                })?;
-                let mut keep_going = || !monitor.cancelled();
-                let conditions = ablate_sample(engine, &subject, cell, &self.cfg, &mut keep_going)?;
-                let unit = AblateUnit {
-                    sample: c.key.clone(),
-                    category: category.clone(),
-                    method: *m,
-                    positions: self.cfg.positions,
-                    mode: self.cfg.ablation,
-                    conditions,
-                };
-                self.store.write(rel, &unit)?;
-                count += 1;
-                monitor.advance(count, total);
+        };
+        if !self.store.done::<CleanUnit>(&clean_rel) {
+            let answer = engine.decode(subject.answer_ids())?;
+            let clean = CleanUnit {
+                sample: c.key.clone(),
+                category: category.clone(),
+                correct: answer_is_correct(c.sample, &answer) == Some(true),
+                answer,
+                answer_logprob: subject.answer.total_logprob(),
+                skipped: None,
+            };
+            self.store.write(&clean_rel, &clean)?;
+        }
+        for &m in &self.cfg.methods {
+            let rel = ablate_unit(label, m, &c.key);
+            if self.store.done::<AblateUnit>(&rel) {
+                continue;
             }
+            let cell = plan.cell(m, &category).ok_or_else(|| {
+                Error::Study(format!("the plan has no cell for {m} × {category}"))
+            })?;
+            let mut keep_going = || !monitor.cancelled();
+            let conditions = ablate_sample(engine, &subject, cell, &self.cfg, &mut keep_going)?;
+            let unit = AblateUnit {
+                sample: c.key.clone(),
+                category: category.clone(),
+                method: m,
+                positions: self.cfg.positions,
+                mode: self.cfg.ablation,
+                conditions,
+            };
+            self.store.write(&rel, &unit)?;
         }
         Ok(())
+    }
+
+    /// What a phase leaves behind for every shard, written by shard 0 without a model: after
+    /// detection (once every shard's is done) the statistics, before ablation the plan.
+    pub fn write_shared(&self, label: &str, phase: Phase) -> Result<()> {
+        match phase {
+            Phase::Detect if !self.shard.writes_shared_files() => Ok(()),
+            Phase::Detect if !self.missing_detection(label).is_empty() => Ok(()),
+            Phase::Detect => self.write_head_stats(label),
+            Phase::Ablate => self.plan(label).map(|_| ()),
+        }
     }
 
     /// Labels of the configured models.
@@ -498,41 +678,220 @@ impl Study {
         self.cfg.models.iter().map(|m| model_label(m)).collect()
     }
 
-    /// Units still missing per phase and model: `(phase, model, missing, total)`.
-    pub fn missing(&self) -> Vec<(String, String, usize, usize)> {
-        let mut out = Vec::new();
-        let (train, test) = (self.train(), self.test());
-        for label in self.model_labels() {
-            let miss = self.missing_detection(&label).len();
-            out.push(("detect".to_string(), label.clone(), miss, train.len()));
-            let mut miss = 0;
-            let mut total = 0;
-            for c in &test {
-                let clean = clean_unit(&label, &c.key);
-                total += 1 + self.cfg.methods.len();
-                if !self.store.exists(&clean) {
-                    miss += 1 + self.cfg.methods.len();
-                    continue;
-                }
-                let skipped = self
-                    .store
-                    .read::<CleanUnit>(&clean)
-                    .map(|u| u.skipped.is_some())
-                    .unwrap_or(false);
-                if skipped {
-                    continue;
-                }
-                miss += self
-                    .cfg
-                    .methods
+    /// Every unit of a phase for every model, in a fixed order, each with the shard that computes
+    /// it. Units are dealt by cost (the prompt's characters × the model's layers × heads, from
+    /// `config.toml`), so shards of a phase finish together.
+    pub fn work(&self, phase: Phase) -> Vec<WorkUnit<'_>> {
+        let shapes: BTreeMap<String, usize> = self
+            .read_record()
+            .map(|r| {
+                r.provenance
+                    .models
                     .iter()
-                    .filter(|&&m| !self.store.exists(&ablate_unit(&label, m, &c.key)))
-                    .count();
+                    .map(|m| (m.label.clone(), m.layers * m.heads))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut units = Vec::new();
+        for label in self.model_labels() {
+            let samples = match phase {
+                Phase::Detect => self.train(),
+                Phase::Ablate => self.test(),
+            };
+            units.extend(samples.into_iter().map(|sample| WorkUnit {
+                phase,
+                model: label.clone(),
+                sample,
+                shard: 0,
+            }));
+        }
+        let costs: Vec<u64> = units
+            .iter()
+            .map(|u| {
+                let chars = u.sample.sample.question.len()
+                    + u.sample
+                        .sample
+                        .docs
+                        .iter()
+                        .map(|d| d.text.len() + d.title.len())
+                        .sum::<usize>();
+                (chars as u64) * (*shapes.get(&u.model).unwrap_or(&1) as u64)
+            })
+            .collect();
+        for (u, s) in units.iter_mut().zip(assign(&costs, self.shard.count)) {
+            u.shard = s;
+        }
+        units
+    }
+
+    /// This shard's units of a phase and model.
+    fn own_units(&self, phase: Phase, label: &str) -> Vec<WorkUnit<'_>> {
+        let mut units = self.work(phase);
+        units.retain(|u| u.model == label && u.shard == self.shard.index);
+        units
+    }
+
+    /// Whether this shard has units of `label` left in `phase` (a shard with none needs no model).
+    pub fn pending(&self, phase: Phase, label: &str) -> usize {
+        self.own_units(phase, label)
+            .iter()
+            .filter(|u| !matches!(self.work_state(u), WorkState::Done))
+            .count()
+    }
+
+    fn work_state(&self, unit: &WorkUnit) -> WorkState {
+        let key = &unit.sample.key;
+        let mut corrupt = Vec::new();
+        let mut note = |rel: &str, why: String| {
+            corrupt.push(format!("{}: {why}", self.store.path(rel).display()))
+        };
+        let mut missing = false;
+        match unit.phase {
+            Phase::Detect => {
+                let rel = detect_unit(&unit.model, key);
+                match self.store.state::<DetectUnit>(&rel) {
+                    UnitState::Done(_) => {}
+                    UnitState::Missing => missing = true,
+                    UnitState::Corrupt(why) => note(&rel, why),
+                }
             }
-            out.push(("ablate".to_string(), label, miss, total));
+            Phase::Ablate => {
+                let rel = clean_unit(&unit.model, key);
+                match self.store.state::<CleanUnit>(&rel) {
+                    UnitState::Done(clean) if clean.skipped.is_some() => return WorkState::Done,
+                    UnitState::Done(_) => {}
+                    UnitState::Missing => missing = true,
+                    UnitState::Corrupt(why) => note(&rel, why),
+                }
+                for &m in &self.cfg.methods {
+                    let rel = ablate_unit(&unit.model, m, key);
+                    match self.store.state::<AblateUnit>(&rel) {
+                        UnitState::Done(_) => {}
+                        UnitState::Missing => missing = true,
+                        UnitState::Corrupt(why) => note(&rel, why),
+                    }
+                }
+            }
+        }
+        match (corrupt.is_empty(), missing) {
+            (false, _) => WorkState::Corrupt(corrupt),
+            (true, true) => WorkState::Missing,
+            (true, false) => WorkState::Done,
+        }
+    }
+
+    /// Progress per phase, model and shard (one shard when the folder is not sharded).
+    pub fn progress(&self) -> Vec<Progress> {
+        let mut out: BTreeMap<(Phase, usize, usize), Progress> = BTreeMap::new();
+        let labels = self.model_labels();
+        for phase in Phase::ALL {
+            for unit in self.work(phase) {
+                let model_ix = labels.iter().position(|l| *l == unit.model).unwrap_or(0);
+                let p = out
+                    .entry((phase, model_ix, unit.shard))
+                    .or_insert_with(|| Progress {
+                        phase,
+                        model: unit.model.clone(),
+                        shard: unit.shard,
+                        done: 0,
+                        total: 0,
+                        corrupt: Vec::new(),
+                    });
+                p.total += 1;
+                match self.work_state(&unit) {
+                    WorkState::Done => p.done += 1,
+                    WorkState::Missing => {}
+                    WorkState::Corrupt(files) => p.corrupt.extend(files),
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Units not done per phase and model, over all shards: `(phase, model, missing, total)`.
+    pub fn missing(&self) -> Vec<(String, String, usize, usize)> {
+        let mut out: Vec<(String, String, usize, usize)> = Vec::new();
+        for p in self.progress() {
+            match out.last_mut() {
+                Some(last) if last.0 == p.phase.name() && last.1 == p.model => {
+                    last.2 += p.total - p.done;
+                    last.3 += p.total;
+                }
+                _ => out.push((p.phase.name().into(), p.model, p.total - p.done, p.total)),
+            }
         }
         out
     }
+
+    /// Refuses a report while any unit is missing or corrupt, saying which phase, model and
+    /// shard, and naming every corrupt file.
+    pub fn check_complete(&self) -> Result<()> {
+        let progress = self.progress();
+        let mut lines = Vec::new();
+        for (phase, model, miss, total) in self.missing() {
+            if miss == 0 {
+                continue;
+            }
+            let shards: Vec<String> = progress
+                .iter()
+                .filter(|p| p.phase.name() == phase && p.model == model && p.done < p.total)
+                .map(|p| format!("{} ({} of {})", p.shard, p.total - p.done, p.total))
+                .collect();
+            let by_shard = match self.shard_count_on_disk() {
+                Some(n) if n > 1 => format!(", in shards {}", shards.join(", ")),
+                _ => String::new(),
+            };
+            lines.push(format!(
+                "{phase} {model}: {miss} of {total} units not done{by_shard}"
+            ));
+        }
+        for p in &progress {
+            for f in &p.corrupt {
+                lines.push(format!(
+                    "corrupt (never merged; rerun its shard to recompute): {f}"
+                ));
+            }
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Study(format!(
+            "units are missing, so there is no report yet:\n  {}",
+            lines.join("\n  ")
+        )))
+    }
+
+    /// The shard count recorded in the folder, if it was prepared for shards.
+    fn shard_count_on_disk(&self) -> Option<usize> {
+        Study::prepared_shards(self.store.root()).ok().flatten()
+    }
+
+    /// ` (shards 1, 3 of 4)` when a sharded folder's phase is incomplete in some shards.
+    fn missing_shards_hint(&self, phase: Phase, label: &str) -> String {
+        if self.shard_count_on_disk().unwrap_or(1) <= 1 {
+            return String::new();
+        }
+        let shards: Vec<String> = self
+            .progress()
+            .into_iter()
+            .filter(|p| p.phase == phase && p.model == label && p.done < p.total)
+            .map(|p| p.shard.to_string())
+            .collect();
+        format!(
+            " (not done in shards {} of {})",
+            shards.join(", "),
+            self.shard_count_on_disk().unwrap_or(1)
+        )
+    }
+}
+
+/// Whether two configurations describe the same study: the models may differ (each model's units
+/// and record stand alone); any other difference would mix results of two designs.
+fn same_design(recorded: &StudyConfig, cfg: &StudyConfig) -> bool {
+    StudyConfig {
+        models: cfg.models.clone(),
+        ..recorded.clone()
+    } == *cfg
 }
 
 /// sha256 over a model folder's files (names and contents, in name order).

@@ -40,6 +40,26 @@ impl UnitStore {
         self.path(rel).is_file()
     }
 
+    /// Whether a unit is done: present and readable as `T`. A truncated or otherwise corrupt file
+    /// (a disk filled up, a copy cut short) is [`UnitState::Corrupt`]: it is reported and
+    /// recomputed, never merged.
+    pub fn state<T: DeserializeOwned>(&self, rel: &str) -> UnitState<T> {
+        let path = self.path(rel);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UnitState::Missing,
+            Err(e) => UnitState::Corrupt(e.to_string()),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(v) => UnitState::Done(v),
+                Err(e) => UnitState::Corrupt(e.to_string()),
+            },
+        }
+    }
+
+    /// [`UnitStore::state`] as a yes/no: done and readable.
+    pub fn done<T: DeserializeOwned>(&self, rel: &str) -> bool {
+        matches!(self.state::<T>(rel), UnitState::Done(_))
+    }
+
     pub fn read<T: DeserializeOwned>(&self, rel: &str) -> Result<T> {
         let path = self.path(rel);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -91,6 +111,15 @@ impl UnitStore {
         names.sort();
         Ok(names)
     }
+}
+
+/// A unit file as found on disk.
+#[derive(Debug)]
+pub enum UnitState<T> {
+    Missing,
+    Done(T),
+    /// Present but unreadable as its unit type; the parser's reason.
+    Corrupt(String),
 }
 
 /// Pretty JSON with a final newline: how every file of a study's folder is written.
