@@ -225,6 +225,10 @@ pub struct StudyArgs {
     /// Never touch the network.
     #[arg(long)]
     pub offline: bool,
+    /// cpu, cuda or auto. Studies compute in f32 on every device, so shards on CPUs and GPUs
+    /// agree up to the kernels' rounding.
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
     /// Run only this shard's units (0-based). Default: $SLURM_ARRAY_TASK_ID, else
     /// $JOB_COMPLETION_INDEX (a Kubernetes indexed job), else the whole study.
     #[arg(long)]

@@ -163,8 +163,8 @@ fn load_model(model: &str, args: &StudyArgs) -> Result<headscope::engine::Engine
     let (engine, _) = load_engine(&ModelArgs {
         model: Some(model.to_string()),
         offline: args.offline,
-        device: Default::default(),
-        dtype: None,
+        device: args.device,
+        dtype: Some(candle_core::DType::F32),
     })?;
     Ok(engine)
 }

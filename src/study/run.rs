@@ -718,16 +718,22 @@ impl Study {
                 (chars as u64) * (*shapes.get(&u.model).unwrap_or(&1) as u64)
             })
             .collect();
-        for (u, s) in units.iter_mut().zip(assign(&costs, self.shard.count)) {
+        // An unsharded process still reports a prepared folder's units by shard.
+        let count = match self.shard.is_whole() {
+            true => self.shard_count_on_disk().unwrap_or(1),
+            false => self.shard.count,
+        };
+        for (u, s) in units.iter_mut().zip(assign(&costs, count)) {
             u.shard = s;
         }
         units
     }
 
-    /// This shard's units of a phase and model.
+    /// This shard's units of a phase and model (all of them in an unsharded run).
     fn own_units(&self, phase: Phase, label: &str) -> Vec<WorkUnit<'_>> {
         let mut units = self.work(phase);
-        units.retain(|u| u.model == label && u.shard == self.shard.index);
+        let whole = self.shard.is_whole();
+        units.retain(|u| u.model == label && (whole || u.shard == self.shard.index));
         units
     }
 

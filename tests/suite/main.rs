@@ -26,6 +26,7 @@ mod prompt_format;
 mod smollm2;
 mod study;
 mod study_report;
+mod study_shards;
 mod tokenizer_parity;
 mod tui_render_bench;
 mod tui_snapshots;

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use crate::args;
 use crate::common::{fixture_with_context, headscope, smollm2_path, succeeds};
 
-fn tmp(name: &str) -> PathBuf {
+pub(crate) fn tmp(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("study-{}-{name}", std::process::id()))
 }
 
 /// Five short filings-like samples per category, two categories, the answer in `gold`.
-fn tiny_dataset(path: &Path, edit: impl Fn(usize, &mut serde_json::Value)) {
+pub(crate) fn tiny_dataset(path: &Path, edit: impl Fn(usize, &mut serde_json::Value)) {
     let states = ["Texas", "Ohio", "Utah", "Iowa", "Maine", "Idaho"];
     let mut lines = String::new();
     for i in 0..12 {
@@ -64,7 +64,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 }
 
 /// Every file under `dir` with its bytes, by relative path.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -81,7 +81,12 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn study_args(cmd: &str, data: &Path, out: &Path, model: &Path) -> Vec<std::ffi::OsString> {
+pub(crate) fn study_args(
+    cmd: &str,
+    data: &Path,
+    out: &Path,
+    model: &Path,
+) -> Vec<std::ffi::OsString> {
     args![
         "study",
         cmd,
