@@ -463,6 +463,7 @@ impl Study {
             if monitor.cancelled() {
                 return Err(Error::Cancelled);
             }
+            super::units::test_delay();
             compute(&unit.sample, &*monitor)?;
             count += 1;
             monitor.advance(count, total);

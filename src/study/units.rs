@@ -15,6 +15,20 @@ use crate::{Error, Result};
 /// its N-th unit is written (the kill-and-resume test).
 pub const ABORT_AFTER_ENV: &str = "HEADSCOPE_STUDY_ABORT_AFTER";
 
+/// Test hook: `HEADSCOPE_STUDY_UNIT_DELAY_MS=N` waits N ms before each unit, so a scheduler
+/// test can kill a shard while it is in the middle of its units.
+pub const UNIT_DELAY_ENV: &str = "HEADSCOPE_STUDY_UNIT_DELAY_MS";
+
+/// Waits as [`UNIT_DELAY_ENV`] asks (not at all unless it is set).
+pub fn test_delay() {
+    if let Some(ms) = std::env::var(UNIT_DELAY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 static WRITTEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The study's folder.

@@ -23,6 +23,7 @@ mod mirage;
 mod parity;
 mod prompt;
 mod prompt_format;
+mod slurm;
 mod smollm2;
 mod study;
 mod study_report;
