@@ -154,6 +154,9 @@ pub enum StudyCommand {
     Report(StudyArgs),
     /// What is done and what is missing, per phase and model.
     Status(StudyArgs),
+    /// Browse a study (finished or running) in the explorer; enter opens a test sample with the
+    /// experiment's top-k heads ablated. `headscope DIR` does the same.
+    View(StudyViewArgs),
 }
 
 /// A study's configuration: `--config study.toml`, each field overridable by its flag.
@@ -674,4 +677,26 @@ pub struct AnalyzeArgs {
     /// Where cached results live (default: $HEADSCOPE_CACHE/analysis or ~/.cache/headscope/analysis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `headscope study view DIR`.
+#[derive(Args, Debug)]
+pub struct StudyViewArgs {
+    /// The study's folder (finished or still running).
+    pub dir: PathBuf,
+    /// The study's models in order, where they are no longer at the recorded paths (repeat the
+    /// flag; the first replaces the first model, and so on).
+    #[arg(long = "model", short = 'm')]
+    pub models: Vec<String>,
+    /// Never touch the network (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
+    /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on CUDA).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<candle_core::DType>,
+    #[command(flatten)]
+    pub tui: TuiArgs,
 }

@@ -23,6 +23,7 @@ pub fn study(cmd: StudyCommand) -> Result<()> {
         StudyCommand::Ablate(args) => phase("ablate", args),
         StudyCommand::Report(args) => phase("report", args),
         StudyCommand::Status(args) => phase("status", args),
+        StudyCommand::View(args) => super::explore::study_view(args),
     }
 }
 

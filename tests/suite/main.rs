@@ -29,5 +29,6 @@ mod study_report;
 mod tokenizer_parity;
 mod tui_render_bench;
 mod tui_snapshots;
+mod tui_study;
 mod tui_tmux;
 mod tui_worker;
