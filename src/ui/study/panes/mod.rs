@@ -162,7 +162,17 @@ fn header(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
     let l1 = vec![
         Span::styled(" headscope study", strong.fg(t.accent)),
         sep(),
-        Span::styled(clip(&d.dir.display().to_string(), 40), strong),
+        Span::styled(
+            format!(
+                "{} · {} · {}",
+                d.model(cell).map_or("—", |m| m.label.as_str()),
+                d.method(cell).map_or("—", |m| m.key()),
+                d.category(cell).unwrap_or("—"),
+            ),
+            strong,
+        ),
+        sep(),
+        Span::styled(clip(&d.dir.display().to_string(), 40), t.header()),
         sep(),
         Span::styled(
             format!(
@@ -178,16 +188,6 @@ fn header(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
                 positions.label()
             ),
             t.header(),
-        ),
-        sep(),
-        Span::styled(
-            format!(
-                "{} · {} · {}",
-                d.model(cell).map_or("—", |m| m.label.as_str()),
-                d.method(cell).map_or("—", |m| m.key()),
-                d.category(cell).unwrap_or("—"),
-            ),
-            strong,
         ),
     ];
     Line::from(l1).render(Rect { height: 1, ..area }, buf);
