@@ -466,6 +466,9 @@ pub struct BenchRenderArgs {
     pub budget_ms: f64,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Time the study view on this study's folder instead (layers, heads and tokens unused).
+    #[arg(long)]
+    pub study: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -221,6 +221,9 @@ fn study_screenshot(args: &ScreenshotArgs, dir: &std::path::Path) -> Result<()> 
 
 pub fn bench_render(args: BenchRenderArgs) -> Result<()> {
     let (w, h) = args.size;
+    if let Some(dir) = &args.study {
+        return bench_study_render(&args, dir);
+    }
     let r = headscope::ui::bench::render_benchmark(
         w,
         h,
@@ -232,6 +235,27 @@ pub fn bench_render(args: BenchRenderArgs) -> Result<()> {
     println!(
         "render {}×{}, {} layers × {} heads, {} answer tokens: median {:.3} ms, p95 {:.3} ms, max {:.3} ms over {} frames (budget {} ms)",
         r.width, r.height, r.layers, r.heads, r.answer_tokens, r.median_ms, r.p95_ms, r.max_ms, r.frames, args.budget_ms
+    );
+    if let Some(path) = &args.json {
+        write_json(path, &r)?;
+    }
+    if r.median_ms > args.budget_ms {
+        bail!(
+            "the median frame took {:.3} ms, over the {} ms budget",
+            r.median_ms,
+            args.budget_ms
+        );
+    }
+    Ok(())
+}
+
+/// `bench render --study DIR`: the study view's frames.
+fn bench_study_render(args: &BenchRenderArgs, dir: &std::path::Path) -> Result<()> {
+    let (w, h) = args.size;
+    let r = headscope::ui::bench::study_render_benchmark(dir, w, h, args.frames)?;
+    println!(
+        "study view {}×{}, {} models × {} methods × {} categories ({}): median {:.3} ms, p95 {:.3} ms, max {:.3} ms over {} frames (budget {} ms)",
+        r.width, r.height, r.models, r.methods, r.categories, r.study, r.median_ms, r.p95_ms, r.max_ms, r.frames, args.budget_ms
     );
     if let Some(path) = &args.json {
         write_json(path, &r)?;

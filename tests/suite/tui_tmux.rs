@@ -266,8 +266,8 @@ fn study_view_in_tmux() {
     std::fs::create_dir_all(dir.join("config")).unwrap();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_headscope"));
     let script = format!(
-        "stty -g > {before}; {bin} study view {study} --model {llama} --model {qwen} \
-         --max-new-tokens 12; echo EXIT=$?; stty -g > {after}",
+        "stty -g > {before}; {bin} study view {study} --model {llama} --model {qwen}; \
+         echo EXIT=$?; stty -g > {after}",
         before = sh_quote(&dir.join("stty.before")),
         after = sh_quote(&dir.join("stty.after")),
         bin = sh_quote(&bin),

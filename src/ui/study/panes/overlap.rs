@@ -11,6 +11,7 @@ use ratatui::widgets::Widget;
 use super::super::data::{Cell, StudyData};
 use super::super::{StudyApp, StudyPane};
 use super::frame;
+use crate::study::stats::jaccard;
 use crate::ui::panes::{clip, placeholder};
 use crate::ui::theme::{contrast_fg, Theme};
 
@@ -94,15 +95,17 @@ fn matrix<'a>(
     names: &[String],
     selected: usize,
 ) -> Vec<Line<'a>> {
-    let values: Vec<Vec<Option<(f64, f64)>>> = cells
+    // Each top list once, and the random expectation once (one model: one shape, one size).
+    let sets: Vec<_> = cells.iter().map(|&c| d.top_set(c)).collect();
+    let values: Vec<Vec<Option<f64>>> = sets
         .iter()
-        .map(|&a| cells.iter().map(|&b| d.jaccard(a, b)).collect())
+        .map(|a| {
+            sets.iter()
+                .map(|b| (!a.is_empty() && !b.is_empty()).then(|| jaccard(a, b)))
+                .collect()
+        })
         .collect();
-    let random = values
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| r.iter().enumerate().filter(move |(j, _)| *j != i))
-        .find_map(|(_, v)| v.map(|(_, r)| r));
+    let random = (1..cells.len()).find_map(|j| d.jaccard(cells[0], cells[j]).map(|(_, r)| r));
     let mut out = vec![Line::from(vec![
         Span::styled(title.to_string(), t.muted().add_modifier(Modifier::BOLD)),
         Span::styled(
@@ -130,7 +133,7 @@ fn matrix<'a>(
         )];
         for v in row {
             spans.push(match v {
-                Some((j, _)) => {
+                Some(j) => {
                     let bg = t.heatmap.at(*j);
                     Span::styled(
                         format!("{:^w$}", format!("{j:.2}"), w = CELL_W - 1),

@@ -14,6 +14,9 @@ use super::frame;
 use crate::ui::panes::{clip, placeholder, scroll_to, show_token};
 use crate::ui::theme::Theme;
 
+/// Columns of the gold answers.
+const GOLD_W: usize = 18;
+
 /// The cursor (an index into the rows shown) and the filter.
 #[derive(Clone, Debug, Default)]
 pub struct SamplesState {
@@ -63,14 +66,15 @@ pub fn render(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
         return;
     }
     let w = inner.width as usize;
-    let answer_w = (w.saturating_sub(36) / 3).max(8);
+    // The key, the gold answers, the random count and the flag keep their widths; the two
+    // answers share the rest.
+    let answer_w = (w.saturating_sub(2 + 25 + GOLD_W + 1 + 8 + 18) / 2).max(8);
     let head = format!(
-        "  {:<24} {:<aw$} {:<aw$} {:<aw$} random",
+        "  {:<24} {:<GOLD_W$} {:<answer_w$}{:<answer_w$}random",
         "sample",
         "gold",
         "clean answer",
         format!("top-{k} answer"),
-        aw = answer_w
     );
     buf.set_stringn(
         inner.x,
@@ -114,9 +118,8 @@ pub fn render(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
             Span::styled(format!("{:<24} ", clip(&sample.key, 23)), base),
             Span::styled(
                 format!(
-                    "{:<aw$} ",
-                    clip(&sample.sample.answers().join(" / "), answer_w - 1),
-                    aw = answer_w
+                    "{:<GOLD_W$} ",
+                    clip(&sample.sample.answers().join(" / "), GOLD_W - 1)
                 ),
                 base.fg(t.muted),
             ),
@@ -125,15 +128,13 @@ pub fn render(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
             spans.push(Span::styled(format!("skipped: {why}"), base.fg(t.muted)));
         } else {
             spans.push(answer(&o.clean));
-            spans.push(Span::styled(" ", base));
             spans.push(answer(&o.top));
-            spans.push(Span::styled(" ", base));
             let (right, draws) = o.random_correct;
             spans.push(Span::styled(
                 if draws == 0 {
                     "—".to_string()
                 } else {
-                    format!("{right}/{draws} ✓")
+                    format!("{right}/{draws} ✓ ")
                 },
                 base,
             ));
