@@ -18,6 +18,7 @@ use super::app::{App, Command, Pane, Status};
 use super::panes::help::HelpState;
 use crate::engine::AblationSet;
 use crate::prompt::Sample;
+use crate::study::config::AblatedPositions;
 
 /// The study view's panes, in focus order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,6 +135,8 @@ pub struct Drill {
     pub label: String,
     /// The experiment's top-k heads in the study's ablation mode.
     pub set: AblationSet,
+    /// What the explorer does differently from the study, said on its status line.
+    pub note: Option<String>,
 }
 
 impl Drill {
@@ -150,6 +153,7 @@ impl Drill {
         app.editor.dirty = !self.set.is_empty();
         app.returns_to_study = true;
         app.focus = Pane::Ablation;
+        app.status = self.note.clone().map(|text| Status { text, error: false });
         app
     }
 }
@@ -380,6 +384,11 @@ impl StudyApp {
             sample.category,
             sample.key
         );
+        // The live ablation runs at every position; a decode-only study ablated the answer only.
+        let note = (self.data.ablation().1 == AblatedPositions::DecodeOnly).then(|| {
+            "the study ablated the answer positions only; the explorer ablates every position"
+                .to_string()
+        });
         vec![StudyEffect::Open(Box::new(Drill {
             cell,
             k,
@@ -388,6 +397,7 @@ impl StudyApp {
             sample: sample.sample.clone(),
             label,
             set,
+            note,
         }))]
     }
 }
