@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use headscope::ui::app::{Command, Pane};
 use headscope::ui::keys::KeyMap;
-use headscope::ui::study::data::{Cell, StudyData};
+use headscope::ui::study::data::{stamp, Cell, StudyData};
 use headscope::ui::study::panes::{render_pane, StudyScreen};
 use headscope::ui::study::{update, StudyAction, StudyApp, StudyEffect, StudyPane};
 use headscope::ui::theme::Theme;
@@ -593,8 +593,12 @@ fn a_running_study_shows_its_progress_and_fills_in_on_reload() {
     press(&mut app, Command::FocusAttribution);
     assert!(press(&mut app, Command::Rerun).is_empty());
     assert!(app.status.as_ref().unwrap().error);
-    // The units land; the reload fills the view in, the cursor stays.
+    // The units land (the loop sees the folder's stamp change); the reload fills the view in,
+    // the cursor stays.
+    let before = stamp(&dir);
+    std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::rename(&held, &ablate).unwrap();
+    assert_ne!(stamp(&dir), before);
     let cursor = app.panes.matrix.cursor;
     update(
         &mut app,

@@ -26,6 +26,28 @@ pub fn is_study_dir(dir: &Path) -> bool {
     dir.is_dir() && dir.join("config.toml").is_file()
 }
 
+/// When anything in the folder last changed: the latest modification time of its directories
+/// (units are written to a temporary sibling and renamed into place, which touches the
+/// directory), so the view reads the folder again only after a unit landed.
+pub fn stamp(dir: &Path) -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, depth: usize, latest: &mut Option<std::time::SystemTime>) {
+        if let Ok(t) = std::fs::metadata(dir).and_then(|m| m.modified()) {
+            *latest = (*latest).max(Some(t));
+        }
+        if depth == 0 {
+            return;
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), depth - 1, latest);
+            }
+        }
+    }
+    let mut latest = None;
+    walk(dir, 3, &mut latest);
+    latest
+}
+
 /// One model of the study and what is on disk for it.
 #[derive(Clone, Debug, Default)]
 pub struct ModelData {
@@ -179,6 +201,8 @@ pub struct StudyData {
     pub progress: Vec<Progress>,
     /// The report's numbers, when the study is complete and reported.
     pub summary: Option<Summary>,
+    /// Each experiment's curve, computed once per load (the panes draw them every frame).
+    curves: BTreeMap<Cell, Curve>,
 }
 
 impl StudyData {
@@ -214,6 +238,7 @@ impl StudyData {
             summary: None,
             models: Vec::new(),
             record: record.clone(),
+            curves: BTreeMap::new(),
         };
         for configured in &cfg.models {
             let m = data.load_model(&store, configured, &train)?;
@@ -222,6 +247,14 @@ impl StudyData {
         let complete = data.progress.iter().all(|p| p.done == p.total);
         if complete && store.exists("summary.json") {
             data.summary = store.read::<Summary>("summary.json").ok();
+        }
+        for row in 0..data.rows() {
+            for col in 0..data.categories.len() {
+                let cell = data.cell(row, col);
+                if let Some(c) = data.compute_curve(cell) {
+                    data.curves.insert(cell, c);
+                }
+            }
         }
         Ok(data)
     }
@@ -349,8 +382,13 @@ impl StudyData {
         self.samples.iter().filter(|s| s.category == cat).collect()
     }
 
-    /// The experiment's curve: the report's when the study is complete, else the partial means.
-    pub fn curve(&self, cell: Cell) -> Option<Curve> {
+    /// The experiment's curve: the report's when the study is complete, else the partial means
+    /// (`None` before any of its units).
+    pub fn curve(&self, cell: Cell) -> Option<&Curve> {
+        self.curves.get(&cell)
+    }
+
+    fn compute_curve(&self, cell: Cell) -> Option<Curve> {
         let (model, method, cat) = (self.model(cell)?, self.method(cell)?, self.category(cell)?);
         if let Some(summary) = &self.summary {
             let exp = summary

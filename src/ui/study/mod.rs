@@ -60,22 +60,17 @@ impl StudyPane {
         StudyPane::ALL[(i + by).rem_euclid(n) as usize]
     }
 
-    /// The study pane a focus key names: the explorer's pane of the same number.
+    /// The study pane a focus key names (the explorer's digits 1…5).
     fn focused_by(c: Command) -> Option<StudyPane> {
-        let n = Pane::ALL.iter().position(|&p| Some(p) == pane_of(c))?;
-        StudyPane::ALL.get(n).copied()
+        Some(match c {
+            Command::FocusAnswer => StudyPane::Matrix,
+            Command::FocusSample => StudyPane::Curve,
+            Command::FocusHeatmap => StudyPane::Heads,
+            Command::FocusLens => StudyPane::Overlap,
+            Command::FocusAttribution => StudyPane::Samples,
+            _ => return None,
+        })
     }
-}
-
-fn pane_of(c: Command) -> Option<Pane> {
-    Some(match c {
-        Command::FocusAnswer => Pane::Answer,
-        Command::FocusSample => Pane::Sample,
-        Command::FocusHeatmap => Pane::Heatmap,
-        Command::FocusLens => Pane::Lens,
-        Command::FocusAttribution => Pane::Attribution,
-        _ => return None,
-    })
 }
 
 /// What the study view's `?` lists: the commands it has, with what they do here.

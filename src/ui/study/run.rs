@@ -17,7 +17,7 @@ use ratatui::widgets::Widget;
 use ratatui::Terminal;
 use tokio::time::MissedTickBehavior;
 
-use super::data::StudyData;
+use super::data::{stamp, StudyData};
 use super::panes::StudyScreen;
 use super::{update, Drill, StudyAction, StudyApp, StudyEffect};
 use crate::analysis::cache::ResultCache;
@@ -29,7 +29,7 @@ use crate::ui::export::{timestamp_stem, write_screenshot};
 use crate::ui::terminal::{self, signalled};
 use crate::ui::worker::{Session, Worker};
 
-/// How often a running study's folder is read again.
+/// How often a running study's folder is checked for new units (and read again when it has).
 const RELOAD_EVERY: Duration = Duration::from_millis(1500);
 
 /// What a sample's explorer session takes from the command line (the rest is the study's).
@@ -188,6 +188,7 @@ where
     reload.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut pending: VecDeque<StudyAction> = VecDeque::new();
     let mut dirty = true;
+    let mut last_stamp = stamp(&opts.dir);
     loop {
         while let Some(action) = pending.pop_front() {
             dirty = true;
@@ -229,10 +230,14 @@ where
                 None => return Ok(Exit::Quit),
             },
             _ = reload.tick(), if !app.data.is_final() => {
-                pending.push_back(match StudyData::load(&opts.dir) {
-                    Ok(d) => StudyAction::Loaded(Box::new(d)),
-                    Err(e) => StudyAction::LoadFailed(format!("{e:#}")),
-                });
+                let now = stamp(&opts.dir);
+                if now != last_stamp {
+                    last_stamp = now;
+                    pending.push_back(match StudyData::load(&opts.dir) {
+                        Ok(d) => StudyAction::Loaded(Box::new(d)),
+                        Err(e) => StudyAction::LoadFailed(format!("{e:#}")),
+                    });
+                }
             }
             _ = tick.tick() => {
                 if signalled() {

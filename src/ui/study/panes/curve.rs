@@ -43,7 +43,7 @@ pub fn render(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
         let what = if c.complete {
             format!("· n {} · 95 % intervals ", c.n)
         } else {
-            format!("· partial: {} samples so far ", c.n)
+            format!("· means of {} samples so far, no intervals yet ", c.n)
         };
         title.push(Span::styled(what, t.muted()));
     }
