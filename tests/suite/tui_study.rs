@@ -609,3 +609,42 @@ fn a_running_study_shows_its_progress_and_fills_in_on_reload() {
     assert!(app.data.curve(app.cell()).is_some());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `headscope screenshot DIR` drives the study view, and a key that opens a sample drives the
+/// explorer on it (here with `--model` in place of the recorded path of the first model).
+#[test]
+fn the_screenshot_command_drives_the_study_view_and_its_samples() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("study-view-shot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let llama = fixture_with_context("llama", 2048);
+    let shot = |keys: &str, out: &str| -> String {
+        let out = dir.join(out);
+        crate::common::succeeds(&args![
+            "screenshot",
+            STUDY,
+            "--model",
+            &llama,
+            "--keys",
+            keys,
+            "--size",
+            "140x40",
+            "--no-cache",
+            "--out",
+            &out
+        ]);
+        std::fs::read_to_string(out).unwrap()
+    };
+    // llama × retrieval × city, k = 3, the first test sample: the plan's heads are in force.
+    let s = shot("j 5 enter", "sample.txt");
+    assert!(s.contains("✕ ablated model"), "{s}");
+    assert!(s.contains("sample llama-ctx2048 · retrieval · city"), "{s}");
+    for (l, h) in plan_top_k("llama-ctx2048", "retrieval", "city", 3) {
+        assert!(s.contains(&format!("L{l}H{h}")), "L{l}H{h}:\n{s}");
+    }
+    // Esc comes back to the study, on the same experiment.
+    let s = shot("j 5 enter esc", "back.txt");
+    assert!(s.contains("1 Experiments"), "{s}");
+    assert!(s.contains("llama-ctx2048 · retrieval · city"), "{s}");
+    let _ = std::fs::remove_dir_all(dir);
+}
