@@ -620,7 +620,7 @@ fn the_screenshot_command_drives_the_study_view_and_its_samples() {
     let llama = fixture_with_context("llama", 2048);
     let shot = |keys: &str, out: &str| -> String {
         let out = dir.join(out);
-        crate::common::succeeds(&args![
+        let cmd = args![
             "screenshot",
             STUDY,
             "--model",
@@ -632,7 +632,8 @@ fn the_screenshot_command_drives_the_study_view_and_its_samples() {
             "--no-cache",
             "--out",
             &out
-        ]);
+        ];
+        crate::common::succeeds(&cmd);
         std::fs::read_to_string(out).unwrap()
     };
     // llama × retrieval × city, k = 3, the first test sample: the plan's heads are in force.

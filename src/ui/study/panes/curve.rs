@@ -56,12 +56,12 @@ pub fn render(app: &StudyApp, t: &Theme, area: Rect, buf: &mut Buffer) {
     };
     let table_h = (curve.points.len() as u16 + 1).min(inner.height / 2);
     let chart = Rect::new(inner.x, inner.y, inner.width, inner.height - table_h - 1);
-    chart_of(app, t, &curve, chart, buf);
+    chart_of(app, t, curve, chart, buf);
     legend(t).render(Rect::new(inner.x, chart.bottom(), inner.width, 1), buf);
     table(
         app,
         t,
-        &curve,
+        curve,
         Rect::new(inner.x, chart.bottom() + 1, inner.width, table_h),
         buf,
     );
