@@ -159,6 +159,9 @@ pub enum StudyCommand {
     /// once), the split, and with --shard-count the number of shards. Run it once, then the
     /// shards (`study run|detect|ablate --shard-index I`), then `study report`.
     Prepare(StudyArgs),
+    /// Browse a study (finished or running) in the explorer; enter opens a test sample with the
+    /// experiment's top-k heads ablated. `headscope DIR` does the same.
+    View(StudyViewArgs),
 }
 
 /// A study's configuration: `--config study.toml`, each field overridable by its flag.
@@ -480,6 +483,9 @@ pub struct BenchRenderArgs {
     pub budget_ms: f64,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Time the study view on this study's folder instead (layers, heads and tokens unused).
+    #[arg(long)]
+    pub study: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -691,4 +697,26 @@ pub struct AnalyzeArgs {
     /// Where cached results live (default: $HEADSCOPE_CACHE/analysis or ~/.cache/headscope/analysis).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `headscope study view DIR`.
+#[derive(Args, Debug)]
+pub struct StudyViewArgs {
+    /// The study's folder (finished or still running).
+    pub dir: PathBuf,
+    /// The study's models in order, where they are no longer at the recorded paths (repeat the
+    /// flag; the first replaces the first model, and so on).
+    #[arg(long = "model", short = 'm')]
+    pub models: Vec<String>,
+    /// Never touch the network (also HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "cpu", value_parser = clap::value_parser!(DeviceChoice))]
+    pub device: DeviceChoice,
+    /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on CUDA).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<candle_core::DType>,
+    #[command(flatten)]
+    pub tui: TuiArgs,
 }

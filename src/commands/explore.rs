@@ -19,7 +19,15 @@ use headscope::ui::worker::Session;
 use headscope::ui::{default_export_dir, default_sample, ExploreOptions};
 
 use super::{load_engine, load_sample, median, peak_rss_mb, sample_at, write_json, ProgressBar};
-use crate::cli::{BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, TuiArgs};
+use candle_core::DType;
+use headscope::engine::DeviceChoice;
+use headscope::ui::study::data::is_study_dir;
+use headscope::ui::study::run::{SessionBase, StudyOptions};
+use headscope::ui::study::screenshot::StudyScreenshotOptions;
+
+use crate::cli::{
+    BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, StudyViewArgs, TuiArgs,
+};
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {
     let (sample, label) = match &args.sample {
@@ -44,11 +52,7 @@ fn session(args: &ExploreArgs) -> Result<(Session, String)> {
     };
     let model = args.model.model_name();
     check_model(&model, args.model.offline)?;
-    let cache = match (&args.tui.no_cache, &args.tui.cache_dir) {
-        (true, _) => ResultCache::disabled(),
-        (false, Some(dir)) => ResultCache::at(dir),
-        (false, None) => ResultCache::at(ResultCache::default_dir()),
-    };
+    let cache = cache_of(&args.tui);
     let session = Session {
         load: LoadOptions {
             model,
@@ -67,6 +71,14 @@ fn session(args: &ExploreArgs) -> Result<(Session, String)> {
         cache,
     };
     Ok((session, label))
+}
+
+fn cache_of(tui: &TuiArgs) -> ResultCache {
+    match (&tui.no_cache, &tui.cache_dir) {
+        (true, _) => ResultCache::disabled(),
+        (false, Some(dir)) => ResultCache::at(dir),
+        (false, None) => ResultCache::at(ResultCache::default_dir()),
+    }
 }
 
 /// Fails early on a model that cannot be found, instead of inside the TUI. A hub id that is not
@@ -101,6 +113,16 @@ fn ui_context(args: &TuiArgs) -> Result<UiContext> {
 
 pub fn explore(args: ExploreArgs) -> Result<()> {
     use std::io::IsTerminal;
+    if let Some(dir) = args.sample.as_ref().filter(|d| is_study_dir(d)) {
+        return study_view(StudyViewArgs {
+            dir: dir.clone(),
+            models: args.model.model.clone().into_iter().collect(),
+            offline: args.model.offline,
+            device: args.model.device,
+            dtype: args.model.dtype,
+            tui: args.tui,
+        });
+    }
     let context = ui_context(&args.tui)?;
     let (session, sample_label) = session(&args)?;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
@@ -117,6 +139,9 @@ pub fn explore(args: ExploreArgs) -> Result<()> {
 }
 
 pub fn screenshot(args: ScreenshotArgs) -> Result<()> {
+    if let Some(dir) = args.explore.sample.as_ref().filter(|d| is_study_dir(d)) {
+        return study_screenshot(&args, dir);
+    }
     let context = ui_context(&args.explore.tui)?;
     let (session, sample_label) = session(&args.explore)?;
     let (width, height) = args.size;
@@ -136,8 +161,69 @@ pub fn screenshot(args: ScreenshotArgs) -> Result<()> {
     Ok(())
 }
 
+/// What a drilled sample's explorer takes from the command line.
+fn session_base(
+    offline: bool,
+    device: DeviceChoice,
+    dtype: Option<DType>,
+    tui: &TuiArgs,
+) -> SessionBase {
+    SessionBase {
+        offline,
+        device,
+        dtype,
+        cache: cache_of(tui),
+    }
+}
+
+/// `headscope study view DIR` (and `headscope DIR` on a study's folder).
+pub fn study_view(args: StudyViewArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let context = ui_context(&args.tui)?;
+    if !is_study_dir(&args.dir) {
+        bail!(
+            "{} is not a study's folder (it has no config.toml); `headscope study run` makes one",
+            args.dir.display()
+        );
+    }
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!(
+            "the study view needs a terminal; for a headless picture use `headscope screenshot {}`",
+            args.dir.display()
+        );
+    }
+    headscope::ui::study::run::view(StudyOptions {
+        base: session_base(args.offline, args.device, args.dtype, &args.tui),
+        dir: args.dir,
+        context,
+        model_overrides: args.models,
+    })
+}
+
+/// `headscope screenshot DIR` on a study's folder.
+fn study_screenshot(args: &ScreenshotArgs, dir: &std::path::Path) -> Result<()> {
+    let e = &args.explore;
+    let written = headscope::ui::study::screenshot::study_screenshot(StudyScreenshotOptions {
+        dir: dir.to_path_buf(),
+        context: ui_context(&e.tui)?,
+        base: session_base(e.model.offline, e.model.device, e.model.dtype, &e.tui),
+        model_overrides: e.model.model.clone().into_iter().collect(),
+        keys: args.keys.clone(),
+        size: args.size,
+        out: args.out.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    })?;
+    for p in written {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
 pub fn bench_render(args: BenchRenderArgs) -> Result<()> {
     let (w, h) = args.size;
+    if let Some(dir) = &args.study {
+        return bench_study_render(&args, dir);
+    }
     let r = headscope::ui::bench::render_benchmark(
         w,
         h,
@@ -149,6 +235,27 @@ pub fn bench_render(args: BenchRenderArgs) -> Result<()> {
     println!(
         "render {}×{}, {} layers × {} heads, {} answer tokens: median {:.3} ms, p95 {:.3} ms, max {:.3} ms over {} frames (budget {} ms)",
         r.width, r.height, r.layers, r.heads, r.answer_tokens, r.median_ms, r.p95_ms, r.max_ms, r.frames, args.budget_ms
+    );
+    if let Some(path) = &args.json {
+        write_json(path, &r)?;
+    }
+    if r.median_ms > args.budget_ms {
+        bail!(
+            "the median frame took {:.3} ms, over the {} ms budget",
+            r.median_ms,
+            args.budget_ms
+        );
+    }
+    Ok(())
+}
+
+/// `bench render --study DIR`: the study view's frames.
+fn bench_study_render(args: &BenchRenderArgs, dir: &std::path::Path) -> Result<()> {
+    let (w, h) = args.size;
+    let r = headscope::ui::bench::study_render_benchmark(dir, w, h, args.frames)?;
+    println!(
+        "study view {}×{}, {} models × {} methods × {} categories ({}): median {:.3} ms, p95 {:.3} ms, max {:.3} ms over {} frames (budget {} ms)",
+        r.width, r.height, r.models, r.methods, r.categories, r.study, r.median_ms, r.p95_ms, r.max_ms, r.frames, args.budget_ms
     );
     if let Some(path) = &args.json {
         write_json(path, &r)?;

@@ -25,6 +25,7 @@ pub fn study(cmd: StudyCommand) -> Result<()> {
         StudyCommand::Report(args) => phase("report", args),
         StudyCommand::Status(args) => phase("status", args),
         StudyCommand::Prepare(args) => prepare(args),
+        StudyCommand::View(args) => super::explore::study_view(args),
     }
 }
 

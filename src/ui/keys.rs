@@ -188,9 +188,27 @@ pub const BINDINGS: &[(Command, &str, &[&str], &str)] = &[
         Command::Cancel,
         "cancel",
         &["esc"],
-        "cancel the running job",
+        "cancel the job (from a study: back to it)",
     ),
     (Command::Export, "export", &["e"], "export a screenshot"),
+    (
+        Command::CycleShared,
+        "cycle-shared",
+        &["o"],
+        "study: heads shared with another category / method / model",
+    ),
+    (
+        Command::NextShared,
+        "next-shared",
+        &["O"],
+        "study: compare with the next one",
+    ),
+    (
+        Command::ToggleBroken,
+        "toggle-broken",
+        &["b"],
+        "study: samples broken by the top-k, not by random",
+    ),
 ];
 
 /// A key with its modifiers, normalised so `M` and `shift-m` are the same key.
@@ -466,7 +484,17 @@ impl KeyMap {
     pub fn help(&self) -> Vec<(String, &'static str)> {
         BINDINGS
             .iter()
+            .filter(|(cmd, ..)| !Command::STUDY_ONLY.contains(cmd))
             .map(|(cmd, _, _, help)| (self.keys_of(*cmd), *help))
+            .collect()
+    }
+
+    /// `(command, help)` pairs with their keys, in the order given (the study view's `?`, whose
+    /// commands mean other things there).
+    pub fn help_of(&self, entries: &[(Command, &'static str)]) -> Vec<(String, &'static str)> {
+        entries
+            .iter()
+            .map(|&(cmd, help)| (self.keys_of(cmd), help))
             .collect()
     }
 }

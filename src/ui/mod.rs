@@ -15,6 +15,7 @@ pub mod export;
 pub mod keys;
 pub mod panes;
 pub mod screenshot;
+pub mod study;
 pub mod terminal;
 pub mod theme;
 pub mod worker;

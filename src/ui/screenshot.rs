@@ -13,7 +13,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::app::{Action, App, Job, WorkerMsg};
+use super::app::{Action, App, Command, Job, WorkerMsg};
 use super::effects::{drain, Carrier};
 use super::event::{export_screen, render_buffer, Context};
 use super::export::{write_screenshot, ExportFormat};
@@ -163,34 +163,46 @@ impl Driver<'_> {
     }
 }
 
-/// Renders, plays the keys, waits, exports. Returns the files written (the `--out` file last).
-pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
-    let format = format_of(&opts.out)?;
-    let keys = parse_keys(&opts.keys)?;
-    let commands = keys
+/// The commands of a key script, each key bound in `ctx`.
+pub fn commands_of(ctx: &Context, script: &str) -> Result<Vec<Command>> {
+    parse_keys(script)?
         .iter()
         .map(|k| {
-            opts.context
-                .keys
+            ctx.keys
                 .command_of(k)
                 .ok_or_else(|| anyhow!("--keys: `{}` is not bound to any command", k.display()))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect()
+}
+
+/// The explorer after a headless run: its state, the files its own `e` presses wrote, and how
+/// many commands it took (it stops early when a command quits or goes back to the study).
+pub struct Driven {
+    pub app: App,
+    pub exported: Vec<PathBuf>,
+    pub used: usize,
+}
+
+/// Opens `app`'s sample on a worker for `session`, waits for every analysis, then plays
+/// `commands`, each after the worker has gone idle, until one quits (or goes back).
+pub fn drive(
+    app: App,
+    session: Session,
+    ctx: &Context,
+    size: (u16, u16),
+    timeout: Duration,
+    commands: &[Command],
+) -> Result<Driven> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let app = App::new(
-        opts.session.load.model.clone(),
-        opts.sample_label.clone(),
-        opts.session.sample.clone(),
-    );
-    let worker = Worker::spawn(opts.session, tx)?;
+    let worker = Worker::spawn(session, tx)?;
     let mut d = Driver {
         app,
-        ctx: &opts.context,
+        ctx,
         worker,
         rx,
         rt: super::runtime()?,
-        size: (opts.width, opts.height),
-        timeout: opts.timeout,
+        size,
+        timeout,
         exported: Vec::new(),
     };
     d.apply(Action::Start)?;
@@ -204,44 +216,84 @@ pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
             .map_or("unknown error".into(), |s| s.text.clone());
         bail!("{why}");
     }
-    for c in commands {
+    let mut used = 0;
+    for &c in commands {
+        used += 1;
         d.apply(Action::Command(c))?;
-        d.wait_idle()?;
-        d.draw();
         if d.app.quit {
             break;
         }
+        d.wait_idle()?;
+        d.draw();
     }
+    Ok(Driven {
+        app: d.app,
+        exported: d.exported,
+        used,
+    })
+}
+
+/// Renders, plays the keys, waits, exports. Returns the files written (the `--out` file last).
+pub fn screenshot(opts: ScreenshotOptions) -> Result<Vec<PathBuf>> {
+    let format = format_of(&opts.out)?;
+    let commands = commands_of(&opts.context, &opts.keys)?;
+    let app = App::new(
+        opts.session.load.model.clone(),
+        opts.sample_label.clone(),
+        opts.session.sample.clone(),
+    );
+    let size = (opts.width, opts.height);
+    let driven = drive(
+        app,
+        opts.session,
+        &opts.context,
+        size,
+        opts.timeout,
+        &commands,
+    )?;
     // Draw through a real `Terminal` (as the explorer does), then export its buffer.
+    let (ctx, app) = (&opts.context, &driven.app);
+    let buf = final_frame(size, |f| {
+        f.render_widget(Screen::new(app, &ctx.theme, &ctx.keys), f.area())
+    })?;
+    let mut written = driven.exported;
+    written.extend(write_out(&buf, &opts.context, &opts.out, format)?);
+    Ok(written)
+}
+
+/// The last frame, drawn through a real `Terminal` of `size` as the terminal draws it.
+pub fn final_frame(
+    (width, height): (u16, u16),
+    draw: impl FnOnce(&mut ratatui::Frame),
+) -> Result<ratatui::buffer::Buffer> {
     let mut terminal =
-        Terminal::new(TestBackend::new(opts.width, opts.height)).map_err(|e| anyhow!("{e}"))?;
-    terminal
-        .draw(|f| {
-            f.render_widget(
-                Screen::new(&d.app, &opts.context.theme, &opts.context.keys),
-                f.area(),
-            )
-        })
-        .map_err(|e| anyhow!("{e}"))?;
-    let buf = terminal.backend().buffer().clone();
-    let dir = match opts.out.parent() {
+        Terminal::new(TestBackend::new(width, height)).map_err(|e| anyhow!("{e}"))?;
+    terminal.draw(draw).map_err(|e| anyhow!("{e}"))?;
+    Ok(terminal.backend().buffer().clone())
+}
+
+/// Writes `buf` to `out` in `format`.
+pub fn write_out(
+    buf: &ratatui::buffer::Buffer,
+    ctx: &Context,
+    out: &Path,
+    format: ExportFormat,
+) -> Result<Vec<PathBuf>> {
+    let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let stem = opts
-        .out
+    let stem = out
         .file_stem()
         .and_then(|s| s.to_str())
-        .ok_or_else(|| anyhow!("--out {}: not a file name", opts.out.display()))?;
-    let mut written = std::mem::take(&mut d.exported);
-    written.extend(write_screenshot(
-        &buf,
-        &opts.context.palette(),
+        .ok_or_else(|| anyhow!("--out {}: not a file name", out.display()))?;
+    Ok(write_screenshot(
+        buf,
+        &ctx.palette(),
         &dir,
         &[format],
         stem,
-    )?);
-    Ok(written)
+    )?)
 }
 
 #[cfg(test)]

@@ -31,5 +31,6 @@ mod study_shards;
 mod tokenizer_parity;
 mod tui_render_bench;
 mod tui_snapshots;
+mod tui_study;
 mod tui_tmux;
 mod tui_worker;

@@ -225,6 +225,97 @@ fn explorer_in_tmux() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The study view (issue 13): open the committed fixture study, move to an experiment, open a
+/// test sample (the explorer on that sample with the experiment's top-k heads as the live
+/// ablation: the ablation pane and the header list exactly the plan's heads), come back with esc
+/// to the same experiment, quit with the terminal restored.
+#[test]
+fn study_view_in_tmux() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; the study view end-to-end test is skipped");
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let study = root.join("tests/fixtures/study/run");
+    // llama × retrieval × employees at the largest k (3): the plan's heads.
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(study.join("ablate/llama-ctx2048/plan.json")).unwrap(),
+    )
+    .unwrap();
+    let cell = plan["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == "retrieval" && c["category"] == "employees")
+        .unwrap();
+    let top = cell["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["k"] == 3)
+        .unwrap()["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("L{}H{}", h[0], h[1]))
+        .collect::<Vec<_>>();
+    assert_eq!(top.len(), 3);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tui-tmux-study-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_headscope"));
+    let script = format!(
+        "stty -g > {before}; {bin} study view {study} --model {llama} --model {qwen}; \
+         echo EXIT=$?; stty -g > {after}",
+        before = sh_quote(&dir.join("stty.before")),
+        after = sh_quote(&dir.join("stty.after")),
+        bin = sh_quote(&bin),
+        study = sh_quote(&study),
+        llama = sh_quote(&common::fixture_with_context("llama", 2048)),
+        qwen = sh_quote(&common::fixture_with_context("qwen2", 2048)),
+    );
+    let tmux = Tmux::start(
+        &format!("headscope-study-{}", std::process::id()),
+        160,
+        48,
+        &[
+            format!("HEADSCOPE_CACHE={}", dir.join("cache").display()),
+            format!("XDG_CONFIG_HOME={}", dir.join("config").display()),
+        ],
+        &script,
+    );
+    tmux.wait_for("the study view", 120, |s| {
+        s.contains("1 Experiments") && s.contains("✓ complete")
+    });
+    // Down to retrieval, right to employees; then the samples and enter.
+    tmux.keys(&["j", "l"]);
+    tmux.wait_for("the experiment", 30, |s| {
+        s.contains("llama-ctx2048 · retrieval · employees")
+    });
+    tmux.keys(&["5", "Enter"]);
+    let s = tmux.wait_for("the sample with the study's heads ablated", 300, |s| {
+        s.contains("6 Ablation") && s.contains("✕ ablated model") && s.contains("✓ idle")
+    });
+    for h in &top {
+        assert!(s.contains(h.as_str()), "{h} is not listed:\n{s}");
+    }
+    assert!(
+        s.contains("sample llama-ctx2048 · retrieval · employees"),
+        "{s}"
+    );
+    // Esc: back to the study, the same experiment under the cursor.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the study again", 60, |s| {
+        s.contains("1 Experiments") && s.contains("llama-ctx2048 · retrieval · employees")
+    });
+    tmux.keys(&["q"]);
+    let s = tmux.wait_for("the exit", 60, |s| exit_status(s).is_some());
+    assert_eq!(exit_status(&s), Some("0"), "headscope did not exit 0:\n{s}");
+    assert_terminal_restored(&tmux, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn signals_restore_the_terminal() {
     if !tmux_available() {

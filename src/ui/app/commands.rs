@@ -39,6 +39,7 @@ impl App {
             Rerun => self.rerun(),
             Cancel => self.cancel(),
             Export => vec![Effect::Export],
+            CycleShared | NextShared | ToggleBroken => vec![],
         }
     }
 
@@ -113,11 +114,17 @@ impl App {
         self.schedule()
     }
 
-    /// Esc: close the help, or stop the work until enter.
+    /// Esc: close the help, go back to the study the sample was opened from, or stop the work
+    /// until enter.
     fn cancel(&mut self) -> Vec<Effect> {
         if self.show_help {
             self.show_help = false;
             return vec![];
+        }
+        if self.returns_to_study {
+            self.back = true;
+            self.quit = true;
+            return vec![Effect::Cancel, Effect::Quit];
         }
         match self.jobs.running.take() {
             Some(r) => {

@@ -84,6 +84,21 @@ pub enum Command {
     Rerun,
     Cancel,
     Export,
+    /// Study view: highlight the heads shared with another category, method or model.
+    CycleShared,
+    /// Study view: compare with the next category, method or model.
+    NextShared,
+    /// Study view: only the samples broken by the top-k but not by random heads.
+    ToggleBroken,
+}
+
+impl Command {
+    /// Commands only the study view has (the single-sample explorer's `?` leaves them out).
+    pub const STUDY_ONLY: [Command; 3] = [
+        Command::CycleShared,
+        Command::NextShared,
+        Command::ToggleBroken,
+    ];
 }
 
 #[derive(Clone, Debug)]

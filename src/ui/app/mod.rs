@@ -116,6 +116,10 @@ pub struct App {
     pub panes: PaneStates,
     pub status: Option<Status>,
     pub quit: bool,
+    /// Opened from the study view: esc goes back to it.
+    pub returns_to_study: bool,
+    /// Esc asked to go back to the study (the loop ends as for quit).
+    pub back: bool,
 }
 
 impl App {
@@ -138,6 +142,8 @@ impl App {
             panes: PaneStates::default(),
             status: None,
             quit: false,
+            returns_to_study: false,
+            back: false,
         }
     }
 

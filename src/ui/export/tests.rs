@@ -105,7 +105,7 @@ fn png_draws_braille_dots() {
     }
     assert!(braille_dots('a').is_none() && braille_dots('⠀').unwrap().count() == 0);
     // Symbols the font lacks fall back to ASCII look-alikes it has.
-    for c in ['✕', '✓', '▸', '★', '␣', '…', '⟳', '−'] {
+    for c in ['✕', '✓', '▸', '★', '␣', '…', '⟳', '−', '◆', '•'] {
         assert!(lookalike(c).and_then(glyph).is_some(), "{c}");
     }
     assert_eq!(braille_dots('⣿').unwrap().count(), 8);

@@ -109,91 +109,147 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     }
     let matrix = app.head_matrix();
     let mlp = app.mlp_scores();
-    let signed = score.signed();
-    let head_range = matrix.and_then(|m| range(m.iter().flatten()));
-    let mlp_range = mlp.and_then(|m| range(m.iter()));
-
-    let label_w = 4u16;
-    let avail = inner.width.saturating_sub(label_w + 1);
-    let cw = (avail / (heads as u16 + 1)).clamp(1, 3);
-    let grid_rows = inner.height.saturating_sub(3) as usize;
-    let (cl, ch) = app.panes.heatmap.cursor;
-    let first = scroll_to(cl, layers, grid_rows);
-    let mlp_x = inner.x + label_w + heads as u16 * cw + 1;
-
-    // Column numbers (every other when cells are narrow).
-    let step = if cw >= 2 { 1 } else { 4 };
-    for h in (0..heads).step_by(step) {
-        let x = inner.x + label_w + h as u16 * cw;
-        let s = format!("{h:>w$}", w = cw as usize);
-        let style = if h == ch { t.accent() } else { t.muted() };
-        buf.set_stringn(x, inner.y, s, (inner.right() - x) as usize, style);
-    }
-    if mlp_x + cw <= inner.right() {
-        let style = if ch >= heads { t.accent() } else { t.muted() };
-        buf.set_stringn(
-            mlp_x,
-            inner.y,
-            format!("{:>w$}", "M", w = cw as usize),
-            cw as usize,
-            style,
-        );
-    }
-
-    for (row, l) in (first..layers).take(grid_rows).enumerate() {
-        let y = inner.y + 1 + row as u16;
-        let style = if l == cl { t.accent() } else { t.muted() };
-        buf.set_stringn(inner.x, y, format!("L{l:<3}"), label_w as usize, style);
-        for h in 0..=heads {
-            let is_mlp = h == heads;
-            let x = if is_mlp {
-                mlp_x
-            } else {
-                inner.x + label_w + h as u16 * cw
-            };
-            if x + cw > inner.right() {
-                continue;
-            }
-            let value = if is_mlp {
-                mlp.and_then(|m| m.get(l)).copied()
-            } else {
-                matrix
-                    .and_then(|m| m.get(l))
-                    .and_then(|r| r.get(h))
-                    .copied()
-            };
-            let range = if is_mlp { mlp_range } else { head_range };
-            let bg = match (value, range) {
-                (Some(v), Some((lo, hi))) if v.is_finite() => {
-                    Some(scale(t, signed).at(position(v, lo, hi, signed)))
-                }
-                _ => None,
-            };
-            let is_ablated = if is_mlp {
-                app.editor.set.mlps.contains(&l)
-            } else {
-                app.editor.set.heads.contains(&(l, h))
-            };
-            let cursor = (l, h.min(heads)) == (cl, ch.min(heads));
-            draw_cell(buf, t, x, y, cw, bg, is_ablated, cursor);
-        }
-    }
-
-    let legend_y = inner.bottom() - 2;
-    legend(
-        t,
-        signed,
-        head_range,
-        Rect::new(inner.x, legend_y, inner.width, 1),
-        buf,
-    );
-    readout(app, t, matrix, mlp).render(Rect::new(inner.x, legend_y + 1, inner.width, 1), buf);
+    let set = &app.editor.set;
+    let mark = |l: usize, h: usize| {
+        let ablated = if h >= heads {
+            set.mlps.contains(&l)
+        } else {
+            set.heads.contains(&(l, h))
+        };
+        ablated.then_some(Mark {
+            glyph: "✕",
+            color: t.ablated,
+        })
+    };
+    let grid = Grid {
+        dims: (layers, heads),
+        matrix: matrix.map(Vec::as_slice),
+        mlp: Some(mlp.map_or(&[][..], Vec::as_slice)),
+        signed: score.signed(),
+        cursor: app.panes.heatmap.cursor,
+        mark: &mark,
+    };
+    let grid_rows = grid.render(t, inner, buf);
+    readout(app, t, matrix, mlp)
+        .render(Rect::new(inner.x, inner.bottom() - 1, inner.width, 1), buf);
     if matrix.is_none() && grid_rows > 2 {
         let msg = waiting_for(app, score.stage(), score.label());
         let y = inner.y + 1 + (grid_rows as u16).min(layers as u16) / 2;
         let w = (msg.chars().count() as u16 + 2).min(inner.width);
         let x = inner.x + (inner.width - w) / 2;
         buf.set_stringn(x, y, format!(" {msg} "), w as usize, t.base().fg(t.muted));
+    }
+}
+
+/// A glyph drawn in a grid cell over its colour (an ablated head's `✕`, a top head's `•`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub glyph: &'static str,
+    pub color: Color,
+}
+
+/// The layers × heads grid of one score: head numbers on top, a row per layer (scrolled to keep
+/// the cursor in view), each head's value as a colour, an optional MLP column, and the colour
+/// legend under the grid. The explorer's heatmap and the study's heads pane both draw it; the
+/// caller owns the frame and the line under the legend (`inner`'s last row).
+pub struct Grid<'a> {
+    /// `(layers, heads)`.
+    pub dims: (usize, usize),
+    /// `[layers][heads]`, when computed.
+    pub matrix: Option<&'a [Vec<f64>]>,
+    /// Per-layer MLP values; `Some` draws the MLP column (empty: the column without values).
+    pub mlp: Option<&'a [f64]>,
+    /// Centre the scale on zero.
+    pub signed: bool,
+    /// `(layer, head)`; `head == heads` is the MLP column.
+    pub cursor: (usize, usize),
+    /// The mark of `(layer, head)` (`head == heads`: the layer's MLP), if any.
+    pub mark: &'a dyn Fn(usize, usize) -> Option<Mark>,
+}
+
+impl Grid<'_> {
+    /// Draws the grid and the legend into `inner` (its last row is left to the caller); returns
+    /// the rows the grid had for layers.
+    pub fn render(&self, t: &Theme, inner: Rect, buf: &mut Buffer) -> usize {
+        let (layers, heads) = self.dims;
+        let head_range = self.matrix.and_then(|m| range(m.iter().flatten()));
+        let mlp_range = self.mlp.and_then(|m| range(m.iter()));
+        let with_mlp = self.mlp.is_some();
+        let label_w = 4u16;
+        let avail = inner.width.saturating_sub(label_w + 1);
+        let columns = heads as u16 + u16::from(with_mlp);
+        let cw = (avail / columns.max(1)).clamp(1, 3);
+        let grid_rows = inner.height.saturating_sub(3) as usize;
+        let (cl, ch) = self.cursor;
+        let first = scroll_to(cl, layers, grid_rows);
+        let mlp_x = inner.x + label_w + heads as u16 * cw + 1;
+
+        // Column numbers (every other when cells are narrow).
+        let step = if cw >= 2 { 1 } else { 4 };
+        for h in (0..heads).step_by(step) {
+            let x = inner.x + label_w + h as u16 * cw;
+            let s = format!("{h:>w$}", w = cw as usize);
+            let style = if h == ch { t.accent() } else { t.muted() };
+            buf.set_stringn(x, inner.y, s, (inner.right() - x) as usize, style);
+        }
+        if with_mlp && mlp_x + cw <= inner.right() {
+            let style = if ch >= heads { t.accent() } else { t.muted() };
+            buf.set_stringn(
+                mlp_x,
+                inner.y,
+                format!("{:>w$}", "M", w = cw as usize),
+                cw as usize,
+                style,
+            );
+        }
+
+        let last = if with_mlp {
+            heads
+        } else {
+            heads.saturating_sub(1)
+        };
+        for (row, l) in (first..layers).take(grid_rows).enumerate() {
+            let y = inner.y + 1 + row as u16;
+            let style = if l == cl { t.accent() } else { t.muted() };
+            buf.set_stringn(inner.x, y, format!("L{l:<3}"), label_w as usize, style);
+            for h in 0..=last {
+                let is_mlp = h == heads;
+                let x = if is_mlp {
+                    mlp_x
+                } else {
+                    inner.x + label_w + h as u16 * cw
+                };
+                if x + cw > inner.right() {
+                    continue;
+                }
+                let value = if is_mlp {
+                    self.mlp.and_then(|m| m.get(l)).copied()
+                } else {
+                    self.matrix
+                        .and_then(|m| m.get(l))
+                        .and_then(|r| r.get(h))
+                        .copied()
+                };
+                let range = if is_mlp { mlp_range } else { head_range };
+                let bg = match (value, range) {
+                    (Some(v), Some((lo, hi))) if v.is_finite() => {
+                        Some(scale(t, self.signed).at(position(v, lo, hi, self.signed)))
+                    }
+                    _ => None,
+                };
+                let cursor = (l, h.min(heads)) == (cl, ch.min(heads));
+                draw_cell(buf, t, x, y, cw, bg, (self.mark)(l, h), cursor);
+            }
+        }
+
+        legend(
+            t,
+            self.signed,
+            head_range,
+            Rect::new(inner.x, inner.bottom() - 2, inner.width, 1),
+            buf,
+        );
+        grid_rows
     }
 }
 
@@ -213,19 +269,17 @@ fn draw_cell(
     y: u16,
     cw: u16,
     bg: Option<Color>,
-    ablated: bool,
+    marked: Option<Mark>,
     cursor: bool,
 ) {
     let (bg, fg) = match bg {
         Some(c) => (c, contrast_fg(c)),
         None => (t.bg, t.muted),
     };
-    let mark = if ablated {
-        "✕"
-    } else if bg == t.bg {
-        "·"
-    } else {
-        " "
+    let mark = match marked {
+        Some(m) => m.glyph,
+        None if bg == t.bg => "·",
+        None => " ",
     };
     let text = match (cw, cursor) {
         (3, true) => format!("[{mark}]"),
@@ -234,8 +288,8 @@ fn draw_cell(
         (2, false) => format!("{mark} "),
         _ => mark.to_string(),
     };
-    let mut style = Style::new().bg(bg).fg(if ablated { t.ablated } else { fg });
-    if ablated {
+    let mut style = Style::new().bg(bg).fg(marked.map_or(fg, |m| m.color));
+    if marked.is_some() {
         style = style.add_modifier(Modifier::BOLD);
     }
     if cursor && cw < 2 {

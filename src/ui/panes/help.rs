@@ -19,7 +19,18 @@ pub struct HelpState {
 }
 
 pub fn render(app: &App, t: &Theme, keys: &KeyMap, area: Rect, buf: &mut Buffer) {
-    let entries = keys.help();
+    render_entries(&keys.help(), &app.panes.help.scroll, t, area, buf);
+}
+
+/// The overlay of `(keys, help)` entries, in one or two columns, scrolled by `scroll` (the study
+/// view shows its own entries with it).
+pub fn render_entries(
+    entries: &[(String, &'static str)],
+    scroll: &Scroll,
+    t: &Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
     let key_w = entries
         .iter()
         .map(|(k, _)| k.chars().count())
@@ -56,8 +67,8 @@ pub fn render(app: &App, t: &Theme, keys: &KeyMap, area: Rect, buf: &mut Buffer)
     let inner = block.inner(popup);
     block.render(popup, buf);
     let visible = inner.height as usize;
-    app.panes.help.scroll.set_max(rows.saturating_sub(visible));
-    let first = app.panes.help.scroll.top();
+    scroll.set_max(rows.saturating_sub(visible));
+    let first = scroll.top();
     for r in 0..visible.min(rows - first.min(rows)) {
         for c in 0..cols {
             let Some((k, help)) = entries.get(c * rows + first + r) else {

@@ -143,7 +143,7 @@ pub fn render_pane(pane: Pane, app: &App, theme: &Theme, area: Rect, buf: &mut B
     }
 }
 
-fn too_small(area: Rect, buf: &mut Buffer, t: &Theme) {
+pub fn too_small(area: Rect, buf: &mut Buffer, t: &Theme) {
     let text = vec![
         Line::styled("headscope: the terminal is too small", t.error()),
         Line::raw(""),
