@@ -24,6 +24,7 @@ for phase in detect ablate; do
     find "$dir/ablate" -mindepth 2 -name '*.json' ! -name plan.json -delete
   fi
   log=$tmp/$phase.time
+  load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')
   /usr/bin/time -v "$bin" study "$phase" --out "$dir" --shard-index "$index" 2>"$tmp/$phase.err" >/dev/null \
     || { cat "$tmp/$phase.err" >&2; exit 1; }
   grep -E "Elapsed|Maximum resident" "$tmp/$phase.err" >"$log"
@@ -37,7 +38,7 @@ for phase in detect ablate; do
     units=$((units + 1))
   done < <(find "$dir/$phase" -name '*.json' ! -name plan.json -newer "$dir/shards.toml")
   models=$(grep -c "^loading" "$tmp/$phase.err" || true)
-  rows+=("{\"phase\": \"$phase\", \"wall_s\": $wall, \"peak_rss_mib\": $rss, \"unit_files\": $units, \"models_loaded\": $models}")
+  rows+=("{\"phase\": \"$phase\", \"wall_s\": $wall, \"peak_rss_mib\": $rss, \"unit_files\": $units, \"models_loaded\": $models, \"loadavg_1_5_15_at_start\": [$load]}")
   echo "$phase shard $index of $shards: ${wall}s, peak RSS ${rss} MiB, $units unit files (identical to the committed ones)" >&2
 done
 mkdir -p benches/results
@@ -53,10 +54,12 @@ import json
 d = json.load(open("benches/results/shard-cost.json"))
 print(f"One shard of the shipped study (`studies/filings`, both models), shard {d['index']} of {d['shards']} — "
       f"{d['date']}, {d['cpu']}, {d['threads']} threads\n")
-print("| phase | wall time | peak RSS | unit files written (byte-identical to the unsharded run's) |")
-print("|---|---:|---:|---:|")
+print("| phase | wall time | peak RSS | unit files written (byte-identical to the unsharded run's) | load average at start |")
+print("|---|---:|---:|---:|---:|")
 for p in d["phases"]:
-    print(f"| {p['phase']} | {p['wall_s']:.0f} s | {p['peak_rss_mib']:,} MiB | {p['unit_files']} |")
+    load = p.get("loadavg_1_5_15_at_start")
+    load = "/".join(f"{x:.1f}" for x in load) if load else "not recorded"
+    print(f"| {p['phase']} | {p['wall_s']:.0f} s | {p['peak_rss_mib']:,} MiB | {p['unit_files']} | {load} |")
 print(f"\nRe-run: `SHARDS={d['shards']} INDEX={d['index']} THREADS={d['threads']} benches/shard_cost.sh`")
 PY
 cat benches/results/shard-cost.md
