@@ -23,6 +23,7 @@ mod mirage;
 mod parity;
 mod prompt;
 mod prompt_format;
+mod recorded_passes;
 mod smollm2;
 mod study;
 mod study_report;
