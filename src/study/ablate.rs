@@ -438,7 +438,7 @@ struct TeacherPasses<'a> {
     passes: Vec<PassCaches<'a>>,
     rows: Vec<RowRef>,
     /// `[rows][A + 1][vocab]`.
-    logits: Vec<Vec<Vec<f32>>>,
+    logits: LogitRows,
     logprobs: Vec<f64>,
 }
 
@@ -537,12 +537,12 @@ pub fn run_conditions_reusing(
     Ok(out)
 }
 
+/// Per row, its logit rows on the host: `[rows][positions][vocab]`.
+type LogitRows = Vec<Vec<Vec<f32>>>;
+
 /// Logits `[b, A + 1, V]` as host rows, and the clean answer's log-prob per row from its first
 /// `A` rows.
-fn logit_rows_and_logprobs(
-    logits: &Tensor,
-    answer: &[u32],
-) -> Result<(Vec<Vec<Vec<f32>>>, Vec<f64>)> {
+fn logit_rows_and_logprobs(logits: &Tensor, answer: &[u32]) -> Result<(LogitRows, Vec<f64>)> {
     let logprobs = answer_logprob_per_row(&logits.narrow(1, 0, answer.len())?, answer)?;
     let rows = logits
         .to_dtype(candle_core::DType::F32)?
