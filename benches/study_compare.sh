@@ -194,11 +194,15 @@ lines += [
     f"Prompts {summary['prompt_tokens'][0]}–{summary['prompt_tokens'][1]} tokens; the reference made "
     f"{a['generate_calls']} `generate` calls for ablation (one per sample × condition, plus the clean answer). "
     "headscope does more per sample than the reference: its detection (the attention rows its answer's generation "
-    "recorded, no second forward) also yields retrieval, QRHead (with the null-query pass) and summed attention to "
-    "the answer's tokens, and each ablated condition also gets the clean answer's log-prob; the reference computes "
-    "only what is compared. "
+    "recorded, no second forward) also yields retrieval and summed attention to the answer's tokens (QRHead's "
+    "null-query pass runs only when qrhead is a method), and each ablated condition also gets the clean answer's "
+    "log-prob; the reference computes only what is compared. "
     "Seconds per sample exclude model loading (headscope's printed load time is subtracted from the phase's wall "
     "time; the reference times each sample). Peak RSS is per phase process (`/usr/bin/time`).",
+    "",
+    "Load average (1 min) at each phase's start, on this 2-core machine: "
+    + ", ".join(f"{k.replace('_', ' ')} {float(v[0]):.1f}" for k, v in summary["loadavg_1_5_15_at_phase_start"].items())
+    + " (above 2, other work shared the cores and the times are less certain).",
     "",
     f"Re-run: `DATA={data} TRAIN_PER_CATEGORY={train_n} TEST_PER_CATEGORY={test_n} KS={ks} DRAWS={draws} METHOD={method} "
     f"POSITIONS={positions} THREADS={threads} HEADSCOPE_VENV=<venv> benches/study_compare.sh` (settings: the script's header).",
