@@ -78,6 +78,7 @@ ref detect
 ours ablate
 ref ablate
 cp "$study/config.toml" "$raw/config.toml"
+cp "$study"/ablate/*/plan.json "$raw/plan.json"
 n_detect=$(ls "$study"/detect/*/samples/*.json | wc -l)
 n_ablate=$(ls "$study"/ablate/*/clean/*.json | wc -l)
 
@@ -168,7 +169,7 @@ summary = {
 mib = lambda b: f"{b / 2**20:,.0f} MiB"
 lines = [
     f"Study phases, headscope vs the plan's PyTorch way — {summary['date']}, {summary['cpu']}, "
-    f"{threads} threads, {label}, method {method}, ks {ks}, {draws} draws, positions {a['positions']}",
+    f"{threads} thread{'' if threads == '1' else 's'}, {label}, method {method}, ks {ks}, {draws} draws, positions {a['positions']}",
     "",
     "| phase | samples | headscope s/sample | reference s/sample | speedup | peak RSS headscope | peak RSS reference |",
     "|---|---:|---:|---:|---:|---:|---:|",
