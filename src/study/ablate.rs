@@ -740,6 +740,22 @@ mod tests {
     }
 
     #[test]
+    fn a_head_set_two_conditions_share_is_listed_once() {
+        let sets = [
+            vec![(1, 2), (0, 3)],
+            vec![(2, 0)],
+            vec![(0, 3), (1, 2)], // the first set in another order
+            vec![(2, 0), (2, 1)],
+        ];
+        let (distinct, which) = distinct_sets(sets.iter());
+        assert_eq!(
+            distinct,
+            vec![sets[0].clone(), sets[1].clone(), sets[3].clone()]
+        );
+        assert_eq!(which, vec![0, 1, 0, 2]);
+    }
+
+    #[test]
     fn conditions_list_top_draws_and_layer_matched_per_k() {
         let cfg = StudyConfig {
             ks: vec![1, 2],
