@@ -9,6 +9,8 @@
 #   TRAIN_PER_CATEGORY [1]  training samples per category (the filings data has 4 categories)
 #   TEST_PER_CATEGORY  [1]  test samples per category
 #   KS [0,10]  DRAWS [2]  METHOD [summed-attention]   the ablation grid (one method)
+#   POSITIONS [all]   where the ablation acts: all, or decode-only (then the files are named
+#                     study-speed-decode-only.{json,md} and the raw outputs go to study-speed-decode-only/)
 #   THREADS [2]   torch.set_num_threads for the reference, RAYON_NUM_THREADS for headscope
 #   DATA [samples/filings.jsonl]   MODEL [~/.cache/headscope/models/SmolLM2-135M-Instruct.Q4_1.gguf]
 #   HEADSCOPE_BIN [target/release/headscope]   HEADSCOPE_VENV [~/.cache/headscope/venv]
@@ -29,6 +31,9 @@ test_n="${TEST_PER_CATEGORY:-1}"
 ks="${KS:-0,10}"
 draws="${DRAWS:-2}"
 method="${METHOD:-summed-attention}"
+positions="${POSITIONS:-all}"
+name=study-speed
+[[ "$positions" == all ]] || name="study-speed-$positions"
 threads="${THREADS:-2}"
 data="${DATA:-samples/filings.jsonl}"
 model="${MODEL:-$HOME/.cache/headscope/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
@@ -43,7 +48,7 @@ if [[ ! -x "$bin" ]]; then
 fi
 echo "using $bin (not rebuilt)" >&2
 
-raw="$out/study-speed"
+raw="$out/$name"
 mkdir -p "$raw"
 study="$(mktemp -d /tmp/headscope-study-bench.XXXXXX)"
 trap 'rm -rf "$study"' EXIT
@@ -55,7 +60,7 @@ ours() {
   cut -d' ' -f1-3 /proc/loadavg > "$raw/ours-$phase.loadavg"
   RAYON_NUM_THREADS="$threads" /usr/bin/time -f "wall_s %e max_rss_kib %M" -o "$raw/ours-$phase.time" \
     "$bin" study "$phase" "$data" --out "$study" --model "$model" --methods "$method" --ks "$ks" \
-    --draws "$draws" --train-per-category "$train_n" --test-per-category "$test_n" --offline \
+    --draws "$draws" --positions "$positions" --train-per-category "$train_n" --test-per-category "$test_n" --offline \
     2> "$raw/ours-$phase.stderr" > /dev/null
 }
 
@@ -73,15 +78,16 @@ ref detect
 ours ablate
 ref ablate
 cp "$study/config.toml" "$raw/config.toml"
+cp "$study"/ablate/*/plan.json "$raw/plan.json"
 n_detect=$(ls "$study"/detect/*/samples/*.json | wc -l)
 n_ablate=$(ls "$study"/ablate/*/clean/*.json | wc -l)
 
-"$py" - "$out" "$raw" "$n_detect" "$n_ablate" "$threads" "$train_n" "$test_n" "$ks" "$draws" "$method" "$data" <<'PY'
+"$py" - "$out" "$raw" "$n_detect" "$n_ablate" "$threads" "$train_n" "$test_n" "$ks" "$draws" "$method" "$data" "$name" "$positions" <<'PY'
 import datetime, json, pathlib, re, sys
 
 out, raw = map(pathlib.Path, sys.argv[1:3])
 n_detect, n_ablate = int(sys.argv[3]), int(sys.argv[4])
-threads, train_n, test_n, ks, draws, method, data = sys.argv[5:12]
+threads, train_n, test_n, ks, draws, method, data, name, positions = sys.argv[5:14]
 
 
 def timed(name):
@@ -158,12 +164,12 @@ summary = {
         "reference_ablate": ref_a["loadavg_at_start"],
     },
 }
-(out / "study-speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+(out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 mib = lambda b: f"{b / 2**20:,.0f} MiB"
 lines = [
     f"Study phases, headscope vs the plan's PyTorch way — {summary['date']}, {summary['cpu']}, "
-    f"{threads} threads, {label}, method {method}, ks {ks}, {draws} draws",
+    f"{threads} thread{'' if threads == '1' else 's'}, {label}, method {method}, ks {ks}, {draws} draws, positions {a['positions']}",
     "",
     "| phase | samples | headscope s/sample | reference s/sample | speedup | peak RSS headscope | peak RSS reference |",
     "|---|---:|---:|---:|---:|---:|---:|",
@@ -188,15 +194,20 @@ lines += [
     "",
     f"Prompts {summary['prompt_tokens'][0]}–{summary['prompt_tokens'][1]} tokens; the reference made "
     f"{a['generate_calls']} `generate` calls for ablation (one per sample × condition, plus the clean answer). "
-    "headscope does more per sample than the reference: its detection forward also yields retrieval, QRHead (with "
-    "the null-query pass) and summed attention to the answer's tokens, and each ablated condition also gets the "
-    "clean answer's log-prob; the reference computes only what is compared. "
+    "headscope does more per sample than the reference: its detection (the attention rows its answer's generation "
+    "recorded, no second forward) also yields retrieval and summed attention to the answer's tokens (QRHead's "
+    "null-query pass runs only when qrhead is a method), and each ablated condition also gets the clean answer's "
+    "log-prob; the reference computes only what is compared. "
     "Seconds per sample exclude model loading (headscope's printed load time is subtracted from the phase's wall "
     "time; the reference times each sample). Peak RSS is per phase process (`/usr/bin/time`).",
     "",
+    "Load average (1 min) at each phase's start, on this 2-core machine: "
+    + ", ".join(f"{k.replace('_', ' ')} {float(v[0]):.1f}" for k, v in summary["loadavg_1_5_15_at_phase_start"].items())
+    + " (above 2, other work shared the cores and the times are less certain).",
+    "",
     f"Re-run: `DATA={data} TRAIN_PER_CATEGORY={train_n} TEST_PER_CATEGORY={test_n} KS={ks} DRAWS={draws} METHOD={method} "
-    f"THREADS={threads} HEADSCOPE_VENV=<venv> benches/study_compare.sh` (settings: the script's header).",
+    f"POSITIONS={positions} THREADS={threads} HEADSCOPE_VENV=<venv> benches/study_compare.sh` (settings: the script's header).",
 ]
-(out / "study-speed.md").write_text("\n".join(lines) + "\n")
+(out / f"{name}.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -41,8 +41,8 @@ pub mod scoring;
 
 use serde::Serialize;
 
-use crate::engine::generate::{AnswerState, GenerationConfig, ScoredAnswer};
-use crate::engine::Engine;
+use crate::engine::generate::{AnswerState, GenerationConfig, Recorded, ScoredAnswer};
+use crate::engine::{Engine, Recording};
 use crate::prompt::{Granularity, PromptFormat, RagPrompt, Sample, Span};
 use crate::{Error, Result};
 
@@ -112,6 +112,43 @@ impl Subject {
             answer_source,
             state,
         })
+    }
+
+    /// [`Subject::prepare`] that always generates, keeping what `recording` (chosen from the
+    /// built prompt) asks for from the generation's forwards, so that an analysis of the answer
+    /// can read it instead of running `prompt ++ answer` again (the study's detection and
+    /// ablation).
+    pub fn generate_recording(
+        engine: &Engine,
+        sample: Sample,
+        format: &PromptFormat,
+        cfg: &GenerationConfig,
+        recording: impl FnOnce(&RagPrompt) -> Result<Recording>,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(Subject, Recorded)> {
+        let prompt = RagPrompt::build(&sample, format, engine.template(), engine.tokenizer())?;
+        let context = engine.info().context_length;
+        if prompt.ids.len() >= context {
+            return Err(Error::PromptTooLong {
+                tokens: prompt.ids.len(),
+                context,
+            });
+        }
+        let g = engine.generate_recording(&prompt.ids, cfg, recording(&prompt)?, on_token)?;
+        let Some(recorded) = g.recorded.filter(|_| !g.answer.answer_ids.is_empty()) else {
+            return Err(Error::Analysis(
+                "the model produced an empty answer (it stopped at once): nothing to analyse"
+                    .into(),
+            ));
+        };
+        let subject = Subject {
+            sample,
+            prompt,
+            answer: g.answer,
+            answer_source: AnswerSource::Generated,
+            state: g.state,
+        };
+        Ok((subject, recorded))
     }
 
     pub fn answer_ids(&self) -> &[u32] {

@@ -2,6 +2,8 @@
 //! that feeds one token per batch row. [`super::generate`], batched ablated generation and the
 //! explorer's live re-runs all decode through it.
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::generate::{ids_tensor, log_softmax_row, top_k};
@@ -26,6 +28,38 @@ impl Forward for Transformer {
     }
 }
 
+/// What a decoder keeps from each of its forwards besides the logits and the cache, so that a
+/// pass over the same tokens need not be run again (the study's detection reads attention rows
+/// from the generation itself; its ablations start from the clean residual stream).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recording {
+    /// Attention rows (`blocks.{l}.attn.hook_pattern`) of every absolute position from this one
+    /// on: `|rows| × T` per head, never `T × T`.
+    pub attn_from: Option<usize>,
+    /// The residual stream entering every layer (`blocks.{l}.hook_resid_pre`), every position.
+    pub resid_pre: bool,
+}
+
+impl Recording {
+    pub fn is_empty(&self) -> bool {
+        self.attn_from.is_none() && !self.resid_pre
+    }
+
+    /// The captures of one forward of `t` new tokens after `offset` cached ones.
+    fn capture(&self, offset: usize, t: usize) -> Capture {
+        let attn_rows = self
+            .attn_from
+            .map(|from| from.saturating_sub(offset).min(t)..t)
+            .filter(|r| !r.is_empty())
+            .map(Positions::Range);
+        Capture {
+            attn_rows,
+            resid_pre: self.resid_pre.then_some(Positions::All),
+            ..Default::default()
+        }
+    }
+}
+
 /// Decoding state for `rows` sequences side by side under the same interventions.
 pub struct Decoder<'a, F: Forward + ?Sized> {
     runner: &'a F,
@@ -37,6 +71,9 @@ pub struct Decoder<'a, F: Forward + ?Sized> {
     /// `[rows, vocab]` f32 of the last forward; `None` before the first.
     logits: Option<Tensor>,
     forwards: usize,
+    recording: Recording,
+    /// What [`Recording`] kept, one map of hook name → tensor per forward, oldest first.
+    recorded: Vec<BTreeMap<String, Tensor>>,
 }
 
 impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
@@ -48,10 +85,31 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
         rows: usize,
         stop_ids: &'a [u32],
     ) -> Result<Self> {
+        Decoder::prefill_recording(
+            runner,
+            interventions,
+            prompt,
+            rows,
+            stop_ids,
+            Recording::default(),
+        )
+    }
+
+    /// [`Decoder::prefill`], keeping what `recording` asks for from the prefill and every later
+    /// step ([`Decoder::take_recorded`]).
+    pub fn prefill_recording(
+        runner: &'a F,
+        interventions: &Hooks,
+        prompt: &[u32],
+        rows: usize,
+        stop_ids: &'a [u32],
+        recording: Recording,
+    ) -> Result<Self> {
         if prompt.is_empty() {
             return Err(Error::Hook("cannot generate from an empty prompt".into()));
         }
         let mut decoder = Decoder::new(runner, interventions, None, rows, stop_ids);
+        decoder.recording = recording;
         let ids = ids_tensor(prompt, runner.transformer().device())?
             .broadcast_as((rows, prompt.len()))?
             .contiguous()?;
@@ -100,6 +158,8 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
             cache,
             logits: None,
             forwards: 0,
+            recording: Recording::default(),
+            recorded: Vec::new(),
         }
     }
 
@@ -119,11 +179,12 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
 
     /// One forward of `ids` `[rows, t]` after the cache, keeping position `logit_pos`'s logits.
     fn run(&mut self, ids: &Tensor, logit_pos: usize) -> Result<()> {
+        let offset = self.cache.as_ref().map_or(0, KvCache::len);
         let hooks = Hooks {
             capture: Capture {
                 logits: Some(Positions::List(vec![logit_pos])),
                 kv_cache: true,
-                ..Default::default()
+                ..self.recording.capture(offset, ids.dims()[1])
             },
             ..self.hooks.clone()
         };
@@ -131,6 +192,9 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
             .runner
             .forward(Start::Tokens(ids), self.cache.as_ref(), &hooks)?;
         self.forwards += 1;
+        if !self.recording.is_empty() {
+            self.recorded.push(std::mem::take(&mut trace.activations));
+        }
         self.cache = Some(trace.take_kv_cache()?);
         self.logits = Some(
             trace
@@ -237,6 +301,11 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
     /// Forwards run so far.
     pub fn forwards(&self) -> usize {
         self.forwards
+    }
+
+    /// What the [`Recording`] kept so far, one map per forward (prefill first); taken out.
+    pub fn take_recorded(&mut self) -> Vec<BTreeMap<String, Tensor>> {
+        std::mem::take(&mut self.recorded)
     }
 
     /// The keys and values of everything fed so far.

@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::Serialize;
 
-use super::decoder::{Decoder, Forward};
+use std::collections::BTreeMap;
+
+use super::decoder::{Decoder, Forward, Recording};
 use super::hooks::{Capture, HeadAblation, Hooks, KvCache, Positions};
 use super::model::Start;
 use crate::{Error, Result};
@@ -129,8 +131,89 @@ pub fn generate_with_state<F: Forward + ?Sized>(
     prompt_ids: &[u32],
     stop_ids: &[u32],
     cfg: &GenerationConfig,
-    mut on_token: impl FnMut(u32) -> bool,
+    on_token: impl FnMut(u32) -> bool,
 ) -> Result<(ScoredAnswer, Option<AnswerState>)> {
+    let g = generate_recording(
+        model,
+        prompt_ids,
+        stop_ids,
+        cfg,
+        Recording::default(),
+        on_token,
+    )?;
+    Ok((g.answer, g.state))
+}
+
+/// What a generation recorded besides its answer (see [`Recording`]).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// One map of hook name → tensor per forward: the prefill, then one per fed answer token.
+    pub forwards: Vec<BTreeMap<String, Tensor>>,
+    /// Keys and values of `prompt ++ answer`, every answer token included (the last step fed it).
+    pub cache: KvCache,
+}
+
+impl Recorded {
+    /// Layer `l`'s recorded attention rows as one `[1, H, n, keys]` tensor: every recorded row
+    /// whose position is below `keys`, in order, each padded with zeros to `keys` keys (the
+    /// causal mask's zeros: a row at position `i` sees keys `0..=i` only). A teacher-forced
+    /// forward of the first `keys` tokens capturing the same rows gives the same tensor.
+    pub fn attention_rows(&self, l: usize, keys: usize) -> Result<Tensor> {
+        let name = super::hooks::hook_name(l, "attn.hook_pattern");
+        let mut parts = Vec::new();
+        for f in &self.forwards {
+            let Some(p) = f.get(&name) else { continue };
+            let (n, tk) = (p.dims()[2], p.dims()[3]);
+            // The rows are the forward's last `n` positions, `tk − n .. tk`.
+            let keep = n.saturating_sub(tk.saturating_sub(keys));
+            if keep == 0 {
+                continue;
+            }
+            let width = tk.min(keys);
+            let rows = p.narrow(2, 0, keep)?.narrow(3, 0, width)?;
+            parts.push(rows.pad_with_zeros(3, 0, keys - width)?);
+        }
+        if parts.is_empty() {
+            return Err(Error::Hook(format!(
+                "the generation recorded no attention rows of layer {l}"
+            )));
+        }
+        Ok(Tensor::cat(&parts, 2)?)
+    }
+
+    /// Layer `l`'s recorded residual stream entering it, `[1, T, d]` over every fed position.
+    pub fn resid_pre(&self, l: usize) -> Result<Tensor> {
+        let name = super::hooks::hook_name(l, "hook_resid_pre");
+        let parts: Vec<&Tensor> = self.forwards.iter().filter_map(|f| f.get(&name)).collect();
+        if parts.is_empty() {
+            return Err(Error::Hook(format!(
+                "the generation recorded no residual stream of layer {l}"
+            )));
+        }
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+}
+
+/// A generation with what its [`Recording`] kept.
+#[derive(Clone, Debug)]
+pub struct RecordedGeneration {
+    pub answer: ScoredAnswer,
+    pub state: Option<AnswerState>,
+    /// `None` for an empty answer.
+    pub recorded: Option<Recorded>,
+}
+
+/// [`generate_with_state`], keeping what `recording` asks for from the prefill and every step:
+/// the passes a caller would otherwise run again over `prompt ++ answer` (same tokens, same
+/// positions, so the same values up to rounding).
+pub fn generate_recording<F: Forward + ?Sized>(
+    model: &F,
+    prompt_ids: &[u32],
+    stop_ids: &[u32],
+    cfg: &GenerationConfig,
+    recording: Recording,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<RecordedGeneration> {
     if prompt_ids.is_empty() {
         return Err(Error::Hook("cannot generate from an empty prompt".into()));
     }
@@ -142,7 +225,8 @@ pub fn generate_with_state<F: Forward + ?Sized>(
         });
     }
     let mut sampler = sampler(cfg);
-    let mut decoder = Decoder::prefill(model, &Hooks::default(), prompt_ids, 1, stop_ids)?;
+    let mut decoder =
+        Decoder::prefill_recording(model, &Hooks::default(), prompt_ids, 1, stop_ids, recording)?;
     let mut out = ScoredAnswer {
         answer_ids: Vec::new(),
         logprobs: Vec::new(),
@@ -171,14 +255,22 @@ pub fn generate_with_state<F: Forward + ?Sized>(
         decoder.step(&[next])?;
     }
     // The last forward fed every answer token; the state keeps all but the last.
-    let state = match (out.answer_ids.len(), decoder.into_cache()) {
-        (0, _) | (_, None) => None,
-        (a, Some(cache)) => Some(AnswerState {
-            kv_cache: cache.truncate(prompt_ids.len() + a - 1)?,
-            logits: rows,
-        }),
+    let forwards = decoder.take_recorded();
+    let (state, recorded) = match (out.answer_ids.len(), decoder.into_cache()) {
+        (0, _) | (_, None) => (None, None),
+        (a, Some(cache)) => (
+            Some(AnswerState {
+                kv_cache: cache.truncate(prompt_ids.len() + a - 1)?,
+                logits: rows,
+            }),
+            Some(Recorded { forwards, cache }),
+        ),
     };
-    Ok((out, state))
+    Ok(RecordedGeneration {
+        answer: out,
+        state,
+        recorded,
+    })
 }
 
 /// Greedy decoding of `rows` copies of one prompt side by side, row `r` under row `r` of a head

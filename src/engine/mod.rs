@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use arch::{Arch, Family};
 pub use chat::{ChatMessage, ChatTemplate};
-pub use decoder::{Decoder, Forward};
+pub use decoder::{Decoder, Forward, Recording};
 pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
 pub use hooks::{
     AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
@@ -340,6 +340,18 @@ impl Engine {
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<(ScoredAnswer, Option<generate::AnswerState>)> {
         generate::generate_with_state(self, prompt_ids, &self.stop_ids, cfg, on_token)
+    }
+
+    /// [`Engine::generate_with_state`], also keeping what `recording` asks for from every forward
+    /// of the generation (see [`generate::generate_recording`]).
+    pub fn generate_recording(
+        &self,
+        prompt_ids: &[u32],
+        cfg: &GenerationConfig,
+        recording: Recording,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<generate::RecordedGeneration> {
+        generate::generate_recording(self, prompt_ids, &self.stop_ids, cfg, recording, on_token)
     }
 
     /// Greedy decoding of one prompt under each row of a head ablation (see

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::config::{AblatedPositions, StudyConfig};
@@ -20,8 +21,10 @@ use crate::analysis::ablation::{head_set_ablation, subject_mean_z};
 use crate::analysis::rng::{derive_seed, SplitMix64};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::decoder::Decoder;
-use crate::engine::generate::{answer_logprob_per_row, log_softmax_row};
-use crate::engine::{AblationKind, AblationMode, Capture, Engine, Hooks, Positions, Start};
+use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k, Recorded};
+use crate::engine::{
+    AblationKind, AblationMode, Capture, Engine, Hooks, KvCache, Positions, Recording, Start,
+};
 use crate::{Error, Result};
 
 /// A head as `[layer, head]`.
@@ -228,34 +231,73 @@ pub fn conditions(cell: &PlanCell) -> Vec<(usize, Control, usize, Vec<Head>)> {
     out
 }
 
-/// Runs every condition of `cell` on a prepared test sample, `cfg.batch` conditions per forward.
-/// `keep_going` is polled between forwards (cancellation).
+/// Runs every condition of `cell` on a prepared test sample, `cfg.batch` distinct head sets per
+/// forward (a set that two conditions share runs once). With `clean` (the answer's generation
+/// recorded with [`clean_recording`]) the fast path [`run_conditions_reusing`] runs; without it,
+/// [`run_conditions`]. `keep_going` is polled between forwards (cancellation).
 pub fn ablate_sample(
     engine: &Engine,
     subject: &Subject,
+    clean: Option<&Recorded>,
     cell: &PlanCell,
     cfg: &StudyConfig,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<ConditionResult>> {
     let kind = cfg.ablation.resolve(|| subject_mean_z(engine, subject))?;
     let conds = conditions(cell);
+    let (sets, which) = distinct_sets(conds.iter().map(|c| &c.3));
+    let mut runs = Vec::with_capacity(sets.len());
+    for chunk in sets.chunks(cfg.batch) {
+        runs.extend(match clean {
+            Some(rec) => {
+                run_conditions_reusing(engine, subject, rec, chunk, &kind, cfg, keep_going)?
+            }
+            None => run_conditions(engine, subject, chunk, &kind, cfg, keep_going)?,
+        });
+    }
     let mut out = Vec::with_capacity(conds.len());
-    for chunk in conds.chunks(cfg.batch) {
-        let sets: Vec<Vec<Head>> = chunk.iter().map(|c| c.3.clone()).collect();
-        let runs = run_conditions(engine, subject, &sets, &kind, cfg, keep_going)?;
-        for ((k, control, draw, _), (ids, logprob)) in chunk.iter().zip(runs) {
-            let answer = engine.decode(&ids)?;
-            out.push(ConditionResult {
-                k: *k,
-                control: *control,
-                draw: *draw,
-                correct: answer_is_correct(&subject.sample, &answer) == Some(true),
-                answer,
-                clean_answer_logprob: logprob,
-            });
-        }
+    for ((k, control, draw, _), &i) in conds.iter().zip(&which) {
+        let (ids, logprob) = &runs[i];
+        let answer = engine.decode(ids)?;
+        out.push(ConditionResult {
+            k: *k,
+            control: *control,
+            draw: *draw,
+            correct: answer_is_correct(&subject.sample, &answer) == Some(true),
+            answer,
+            clean_answer_logprob: *logprob,
+        });
     }
     Ok(out)
+}
+
+/// The distinct head sets (as sets: order does not matter) in first-seen order, and the index of
+/// each input's set among them.
+fn distinct_sets<'a>(sets: impl Iterator<Item = &'a Vec<Head>>) -> (Vec<Vec<Head>>, Vec<usize>) {
+    let mut seen: BTreeMap<Vec<Head>, usize> = BTreeMap::new();
+    let mut distinct = Vec::new();
+    let which = sets
+        .map(|set| {
+            let mut key = set.clone();
+            key.sort_unstable();
+            key.dedup();
+            *seen.entry(key).or_insert_with(|| {
+                distinct.push(set.clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, which)
+}
+
+/// What the fast ablation path needs from a test sample's clean generation: with positions `all`
+/// the residual stream entering every layer (an ablated forward starts at its earliest ablated
+/// layer from it); with `decode-only`, nothing beyond the generation's cache.
+pub fn clean_recording(positions: AblatedPositions) -> Recording {
+    Recording {
+        resid_pre: positions == AblatedPositions::All,
+        ..Recording::default()
+    }
 }
 
 /// Each row's greedy answer ids and the clean answer's log-prob, row `r` ablating `sets[r]`.
@@ -365,6 +407,281 @@ fn decode_only_start(
     Ok((cache, vec![first; rows], logprobs))
 }
 
+/// The rows' caches after one teacher-forced ablated pass: below layer `first` every row's keys
+/// and values are the clean run's (`clean`, one row), from it on the pass's own (`upper`).
+struct PassCaches<'a> {
+    clean: &'a KvCache,
+    first: usize,
+    upper: KvCache,
+}
+
+impl PassCaches<'_> {
+    /// Layer `l`'s keys and values of row `row`, first `len` positions, `[1, H_kv, len, d_h]`.
+    fn row(&self, l: usize, row: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        let (k, v, r) = match l.checked_sub(self.first) {
+            None => (&self.clean.layers[l].0, &self.clean.layers[l].1, 0),
+            Some(u) => (&self.upper.layers[u].0, &self.upper.layers[u].1, row),
+        };
+        Ok((
+            k.narrow(0, r, 1)?.narrow(2, 0, len)?,
+            v.narrow(0, r, 1)?.narrow(2, 0, len)?,
+        ))
+    }
+}
+
+/// A row's place: (pass, row within it).
+type RowRef = (usize, usize);
+
+/// Every row's caches over `prompt ++ answer` and its logit rows `0..=A` (row `j` predicts the
+/// token after `prompt ++ answer[..j]`), from teacher-forced ablated passes.
+struct TeacherPasses<'a> {
+    passes: Vec<PassCaches<'a>>,
+    rows: Vec<RowRef>,
+    /// `[rows][A + 1][vocab]`.
+    logits: LogitRows,
+    logprobs: Vec<f64>,
+}
+
+impl TeacherPasses<'_> {
+    /// The caches of `rows` (indices into every row) over their first `len` positions.
+    fn gather(&self, rows: &[usize], len: usize, layers: usize) -> Result<KvCache> {
+        let layers = (0..layers)
+            .map(|l| {
+                let (ks, vs): (Vec<Tensor>, Vec<Tensor>) = rows
+                    .iter()
+                    .map(|&r| {
+                        let (pass, i) = self.rows[r];
+                        self.passes[pass].row(l, i, len)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    .unzip();
+                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers })
+    }
+}
+
+/// [`run_conditions`] without redoing what the clean run or the teacher-forced pass already did
+/// (same results up to rounding):
+/// * positions `all`: the layers below a row's earliest ablated layer see exactly the clean
+///   inputs, so each group of rows with the same earliest layer `L` starts there from the clean
+///   residual stream that the generation recorded, with the clean keys and values below `L`;
+/// * both settings: the teacher-forced pass runs over the whole clean answer (`prompt ++ answer`,
+///   one position more than the log-prob needs), so while a row's greedy choice follows the clean
+///   answer, its next logits are that pass's; decoding starts only where a row leaves the clean
+///   answer (rows that leave it at the same token decode together, batched), and a row that
+///   keeps it and then stops needs no decoding at all.
+pub fn run_conditions_reusing(
+    engine: &Engine,
+    subject: &Subject,
+    clean: &Recorded,
+    sets: &[Vec<Head>],
+    kind: &AblationKind,
+    cfg: &StudyConfig,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Vec<(Vec<u32>, f64)>> {
+    let teacher = match cfg.positions {
+        AblatedPositions::All => teacher_from_clean(engine, subject, clean, sets, kind)?,
+        AblatedPositions::DecodeOnly => teacher_decode_only(engine, subject, clean, sets, kind)?,
+    };
+    if !keep_going() {
+        return Err(Error::Cancelled);
+    }
+    let p = subject.prompt.ids.len();
+    let answer = subject.answer_ids();
+    let max_new = cfg
+        .max_new_tokens
+        .min(engine.info().context_length.saturating_sub(p));
+    let stops = engine.stop_ids();
+    let mut out: Vec<(Vec<u32>, f64)> = Vec::with_capacity(sets.len());
+    // Rows that leave the clean answer after `j` of its tokens, by `j`.
+    let mut leaving: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (r, rows) in teacher.logits.iter().enumerate() {
+        let mut j = 0;
+        let left = loop {
+            if j == max_new {
+                break false;
+            }
+            let id = top_k(&rows[j], 1)[0].0;
+            if stops.contains(&id) {
+                break false;
+            }
+            if j < answer.len() && id == answer[j] {
+                j += 1;
+                continue;
+            }
+            break true;
+        };
+        if left {
+            leaving.entry(j).or_default().push(r);
+        }
+        out.push((answer[..j].to_vec(), teacher.logprobs[r]));
+    }
+    let layers = engine.arch().num_layers;
+    for (j, rows) in leaving {
+        let cache = teacher.gather(&rows, p + j, layers)?;
+        let group: Vec<Vec<Head>> = rows.iter().map(|&r| sets[r].clone()).collect();
+        let hooks = Hooks {
+            head_ablation: Some(head_set_ablation(engine, &group, kind)?),
+            ..Default::default()
+        };
+        let first: Vec<Vec<f32>> = rows.iter().map(|&r| teacher.logits[r][j].clone()).collect();
+        let mut decoder = Decoder::resume_rows(engine, &hooks, cache, rows.len(), stops);
+        let tails = decoder.greedy_rows(Some(first), max_new - j, keep_going)?;
+        for (r, tail) in rows.into_iter().zip(tails) {
+            out[r].0.extend(tail);
+        }
+    }
+    Ok(out)
+}
+
+/// Per row, its logit rows on the host: `[rows][positions][vocab]`.
+type LogitRows = Vec<Vec<Vec<f32>>>;
+
+/// Logits `[b, A + 1, V]` as host rows, and the clean answer's log-prob per row from its first
+/// `A` rows.
+fn logit_rows_and_logprobs(logits: &Tensor, answer: &[u32]) -> Result<(LogitRows, Vec<f64>)> {
+    let logprobs = answer_logprob_per_row(&logits.narrow(1, 0, answer.len())?, answer)?;
+    let rows = logits
+        .to_dtype(candle_core::DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec3::<f32>()?;
+    Ok((rows, logprobs))
+}
+
+/// Positions `all`: per earliest ablated layer `L`, one pass of its rows from the clean residual
+/// stream entering `L` over `prompt ++ answer`, every position ablated.
+fn teacher_from_clean<'a>(
+    engine: &Engine,
+    subject: &Subject,
+    clean: &'a Recorded,
+    sets: &[Vec<Head>],
+    kind: &AblationKind,
+) -> Result<TeacherPasses<'a>> {
+    let p = subject.prompt.ids.len();
+    let answer = subject.answer_ids();
+    let total = p + answer.len();
+    if clean.cache.len() != total {
+        return Err(Error::Analysis(format!(
+            "the clean run covers {} positions, not the {total} of prompt and answer",
+            clean.cache.len()
+        )));
+    }
+    let mut by_layer: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (r, set) in sets.iter().enumerate() {
+        let first = set.iter().map(|h| h.0).min().unwrap_or(0);
+        by_layer.entry(first).or_default().push(r);
+    }
+    let mut t = TeacherPasses {
+        passes: Vec::new(),
+        rows: vec![(0, 0); sets.len()],
+        logits: vec![Vec::new(); sets.len()],
+        logprobs: vec![0.0; sets.len()],
+    };
+    for (first, rows) in by_layer {
+        let group: Vec<Vec<Head>> = rows.iter().map(|&r| sets[r].clone()).collect();
+        let resid = clean.resid_pre(first)?;
+        let (_, _, d) = resid.dims3()?;
+        let resid = resid.broadcast_as((rows.len(), total, d))?.contiguous()?;
+        let mut trace = engine.forward(
+            Start::ResidPre {
+                layer: first,
+                resid,
+            },
+            None,
+            &Hooks {
+                head_ablation: Some(head_set_ablation(engine, &group, kind)?),
+                capture: Capture {
+                    logits: Some(Positions::Range(p - 1..total)),
+                    kv_cache: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )?;
+        let (logits, logprobs) = logit_rows_and_logprobs(&trace.take_logits()?, answer)?;
+        let pass = t.passes.len();
+        t.passes.push(PassCaches {
+            clean: &clean.cache,
+            first,
+            upper: trace.take_kv_cache()?,
+        });
+        for (i, ((r, l), lp)) in rows.into_iter().zip(logits).zip(logprobs).enumerate() {
+            t.rows[r] = (pass, i);
+            t.logits[r] = l;
+            t.logprobs[r] = lp;
+        }
+    }
+    Ok(t)
+}
+
+/// Decode-only: the clean prompt's cache for every row, the clean first-token logits, and one
+/// pass over the whole answer with its positions ablated.
+fn teacher_decode_only<'a>(
+    engine: &Engine,
+    subject: &Subject,
+    clean: &'a Recorded,
+    sets: &[Vec<Head>],
+    kind: &AblationKind,
+) -> Result<TeacherPasses<'a>> {
+    let p = subject.prompt.ids.len();
+    let answer = subject.answer_ids();
+    let state = subject
+        .state
+        .as_ref()
+        .ok_or_else(|| Error::Analysis("the clean run left no cache to decode from".into()))?;
+    let rows = sets.len();
+    let cache = clean.cache.truncate(p)?.repeat_rows(rows)?;
+    let input = engine
+        .ids_tensor(answer)?
+        .broadcast_as((rows, answer.len()))?
+        .contiguous()?;
+    let mut trace = engine.forward(
+        Start::Tokens(&input),
+        Some(&cache),
+        &Hooks {
+            head_ablation: Some(head_set_ablation(engine, sets, kind)?),
+            capture: Capture {
+                logits: Some(Positions::All),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    // As in `decode_only_start`: the first token is read from the clean prompt.
+    let first = state.logits[0].clone();
+    let first_lp = log_softmax_row(&first)[answer[0] as usize] as f64;
+    let tail_logits = trace.take_logits()?;
+    let rest = match answer.len() {
+        1 => vec![0.0; rows],
+        a => answer_logprob_per_row(&tail_logits.narrow(1, 0, a - 1)?, &answer[1..])?,
+    };
+    let tail = tail_logits
+        .to_dtype(candle_core::DType::F32)?
+        .to_device(&candle_core::Device::Cpu)?
+        .to_vec3::<f32>()?;
+    let logits = tail
+        .into_iter()
+        .map(|mut r| {
+            r.insert(0, first.clone());
+            r
+        })
+        .collect();
+    Ok(TeacherPasses {
+        passes: vec![PassCaches {
+            clean: &clean.cache,
+            first: 0,
+            upper: trace.take_kv_cache()?,
+        }],
+        rows: (0..rows).map(|i| (0, i)).collect(),
+        logits,
+        logprobs: rest.into_iter().map(|r| first_lp + r).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +737,22 @@ mod tests {
             ..cfg.clone()
         };
         assert_ne!(AblationPlan::build(&other, &[s], (4, 4)).unwrap(), plan);
+    }
+
+    #[test]
+    fn a_head_set_two_conditions_share_is_listed_once() {
+        let sets = [
+            vec![(1, 2), (0, 3)],
+            vec![(2, 0)],
+            vec![(0, 3), (1, 2)], // the first set in another order
+            vec![(2, 0), (2, 1)],
+        ];
+        let (distinct, which) = distinct_sets(sets.iter());
+        assert_eq!(
+            distinct,
+            vec![sets[0].clone(), sets[1].clone(), sets[3].clone()]
+        );
+        assert_eq!(which, vec![0, 1, 0, 2]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Detection (issue 11, item 4): every head's score on each training sample, from one
-//! teacher-forced forward that captures only the query and answer rows of the attention
-//! (`|rows| × T` per head, never `T × T`), then the mean, sd and top list per category.
+//! Detection (issue 11, item 4): every head's score on each training sample, from the query and
+//! answer rows of the attention (`|rows| × T` per head, never `T × T`) that the answer's own
+//! generation records ([`detection_recording`]; a teacher-forced forward gives the same rows, see
+//! [`RowSource`]), then the mean, sd and top list per category.
 //!
 //! The scores are the analysis functions of `analyze` applied to that shared forward:
 //! * `summed_attention` ([`attention::summed_attention`]): the last prompt token's attention mass
@@ -25,7 +26,9 @@ use super::summary::RankedHead;
 use crate::analysis::attention::{summed_attention, SpanAttention};
 use crate::analysis::report::{analyze, AnalyzeOptions, HeadScore, Method};
 use crate::analysis::{qrhead, retrieval, Subject};
-use crate::engine::{Capture, Engine, Hooks, Positions, Start};
+use crate::engine::generate::Recorded;
+use crate::engine::{Capture, Engine, Hooks, KvCache, Positions, Recording, Start, Trace};
+use crate::prompt::RagPrompt;
 use crate::{Error, Result};
 
 /// A head-finding method of the study.
@@ -167,7 +170,31 @@ pub fn answer_needle(subject: &Subject, gold: usize) -> Range<usize> {
     }
 }
 
-/// The scores of `methods` for one prepared sample, keyed by [`DetectMethod::sample_score`].
+/// What detection asks the generation of a training sample to record (see
+/// [`Subject::generate_recording`]): the attention rows from the question's first token on, which
+/// the scores of the shared pass read; nothing when no method needs them.
+pub fn detection_recording(prompt: &RagPrompt, methods: &[DetectMethod]) -> Result<Recording> {
+    if !methods.iter().any(|m| m.shares_forward()) {
+        return Ok(Recording::default());
+    }
+    let (q_start, _) = qrhead::query_span(prompt)?;
+    Ok(Recording {
+        attn_from: Some(q_start),
+        ..Recording::default()
+    })
+}
+
+/// Where the attention rows of the shared scores come from.
+#[derive(Clone, Copy)]
+pub enum RowSource<'a> {
+    /// A teacher-forced forward of `prompt ++ answer[..A−1]` run for them.
+    TeacherForced,
+    /// The answer's own generation ([`detection_recording`]): no second pass over the prompt.
+    Recorded(&'a Recorded),
+}
+
+/// The scores of `methods` for one prepared sample, keyed by [`DetectMethod::sample_score`], from
+/// a teacher-forced forward (see [`detect_with`]).
 pub fn detect_sample(
     engine: &Engine,
     subject: &Subject,
@@ -175,10 +202,32 @@ pub fn detect_sample(
     needle: &Range<usize>,
     methods: &[DetectMethod],
 ) -> Result<BTreeMap<String, Vec<Vec<f64>>>> {
+    detect_with(
+        engine,
+        subject,
+        gold,
+        needle,
+        methods,
+        RowSource::TeacherForced,
+    )
+}
+
+/// The scores of `methods` for one prepared sample, keyed by [`DetectMethod::sample_score`]. The
+/// scores of the shared pass read the attention rows from `rows`; the two sources give the same
+/// scores up to rounding (the same tokens at the same positions), the recorded one without a
+/// second forward over the prompt.
+pub fn detect_with(
+    engine: &Engine,
+    subject: &Subject,
+    gold: usize,
+    needle: &Range<usize>,
+    methods: &[DetectMethod],
+    rows: RowSource,
+) -> Result<BTreeMap<String, Vec<Vec<f64>>>> {
     let mut scores = BTreeMap::new();
     if methods.iter().any(|m| m.shares_forward()) {
         let with_qrhead = methods.contains(&DetectMethod::Score(HeadScore::QrHead));
-        scores = shared_forward_scores(engine, subject, gold, needle, with_qrhead)?;
+        scores = shared_scores(engine, subject, gold, needle, with_qrhead, rows)?;
         scores.retain(|k, _| methods.iter().any(|m| m.sample_score() == k));
     }
     for m in methods.iter().filter(|m| !m.shares_forward()) {
@@ -206,37 +255,72 @@ fn analyze_score(engine: &Engine, subject: &Subject, h: HeadScore) -> Result<Vec
         .ok_or_else(|| Error::Analysis(format!("analyze produced no `{}` scores", h.key())))
 }
 
-/// Summed attention (gold document, answer tokens), retrieval and QRHead from one teacher-forced
-/// forward capturing the rows from the question's first token to the last answer-predicting one,
-/// plus (`with_qrhead`) the null query's few tokens after the shared prefix.
-fn shared_forward_scores(
+/// Attention rows `q_start..p − 1 + A` of `prompt ++ answer[..A−1]` as
+/// `blocks.{l}.attn.hook_pattern` `[1, H, rows, T]`, and (`with_cache`) that input's keys and values
+/// (at least its first `q_start` positions, for QRHead's null query).
+fn attention_rows(
+    engine: &Engine,
+    subject: &Subject,
+    q_start: usize,
+    with_cache: bool,
+    source: RowSource,
+) -> Result<(Trace, Option<KvCache>)> {
+    let ids = subject.teacher_forced_ids();
+    match source {
+        RowSource::TeacherForced => {
+            let p = subject.prompt.ids.len();
+            let rows = q_start..p - 1 + subject.answer_ids().len();
+            let mut trace = engine.forward(
+                Start::Tokens(&engine.ids_tensor(&ids)?),
+                None,
+                &Hooks {
+                    capture: Capture {
+                        attn_rows: Some(Positions::Range(rows)),
+                        kv_cache: with_cache,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )?;
+            let cache = match with_cache {
+                true => Some(trace.take_kv_cache()?),
+                false => None,
+            };
+            Ok((trace, cache))
+        }
+        RowSource::Recorded(rec) => {
+            let mut trace = Trace::default();
+            for l in 0..engine.arch().num_layers {
+                let name = format!("blocks.{l}.attn.hook_pattern");
+                trace
+                    .activations
+                    .insert(name, rec.attention_rows(l, ids.len())?);
+            }
+            Ok((trace, with_cache.then(|| rec.cache.clone())))
+        }
+    }
+}
+
+/// Summed attention (gold document, answer tokens), retrieval and QRHead from the attention rows
+/// from the question's first token to the last answer-predicting one, plus (`with_qrhead`) the
+/// null query's few tokens after the shared prefix.
+fn shared_scores(
     engine: &Engine,
     subject: &Subject,
     gold: usize,
     needle: &Range<usize>,
     with_qrhead: bool,
+    source: RowSource,
 ) -> Result<BTreeMap<String, Vec<Vec<f64>>>> {
     let prompt = &subject.prompt;
     let (q_start, p) = qrhead::query_span(prompt)?;
     let answer = subject.answer_ids();
     let ids = subject.teacher_forced_ids();
-    let rows = q_start..p - 1 + answer.len();
     let null = match with_qrhead {
         true => Some(qrhead::null_query_prompt(engine, subject)?),
         false => None,
     };
-    let mut trace = engine.forward(
-        Start::Tokens(&engine.ids_tensor(&ids)?),
-        None,
-        &Hooks {
-            capture: Capture {
-                attn_rows: Some(Positions::Range(rows.clone())),
-                kv_cache: with_qrhead,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )?;
+    let (trace, cache) = attention_rows(engine, subject, q_start, with_qrhead, source)?;
     let gold_span = prompt.docs[gold].tokens.clone();
     let last = p - 1 - q_start; // the last prompt token's row among the captured ones
     let mut mass = Vec::new();
@@ -286,9 +370,8 @@ fn shared_forward_scores(
         ),
         ("retrieval".to_string(), retrieval_scores),
     ]);
-    if let Some(null) = null {
+    if let (Some(null), Some(cache)) = (null, cache) {
         let s = qrhead::mean_query_attention(engine, &trace, 0..p - q_start, q_start)?;
-        let cache = trace.take_kv_cache()?;
         let s_null = qrhead::null_query_attention(engine, &null, &cache, q_start)?;
         let qr = qrhead::calibrated(prompt, &s, &s_null, gold);
         scores.insert("qrhead".to_string(), qr.scores);

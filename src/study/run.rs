@@ -5,18 +5,20 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::ablate::{ablate_sample, AblateUnit, AblationPlan, CleanUnit};
+use super::ablate::{ablate_sample, clean_recording, AblateUnit, AblationPlan, CleanUnit};
 use super::config::{
     model_label, sample_key, validate_samples, ConfigRecord, ModelRecord, Provenance, StudyConfig,
 };
-use super::detect::{answer_needle, detect_sample, DetectMethod, DetectUnit, HeadStats};
+use super::detect::{
+    answer_needle, detect_with, detection_recording, DetectMethod, DetectUnit, HeadStats, RowSource,
+};
 use super::shard::{assign, Shard, ShardsRecord, SHARDS_FILE};
 use super::split::{stratified, Split};
 use super::units::{pretty, sha256_file, sha256_hex, UnitState, UnitStore};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::dataset::write_jsonl;
-use crate::engine::generate::GenerationConfig;
-use crate::engine::Engine;
+use crate::engine::generate::{GenerationConfig, Recorded};
+use crate::engine::{Engine, Recording};
 use crate::prompt::{load_samples, Document, PromptFormat, RagPrompt, Sample};
 use crate::{Error, Result};
 
@@ -274,19 +276,21 @@ impl Study {
         }
     }
 
-    /// The sample's prompt and greedy answer; `Err(reason)` for a sample the model cannot answer
-    /// at all (an empty answer), which is recorded and left out of the statistics.
-    fn prepare(
+    /// The sample's prompt and greedy answer, keeping what `recording` asks for from the
+    /// generation ([`Subject::generate_recording`]); `Err(reason)` for a sample the model cannot
+    /// answer at all (an empty answer), which is recorded and left out of the statistics.
+    fn prepare_recording(
         &self,
         engine: &Engine,
         sample: &Sample,
-    ) -> Result<std::result::Result<Subject, String>> {
-        match Subject::prepare(
+        recording: impl FnOnce(&RagPrompt) -> Result<Recording>,
+    ) -> Result<std::result::Result<(Subject, Recorded), String>> {
+        match Subject::generate_recording(
             engine,
             sample.clone(),
             &self.format,
             &self.generation(),
-            true,
+            recording,
             |_| true,
         ) {
             Ok(s) => Ok(Ok(s)),
@@ -474,7 +478,9 @@ impl Study {
     fn detect_one(&self, engine: &Engine, c: &Chosen) -> Result<DetectUnit> {
         let category = c.sample.category().unwrap_or("").to_string();
         let gold = c.sample.gold().unwrap_or(0);
-        let subject = match self.prepare(engine, c.sample)? {
+        let methods = &self.cfg.methods;
+        let recording = |p: &RagPrompt| detection_recording(p, methods);
+        let (subject, recorded) = match self.prepare_recording(engine, c.sample, recording)? {
             Ok(s) => s,
             Err(reason) => {
                 return Ok(DetectUnit {
@@ -490,7 +496,8 @@ impl Study {
         };
         let answer = engine.decode(subject.answer_ids())?;
         let needle = answer_needle(&subject, gold);
-        let scores = detect_sample(engine, &subject, gold, &needle, &self.cfg.methods)?;
+        let rows = RowSource::Recorded(&recorded);
+        let scores = detect_with(engine, &subject, gold, &needle, methods, rows)?;
         Ok(DetectUnit {
             sample: c.key.clone(),
             category,
@@ -613,7 +620,8 @@ impl Study {
     ) -> Result<()> {
         let clean_rel = clean_unit(label, &c.key);
         let category = c.sample.category().unwrap_or("").to_string();
-        let subject = match self.prepare(engine, c.sample)? {
+        let recording = |_: &RagPrompt| Ok(clean_recording(self.cfg.positions));
+        let (subject, recorded) = match self.prepare_recording(engine, c.sample, recording)? {
             Ok(s) => s,
             Err(reason) => {
                 // A sample the model cannot answer has no method units: the clean one says why.
@@ -649,7 +657,14 @@ impl Study {
                 Error::Study(format!("the plan has no cell for {m} × {category}"))
             })?;
             let mut keep_going = || !monitor.cancelled();
-            let conditions = ablate_sample(engine, &subject, cell, &self.cfg, &mut keep_going)?;
+            let conditions = ablate_sample(
+                engine,
+                &subject,
+                Some(&recorded),
+                cell,
+                &self.cfg,
+                &mut keep_going,
+            )?;
             let unit = AblateUnit {
                 sample: c.key.clone(),
                 category: category.clone(),

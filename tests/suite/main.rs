@@ -23,6 +23,7 @@ mod mirage;
 mod parity;
 mod prompt;
 mod prompt_format;
+mod recorded_passes;
 mod slurm;
 mod smollm2;
 mod study;
