@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ablation::{AblationCurve, CurveConfig, HeadSweep};
 use super::arc_jsd::{ArcJsdAttribution, ArcJsdHeads};
+use super::atp::AtpScores;
 use super::attention::TargetDocument;
 use super::cache::ResultCache;
 use super::context_cite::{ContextCiteConfig, ContextCiteResult};
@@ -27,7 +28,7 @@ use super::patching::PatchingScores;
 use super::qrhead::QrHeadScores;
 use super::retrieval::RetrievalScores;
 use super::{ranking, Subject};
-use crate::engine::{AblationSet, Engine, ModelInfo};
+use crate::engine::{AblationMode, AblationSet, Engine, ModelInfo};
 use crate::prompt::Granularity;
 use crate::Result;
 
@@ -57,6 +58,9 @@ pub struct AnalyzeOptions {
     pub batch: usize,
     /// ContextCite explains only these answer tokens `[start, end)` (default: all).
     pub answer_span: Option<(usize, usize)>,
+    /// The ablation `heads:atp` linearises: zero (as `heads:ablation`) or mean.
+    #[serde(default)]
+    pub atp_ablation: AblationMode,
 }
 
 impl Default for AnalyzeOptions {
@@ -76,6 +80,7 @@ impl Default for AnalyzeOptions {
             drop_max_k: 3,
             batch: 16,
             answer_span: None,
+            atp_ablation: AblationMode::Zero,
         }
     }
 }
@@ -121,6 +126,8 @@ pub struct Details {
     pub ablation: Option<HeadSweep>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patching: Option<PatchingScores>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atp: Option<AtpScores>,
 }
 
 /// The result of [`analyze`]; field order is the JSON's.
@@ -302,6 +309,7 @@ impl Details {
             qrhead,
             ablation,
             patching,
+            atp,
         } = later;
         replace_if_some(&mut self.arc_jsd, arc_jsd);
         replace_if_some(&mut self.arc_jsd_heads, arc_jsd_heads);
@@ -312,6 +320,7 @@ impl Details {
         replace_if_some(&mut self.qrhead, qrhead);
         replace_if_some(&mut self.ablation, ablation);
         replace_if_some(&mut self.patching, patching);
+        replace_if_some(&mut self.atp, atp);
     }
 }
 
