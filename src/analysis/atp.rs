@@ -22,7 +22,11 @@
 //! * neither of AtP*'s corrections is applied (the QK fix, which recomputes the attention softmax
 //!   for query/key nodes whose effect saturates, and GradDrop against cancelling paths): the
 //!   score is plain first-order AtP, and its agreement with the exact sweep is measured instead
-//!   (README, "Attribution patching").
+//!   (README, "Attribution patching vs the exact sweep").
+//!
+//! Cost: one forward and one backward (about three forwards' work), against the sweep's `L·H`
+//! ablated tails; but the differentiable forward keeps every layer's activations and attention
+//! pattern (`L·H·T²` floats), so memory, not time, bounds the prompt length.
 
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};

@@ -56,11 +56,11 @@ pub struct AnalyzeOptions {
     pub drop_max_k: usize,
     /// Variants per forward in head sweeps.
     pub batch: usize,
-    /// ContextCite explains only these answer tokens `[start, end)` (default: all).
-    pub answer_span: Option<(usize, usize)>,
     /// The ablation `heads:atp` linearises: zero (as `heads:ablation`) or mean.
     #[serde(default)]
     pub atp_ablation: AblationMode,
+    /// ContextCite explains only these answer tokens `[start, end)` (default: all).
+    pub answer_span: Option<(usize, usize)>,
 }
 
 impl Default for AnalyzeOptions {
@@ -79,8 +79,8 @@ impl Default for AnalyzeOptions {
             lds: LdsConfig::default(),
             drop_max_k: 3,
             batch: 16,
-            answer_span: None,
             atp_ablation: AblationMode::Zero,
+            answer_span: None,
         }
     }
 }
@@ -124,10 +124,10 @@ pub struct Details {
     pub qrhead: Option<QrHeadScores>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ablation: Option<HeadSweep>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patching: Option<PatchingScores>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub atp: Option<AtpScores>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patching: Option<PatchingScores>,
 }
 
 /// The result of [`analyze`]; field order is the JSON's.
@@ -308,8 +308,8 @@ impl Details {
             retrieval,
             qrhead,
             ablation,
-            patching,
             atp,
+            patching,
         } = later;
         replace_if_some(&mut self.arc_jsd, arc_jsd);
         replace_if_some(&mut self.arc_jsd_heads, arc_jsd_heads);
@@ -319,8 +319,8 @@ impl Details {
         replace_if_some(&mut self.retrieval, retrieval);
         replace_if_some(&mut self.qrhead, qrhead);
         replace_if_some(&mut self.ablation, ablation);
-        replace_if_some(&mut self.patching, patching);
         replace_if_some(&mut self.atp, atp);
+        replace_if_some(&mut self.patching, patching);
     }
 }
 
