@@ -180,7 +180,7 @@ pub struct StudyArgs {
     #[arg(long, short = 'm')]
     pub model: Vec<String>,
     /// Head-finding methods, comma-separated: summed-attention, summed-attention-answer,
-    /// retrieval, retrieval-all, qrhead, arc-jsd, ablation, patching.
+    /// retrieval, retrieval-all, qrhead, arc-jsd, ablation, atp, patching.
     #[arg(long, value_delimiter = ',')]
     pub methods: Option<Vec<headscope::study::detect::DetectMethod>>,
     /// Ablation sizes, comma-separated (0 is always included).
@@ -610,7 +610,8 @@ pub struct AnalyzeArgs {
     pub all_samples: bool,
     /// Methods, comma-separated: logit-lens, heads:arc-jsd, heads:summed-attention,
     /// heads:retrieval, heads:qrhead, heads:ablation, heads:patching, attr:arc-jsd,
-    /// attr:context-cite, attr:mirage, attr:marginal, attr:attention, ablation-curve, or all.
+    /// attr:context-cite, attr:mirage, attr:marginal, attr:attention, ablation-curve, heads:atp,
+    /// or all.
     #[arg(long, default_value = "all")]
     pub method: MethodList,
     /// Sources for attribution: doc or sentence.
@@ -664,7 +665,7 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "zero")]
     pub curve_ablation: AblationMode,
     /// Ablation curve: the head score that ranks heads (arc_jsd, summed_attention, retrieval,
-    /// qrhead, ablation, patching).
+    /// qrhead, ablation, atp, patching).
     #[arg(long, default_value = "arc_jsd")]
     pub curve_score: HeadScore,
     /// Ablation curve: skip regenerating the answer under each ablation.
@@ -679,6 +680,10 @@ pub struct AnalyzeArgs {
     /// Ablated variants per forward in head sweeps.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// heads:atp: the ablation it linearises, zero (as heads:ablation) or mean (each head's
+    /// mean output over the run's positions).
+    #[arg(long, default_value = "zero")]
+    pub atp_ablation: AblationMode,
     /// Analyse the model with these heads ablated, as the explorer does after a live re-run:
     /// the answer is the ablated model's own and every method sees the ablated model.
     /// Comma-separated `L{layer}H{head}`, e.g. `L19H1,L20H3`.

@@ -28,16 +28,19 @@ pub enum HeadScore {
     Ablation,
     /// Activation patching from the clean into the corrupted run.
     Patching,
+    /// Attribution patching: [`HeadScore::Ablation`] to first order, from one backward pass.
+    Atp,
 }
 
 impl HeadScore {
     /// In the explorer's `m` cycle order.
-    pub const ALL: [HeadScore; 6] = [
+    pub const ALL: [HeadScore; 7] = [
         HeadScore::ArcJsd,
         HeadScore::SummedAttention,
         HeadScore::Retrieval,
         HeadScore::QrHead,
         HeadScore::Ablation,
+        HeadScore::Atp,
         HeadScore::Patching,
     ];
 
@@ -50,6 +53,7 @@ impl HeadScore {
             HeadScore::QrHead => "qrhead",
             HeadScore::Ablation => "ablation",
             HeadScore::Patching => "patching",
+            HeadScore::Atp => "atp",
         }
     }
 
@@ -67,19 +71,24 @@ impl HeadScore {
             HeadScore::QrHead => "QRHead",
             HeadScore::Ablation => "ablation Δ",
             HeadScore::Patching => "patching",
+            HeadScore::Atp => "AtP Δ",
         }
     }
 
     /// Scores with a meaningful sign (drawn on a diverging scale centred on zero).
     pub fn signed(self) -> bool {
-        matches!(self, HeadScore::Ablation | HeadScore::Patching)
+        matches!(
+            self,
+            HeadScore::Ablation | HeadScore::Patching | HeadScore::Atp
+        )
     }
 
     /// The sign that turns a score into importance (higher = the answer needs the head more): an
-    /// ablation Δ is negative for the heads the answer needs, every other score is positive there.
+    /// ablation Δ (exact or AtP's estimate) is negative for the heads the answer needs, every other
+    /// score is positive there.
     pub fn importance_sign(self) -> f64 {
         match self {
-            HeadScore::Ablation => -1.0,
+            HeadScore::Ablation | HeadScore::Atp => -1.0,
             _ => 1.0,
         }
     }
@@ -191,8 +200,9 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method, in the order `analyze` lists (and runs) them.
-    pub const ALL: [Method; 13] = [
+    /// Every method, in the order `analyze` lists (and runs) them. Methods added later go last, so
+    /// `options.methods` in reports keeps its order.
+    pub const ALL: [Method; 14] = [
         Method::LogitLens,
         Method::Heads(HeadScore::ArcJsd),
         Method::Heads(HeadScore::SummedAttention),
@@ -206,6 +216,7 @@ impl Method {
         Method::Attr(Attribution::Marginal),
         Method::Attr(Attribution::Attention),
         Method::AblationCurve,
+        Method::Heads(HeadScore::Atp),
     ];
 
     /// The CLI name.
@@ -219,6 +230,7 @@ impl Method {
                 HeadScore::QrHead => "heads:qrhead",
                 HeadScore::Ablation => "heads:ablation",
                 HeadScore::Patching => "heads:patching",
+                HeadScore::Atp => "heads:atp",
             },
             Method::Attr(a) => match a {
                 Attribution::ArcJsd => "attr:arc-jsd",
@@ -261,6 +273,7 @@ impl Method {
             Method::Attr(Attribution::Marginal),
             Method::Attr(Attribution::ContextCite),
             Method::Attr(Attribution::Mirage),
+            Method::Heads(HeadScore::Atp),
         ],
         &[
             Method::Heads(HeadScore::Ablation),

@@ -10,6 +10,7 @@
 //! | [`retrieval`] | Wu et al. retrieval-head score |
 //! | [`qrhead`] | QRHead query-focused head score with null-query calibration |
 //! | [`ablation`] | head knock-out sweep, top-k vs random ablation curves |
+//! | [`atp`] | attribution patching: every head's ablation effect, linearised (one backward) |
 //! | [`patching`] | activation patching of heads from the clean into the corrupted run |
 //! | [`context_cite`] | ContextCite random-mask Lasso surrogate |
 //! | [`mirage`] | MIRAGE: CTI + CCI with citations |
@@ -21,6 +22,7 @@
 
 pub mod ablation;
 pub mod arc_jsd;
+pub mod atp;
 pub mod attention;
 pub mod cache;
 pub mod context_cite;

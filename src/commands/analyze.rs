@@ -58,6 +58,7 @@ fn options(args: &AnalyzeArgs) -> AnalyzeOptions {
         },
         batch: args.batch,
         answer_span: args.answer_span,
+        atp_ablation: args.atp_ablation,
         ..AnalyzeOptions::default()
     }
 }

@@ -317,6 +317,18 @@ impl Engine {
         self.model.embedding_gradient(ids, f)
     }
 
+    /// The gradient of `f(logits of rows)` w.r.t. every layer's head outputs `z` (see
+    /// [`Transformer::head_output_gradient`]); counts as one forward.
+    pub fn head_output_gradient(
+        &self,
+        ids: &candle_core::Tensor,
+        rows: &Positions,
+        f: impl FnOnce(&candle_core::Tensor) -> Result<candle_core::Tensor>,
+    ) -> Result<model::HeadOutputGradient> {
+        self.count_forwards(1);
+        self.model.head_output_gradient(ids, rows, f)
+    }
+
     /// A decoder continuing one row after `cache` under `interventions` (see [`Decoder`]); its
     /// forwards are counted.
     pub fn resume_decoder(&self, interventions: &Hooks, cache: KvCache) -> Decoder<'_, Engine> {

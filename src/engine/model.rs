@@ -73,6 +73,9 @@ struct ForwardCtx<'h> {
     /// The last layer's query rows when only they are computed (see
     /// [`Transformer::final_layer_rows`]).
     final_rows: Option<Vec<usize>>,
+    /// Per layer, a zero variable `[b, t, H, d_h]` added to `z` before `o_proj`, so a backward pass
+    /// yields `∂f/∂z` (see [`Transformer::head_output_gradient`]).
+    z_probes: Option<&'h [Var]>,
 }
 
 /// One layer's part of a forward.
@@ -122,6 +125,19 @@ pub struct EmbeddingGradient {
     /// `∂f/∂e_j` `[b, t, d]` in f32, `e_j` the embedding-table row of input position `j` (before
     /// Gemma 2's √d scale, which the chain rule folds in).
     pub grad: Tensor,
+}
+
+/// The gradient of a scalar function of some positions' logits w.r.t. every layer's head outputs
+/// `z` (`blocks.{l}.attn.hook_z`, the input of `o_proj`), from one forward and one backward.
+#[derive(Debug)]
+pub struct HeadOutputGradient {
+    /// The function's value.
+    pub value: f64,
+    /// Per layer, the heads' outputs `z` `[t, H, d_head]` in f32.
+    pub z: Vec<Tensor>,
+    /// Per layer, `∂f/∂z` `[t, H, d_head]` in f32: the total derivative, through every later
+    /// layer (the heads above included), not only the direct path to the logits.
+    pub grad: Vec<Tensor>,
 }
 
 impl Transformer {
@@ -302,13 +318,31 @@ impl Transformer {
     /// their keys and values must come from elsewhere, e.g. a clean run:
     /// [`KvCache::with_layers_from`]). `Start::ResidMid` cannot capture one.
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
+        self.forward_probed(start, past, hooks, None)
+    }
+
+    /// [`Self::forward`] with a zero variable added to each layer's `z` (`z_probes`, one per
+    /// layer, each `[b, t, H, d_h]`).
+    fn forward_probed(
+        &self,
+        start: Start,
+        past: Option<&KvCache>,
+        hooks: &Hooks,
+        z_probes: Option<&[Var]>,
+    ) -> Result<Trace> {
         let (first_layer, mut x, skip_attention) = match start {
             Start::Tokens(ids) => (0, self.embed(ids)?, false),
             Start::ResidPre { layer, resid } => (layer, resid.to_dtype(self.dtype)?, false),
             Start::ResidMid { layer, resid } => (layer, resid.to_dtype(self.dtype)?, true),
         };
         let (batch, seq) = self.check_forward(first_layer, &x, skip_attention, past, hooks)?;
-        let ctx = self.forward_ctx(batch, seq, past, hooks)?;
+        let mut ctx = self.forward_ctx(batch, seq, past, hooks)?;
+        if let Some(probes) = z_probes {
+            self.check_probes(probes, first_layer, batch, seq)?;
+            // Every layer's `z` covers every position.
+            ctx.final_rows = None;
+            ctx.z_probes = Some(probes);
+        }
         let mut trace = Trace::default();
         let mut new_cache = Vec::new();
         for l in first_layer..self.arch.num_layers {
@@ -529,6 +563,95 @@ impl Transformer {
         })
     }
 
+    /// Differentiates `f(logits)` w.r.t. every layer's head outputs `z` for one input row `ids`
+    /// `[1, t]`, where `logits` `[1, n, vocab]` (f32) are those of `rows` and `f` returns a scalar
+    /// tensor. One differentiable forward (no KV cache) and one backward pass.
+    ///
+    /// A captured `z` would be a leaf of no use to autograd, and the live `z` is freed by the
+    /// backward pass, so each layer's `z` gets a zero variable added before `o_proj`
+    /// (`z + δ_l`, `δ_l = 0`): `∂f/∂δ_l = ∂f/∂z_l` with every later layer still depending on
+    /// `z_l`, so the gradient is the total one, through the heads above as well.
+    pub fn head_output_gradient(
+        &self,
+        ids: &Tensor,
+        rows: &Positions,
+        f: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<HeadOutputGradient> {
+        let (b, t) = ids.dims2()?;
+        if b != 1 || t == 0 {
+            return Err(Error::Hook(format!(
+                "head-output gradients need one non-empty input row, not shape {:?}",
+                ids.dims()
+            )));
+        }
+        let a = &self.arch;
+        let shape = (1, t, a.num_heads, a.head_dim);
+        let probes = (0..a.num_layers)
+            .map(|_| Ok(Var::zeros(shape, self.dtype, &self.device)?))
+            .collect::<Result<Vec<_>>>()?;
+        let hooks = Hooks {
+            differentiable: true,
+            capture: Capture {
+                z: Some(Positions::All),
+                logits: Some(rows.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut trace = self.forward_probed(Start::Tokens(ids), None, &hooks, Some(&probes))?;
+        let logits = trace.take_logits()?;
+        let out = f(&logits)?;
+        if out.elem_count() != 1 {
+            return Err(Error::Hook(format!(
+                "the differentiated function must return a scalar, not shape {:?}",
+                out.dims()
+            )));
+        }
+        let value = out.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
+        let grads = out.backward()?;
+        let mut z = Vec::with_capacity(probes.len());
+        let mut grad = Vec::with_capacity(probes.len());
+        for (l, probe) in probes.iter().enumerate() {
+            let zl = trace
+                .activations
+                .remove(&hook_name(l, "attn.hook_z"))
+                .ok_or_else(|| Error::Hook(format!("layer {l}'s z was not captured")))?;
+            z.push(zl.detach().squeeze(0)?.to_dtype(DType::F32)?);
+            grad.push(match grads.get(probe.as_tensor()) {
+                Some(g) => g.squeeze(0)?.to_dtype(DType::F32)?,
+                // `f` does not depend on this layer's heads: the gradient is zero.
+                None => Tensor::zeros((t, a.num_heads, a.head_dim), DType::F32, &self.device)?,
+            });
+        }
+        Ok(HeadOutputGradient { value, z, grad })
+    }
+
+    /// One probe per layer, each `[b, t, H, d_h]`, for a forward from layer 0.
+    fn check_probes(
+        &self,
+        probes: &[Var],
+        first_layer: usize,
+        batch: usize,
+        seq: usize,
+    ) -> Result<()> {
+        let a = &self.arch;
+        let want = [batch, seq, a.num_heads, a.head_dim];
+        if first_layer != 0 || probes.len() != a.num_layers {
+            return Err(Error::Hook(format!(
+                "z probes need a forward from layer 0 and one probe per layer ({} given for {})",
+                probes.len(),
+                a.num_layers
+            )));
+        }
+        match probes.iter().find(|p| p.dims() != want) {
+            Some(p) => Err(Error::Hook(format!(
+                "a z probe has shape {:?}, expected {want:?}",
+                p.dims()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// When only some positions' logits are wanted and nothing else is asked of the last layer, that
     /// layer computes queries, `o_proj` and the MLP for those rows only (keys and values still cover
     /// every position). `None`: the last layer runs in full.
@@ -612,6 +735,7 @@ impl Transformer {
             past,
             ablated_layers,
             final_rows,
+            z_probes: None,
         })
     }
 
@@ -673,7 +797,10 @@ impl Transformer {
             z = self.apply_patches(z, &patches, b, t)?;
         }
         // [b, H, t, d_h] → [b, t, H, d_h]
-        let z_bthd = z.transpose(1, 2)?.contiguous()?;
+        let mut z_bthd = z.transpose(1, 2)?.contiguous()?;
+        if let Some(probes) = ctx.z_probes {
+            z_bthd = (z_bthd + probes[layer.l].as_tensor())?;
+        }
         self.capture_z(ctx, layer, &z_bthd, trace)?;
         let attn_out = linear(
             &z_bthd.reshape((b, tq, h * dh))?,

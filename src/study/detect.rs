@@ -11,7 +11,7 @@
 //!   accumulates it; `retrieval_all` is the same score averaged over every sample;
 //! * `qrhead` ([`qrhead::calibrated`]): query → gold document, calibrated by the null query "N/A"
 //!   (run from the shared prefix's cache), outlier tokens dropped;
-//! * any other head score of `analyze` (`arc_jsd`, `ablation`, `patching`) through its runner,
+//! * any other head score of `analyze` (`arc_jsd`, `ablation`, `patching`, `atp`) through its runner,
 //!   with the gold document as target.
 
 use std::collections::BTreeMap;
@@ -84,7 +84,9 @@ impl DetectMethod {
     fn shares_forward(self) -> bool {
         !matches!(
             self,
-            DetectMethod::Score(HeadScore::ArcJsd | HeadScore::Ablation | HeadScore::Patching)
+            DetectMethod::Score(
+                HeadScore::ArcJsd | HeadScore::Ablation | HeadScore::Patching | HeadScore::Atp
+            )
         )
     }
 }

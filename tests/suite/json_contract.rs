@@ -7,6 +7,11 @@
 //! The expected files were written by headscope at commit 2967bf9 with
 //! `headscope analyze --model <qwen2 fixture, context 512> tests/fixtures/analysis/sample.json
 //! --no-cache --json FILE` and the arguments below, the model path replaced by `<MODEL>`.
+//!
+//! Extensions: a method added later adds its lines and nothing else. `heads:atp` added
+//! `head_scores.atp`, `details.atp`, `costs."heads:atp"`, `options.atp_ablation` and `HeadsAtp` at
+//! the end of `options.methods` (so the line before it gained its comma); every other line is as
+//! recorded at 2967bf9 (checked with a line diff when the lines were inserted).
 
 use std::path::{Path, PathBuf};
 

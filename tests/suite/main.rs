@@ -13,6 +13,7 @@ mod common;
 
 mod analysis_reference;
 mod analyze;
+mod atp;
 mod bad_input;
 mod context_cite;
 mod dataset;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ablation::{AblationCurve, CurveConfig, HeadSweep};
 use super::arc_jsd::{ArcJsdAttribution, ArcJsdHeads};
+use super::atp::AtpScores;
 use super::attention::TargetDocument;
 use super::cache::ResultCache;
 use super::context_cite::{ContextCiteConfig, ContextCiteResult};
@@ -27,7 +28,7 @@ use super::patching::PatchingScores;
 use super::qrhead::QrHeadScores;
 use super::retrieval::RetrievalScores;
 use super::{ranking, Subject};
-use crate::engine::{AblationSet, Engine, ModelInfo};
+use crate::engine::{AblationMode, AblationSet, Engine, ModelInfo};
 use crate::prompt::Granularity;
 use crate::Result;
 
@@ -55,6 +56,9 @@ pub struct AnalyzeOptions {
     pub drop_max_k: usize,
     /// Variants per forward in head sweeps.
     pub batch: usize,
+    /// The ablation `heads:atp` linearises: zero (as `heads:ablation`) or mean.
+    #[serde(default)]
+    pub atp_ablation: AblationMode,
     /// ContextCite explains only these answer tokens `[start, end)` (default: all).
     pub answer_span: Option<(usize, usize)>,
 }
@@ -75,6 +79,7 @@ impl Default for AnalyzeOptions {
             lds: LdsConfig::default(),
             drop_max_k: 3,
             batch: 16,
+            atp_ablation: AblationMode::Zero,
             answer_span: None,
         }
     }
@@ -119,6 +124,8 @@ pub struct Details {
     pub qrhead: Option<QrHeadScores>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ablation: Option<HeadSweep>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atp: Option<AtpScores>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patching: Option<PatchingScores>,
 }
@@ -301,6 +308,7 @@ impl Details {
             retrieval,
             qrhead,
             ablation,
+            atp,
             patching,
         } = later;
         replace_if_some(&mut self.arc_jsd, arc_jsd);
@@ -311,6 +319,7 @@ impl Details {
         replace_if_some(&mut self.retrieval, retrieval);
         replace_if_some(&mut self.qrhead, qrhead);
         replace_if_some(&mut self.ablation, ablation);
+        replace_if_some(&mut self.atp, atp);
         replace_if_some(&mut self.patching, patching);
     }
 }

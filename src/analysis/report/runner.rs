@@ -16,6 +16,7 @@ use super::{
 };
 use crate::analysis::ablation::{ablation_curve, head_ablation_sweep};
 use crate::analysis::arc_jsd::ArcJsdAttribution;
+use crate::analysis::atp::attribution_patching;
 use crate::analysis::attention::{
     attention_attribution, source_token_spans, span_attention, summed_attention, target_document,
     SpanAttention, TargetDocument,
@@ -284,6 +285,7 @@ impl<'a, 'p> Runner<'a, 'p> {
             HeadScore::QrHead => self.qrhead()?,
             HeadScore::Ablation => self.ablation_sweep()?,
             HeadScore::Patching => self.patching()?,
+            HeadScore::Atp => self.atp()?,
         };
         self.report.head_scores.insert(h, matrix);
         Ok(())
@@ -344,6 +346,17 @@ impl<'a, 'p> Runner<'a, 'p> {
         })?;
         let matrix = sweep.delta_logprob.clone();
         self.report.details.ablation = Some(sweep);
+        Ok(matrix)
+    }
+
+    /// Attribution patching of the ablation the options name (zero by default, as the sweep).
+    fn atp(&mut self) -> Result<Vec<Vec<f64>>> {
+        let mode = self.opts.atp_ablation;
+        let atp = self.steps.cached("heads:atp", mode, |e, s, p| {
+            attribution_patching(e, &s.prompt.ids, s.answer_ids(), mode, p)
+        })?;
+        let matrix = atp.delta_logprob.clone();
+        self.report.details.atp = Some(atp);
         Ok(matrix)
     }
 
