@@ -24,8 +24,8 @@ fn can_run_slurm() -> Result<(), String> {
     let has = |cmd: &str| {
         Command::new("sh")
             .args(["-c", &format!("command -v {cmd}")])
-            .status()
-            .map(|s| s.success())
+            .output()
+            .map(|o| o.status.success())
             .unwrap_or(false)
     };
     if !has("sbatch") && !has("apt-get") {
