@@ -188,13 +188,22 @@ fn footer(app: &App, t: &Theme, keys: &KeyMap, area: Rect, buf: &mut Buffer) {
     Line::from(spans).render(area, buf);
 }
 
-/// A pane's frame: rounded borders, the focus colour when focused, `n title` on top.
+/// A pane's frame (see [`pane_block`]).
 pub fn frame<'a>(app: &App, t: &Theme, pane: Pane, title: Vec<Span<'a>>) -> Block<'a> {
     let focused = app.focus == pane && !app.show_help;
-    let mut spans = vec![Span::styled(
-        format!(" {} {} ", pane.number(), pane.title()),
-        t.title(focused),
-    )];
+    pane_block(t, focused, pane.number(), pane.title(), title)
+}
+
+/// The frame every pane draws in, the explorer's and the study view's: `n name` and `title` on
+/// top, rounded borders, thick ones in the focus colour when focused.
+pub fn pane_block<'a>(
+    t: &Theme,
+    focused: bool,
+    number: usize,
+    name: &str,
+    title: Vec<Span<'a>>,
+) -> Block<'a> {
+    let mut spans = vec![Span::styled(format!(" {number} {name} "), t.title(focused))];
     spans.extend(title);
     Block::default()
         .borders(Borders::ALL)

@@ -11,13 +11,13 @@ use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Borders, Widget};
+use ratatui::widgets::{Block, Widget};
 
 use super::data::StudyData;
 use super::{StudyApp, StudyPane, HELP};
 use crate::ui::app::Command;
 use crate::ui::keys::KeyMap;
-use crate::ui::panes::{clip, help, too_small, MIN_HEIGHT, MIN_WIDTH};
+use crate::ui::panes::{clip, help, pane_block, too_small, MIN_HEIGHT, MIN_WIDTH};
 use crate::ui::theme::Theme;
 
 /// Each pane's cursor and toggles.
@@ -132,23 +132,10 @@ pub fn render_pane(pane: StudyPane, app: &StudyApp, t: &Theme, area: Rect, buf: 
     }
 }
 
-/// A pane's frame, as the explorer's: the focus colour and thick borders when focused.
+/// A pane's frame, as the explorer's ([`pane_block`]).
 pub fn frame<'a>(app: &StudyApp, t: &Theme, pane: StudyPane, title: Vec<Span<'a>>) -> Block<'a> {
     let focused = app.focus == pane && !app.show_help;
-    let mut spans = vec![Span::styled(
-        format!(" {} {} ", pane.number(), pane.title()),
-        t.title(focused),
-    )];
-    spans.extend(title);
-    Block::default()
-        .borders(Borders::ALL)
-        .border_type(if focused {
-            BorderType::Thick
-        } else {
-            BorderType::Rounded
-        })
-        .border_style(t.border(focused))
-        .title(Line::from(spans))
+    pane_block(t, focused, pane.number(), pane.title(), title)
 }
 
 /// The study, the selected experiment, each phase's progress and the status message.
