@@ -335,6 +335,10 @@ pub struct ModelArgs {
     /// f32, bf16 or f16 (default: f32 on the CPU, bf16 on CUDA).
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<candle_core::DType>,
+    /// Load the model with these heads / MLPs removed: a JSON file `{"heads": [[layer, head], ...],
+    /// "mlps": [layer, ...]}`, as `headscope prune` writes.
+    #[arg(long, value_name = "FILE")]
+    pub prune: Option<PathBuf>,
 }
 
 impl ModelArgs {

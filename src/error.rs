@@ -44,6 +44,11 @@ pub enum Error {
     #[error("prompt is {tokens} tokens long, longer than the model's context of {context} tokens")]
     PromptTooLong { tokens: usize, context: usize },
 
+    /// A pruning (`--prune FILE`, `headscope prune`) that names heads or MLPs the model lacks, or
+    /// cannot be carried out as asked.
+    #[error("pruning: {0}")]
+    Pruning(String),
+
     #[error("invalid hook or intervention: {0}")]
     Hook(String),
 

@@ -59,6 +59,12 @@ fn session(args: &ExploreArgs) -> Result<(Session, String)> {
             offline: args.model.offline,
             device: args.model.device,
             dtype: args.model.dtype,
+            pruning: args
+                .model
+                .prune
+                .as_deref()
+                .map(headscope::engine::Pruning::from_file)
+                .transpose()?,
         },
         sample,
         format: args.format.format()?,

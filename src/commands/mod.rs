@@ -27,6 +27,11 @@ pub(crate) fn load_engine(args: &ModelArgs) -> Result<(Engine, f64)> {
         offline: args.offline,
         device: args.device,
         dtype: args.dtype,
+        pruning: args
+            .prune
+            .as_deref()
+            .map(headscope::engine::Pruning::from_file)
+            .transpose()?,
     };
     let t = Instant::now();
     eprint!("loading {name} … ");

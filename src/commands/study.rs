@@ -166,6 +166,7 @@ fn load_model(model: &str, args: &StudyArgs) -> Result<headscope::engine::Engine
         offline: args.offline,
         device: args.device,
         dtype: Some(candle_core::DType::F32),
+        prune: None,
     })?;
     Ok(engine)
 }

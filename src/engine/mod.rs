@@ -11,6 +11,7 @@ pub mod generate;
 pub mod hooks;
 pub mod kernels;
 pub mod model;
+pub mod pruning;
 pub mod source;
 pub mod tokenizer;
 pub mod weights;
@@ -30,6 +31,7 @@ pub use hooks::{
     Positions, ResolvedAblation, Trace,
 };
 pub use model::{Start, Transformer};
+pub use pruning::Pruning;
 pub use source::ModelSource;
 
 use crate::{Error, Result};
@@ -91,6 +93,8 @@ pub struct LoadOptions {
     pub device: DeviceChoice,
     /// Working dtype; default f32 on the CPU, bf16 on CUDA.
     pub dtype: Option<DType>,
+    /// Heads and MLPs removed at load time (`--prune FILE`, `headscope prune`).
+    pub pruning: Option<Pruning>,
 }
 
 impl LoadOptions {
@@ -100,6 +104,7 @@ impl LoadOptions {
             offline: false,
             device: DeviceChoice::Cpu,
             dtype: None,
+            pruning: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Engine {
     stop_ids: Vec<u32>,
     /// Forward calls made through this engine (a decoding step counts as one), for cost reports.
     forwards: std::sync::atomic::AtomicUsize,
+    /// What was removed at load time ([`LoadOptions::pruning`]).
+    pruning: Option<Pruning>,
 }
 
 impl Engine {
@@ -162,10 +169,13 @@ impl Engine {
         } else {
             DType::BF16
         });
-        let loaded = match &source {
+        let mut loaded = match &source {
             ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
             ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
         };
+        if let Some(pruning) = &opts.pruning {
+            pruning.zero_weights(&loaded.arch, &mut loaded.weights)?;
+        }
         let arch = &loaded.arch;
         let info = ModelInfo {
             model: opts.model.clone(),
@@ -192,7 +202,13 @@ impl Engine {
             info,
             stop_ids: loaded.stop_ids,
             forwards: Default::default(),
+            pruning: opts.pruning.clone(),
         })
+    }
+
+    /// The heads and MLPs removed at load time, if any.
+    pub fn pruning(&self) -> Option<&Pruning> {
+        self.pruning.as_ref()
     }
 
     pub fn arch(&self) -> &Arch {

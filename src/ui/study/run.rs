@@ -52,6 +52,7 @@ impl SessionBase {
                 offline: self.offline,
                 device: self.device,
                 dtype: self.dtype,
+                pruning: None,
             },
             sample: drill.sample.clone(),
             format: cfg.format().context("the study's prompt format")?,
