@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use headscope::analysis::rng::SplitMix64;
 use headscope::engine::export::write_hf_folder;
-use headscope::engine::speed::{measure, Throughput};
+use headscope::engine::speed::{measure_interleaved, Throughput};
 use headscope::engine::{Engine, LoadOptions, Pruning};
 
 use crate::cli::{BenchPruneArgs, ExportArgs, ModelArgs};
@@ -111,20 +111,28 @@ pub fn bench_prune(args: BenchPruneArgs) -> Result<()> {
     }
     let (full, _) = super::load_engine(&args.model)?;
     let ids = super::spread_ids(full.info().vocab_size, args.tokens);
-    let unpruned = measure(&full, &ids, args.decode, args.repeats)?;
+    let prunings: Vec<Pruning> = args
+        .sparsity
+        .iter()
+        .map(|&s| random_pruning(&full, s, args.seed))
+        .collect();
+    let engines = prunings
+        .iter()
+        .map(|p| Engine::load(&load_options(&args.model, Some(p.clone()))))
+        .collect::<headscope::Result<Vec<_>>>()
+        .context("cannot load a pruned model")?;
+    let all: Vec<&Engine> = std::iter::once(&full).chain(&engines).collect();
+    let mut measured = measure_interleaved(&all, &ids, args.decode, args.repeats)?;
+    let unpruned = measured.remove(0);
     report("unpruned", &unpruned, None);
+    let arch = full.arch();
     let mut pruned = Vec::new();
-    for &sparsity in &args.sparsity {
-        let pruning = random_pruning(&full, sparsity, args.seed);
-        let opts = load_options(&args.model, Some(pruning.clone()));
-        let engine = Engine::load(&opts).context("cannot load the pruned model")?;
-        let throughput = measure(&engine, &ids, args.decode, args.repeats)?;
+    for ((&sparsity, pruning), throughput) in args.sparsity.iter().zip(&prunings).zip(measured) {
         report(
             &format!("{:.0}% pruned", sparsity * 100.0),
             &throughput,
             Some(&unpruned),
         );
-        let arch = full.arch();
         pruned.push(PrunedSpeed {
             sparsity,
             heads_pruned: pruning.heads.len(),

@@ -33,24 +33,42 @@ pub fn measure(
     decode_tokens: usize,
     repeats: usize,
 ) -> Result<Throughput> {
+    let mut all = measure_interleaved(&[engine], ids, decode_tokens, repeats)?;
+    Ok(all.remove(0))
+}
+
+/// [`measure`] for several engines in the same run, interleaved: each round times every engine
+/// once, so a change in the machine's load falls on all of them alike and their ratios (the
+/// speed-ups) stay fair.
+pub fn measure_interleaved(
+    engines: &[&Engine],
+    ids: &[u32],
+    decode_tokens: usize,
+    repeats: usize,
+) -> Result<Vec<Throughput>> {
     if ids.is_empty() || repeats == 0 {
         return Err(Error::Config(
             "throughput needs a non-empty prompt and at least one repeat".into(),
         ));
     }
-    let context = engine.info().context_length;
-    if ids.len() + decode_tokens > context {
-        return Err(Error::PromptTooLong {
-            tokens: ids.len() + decode_tokens,
-            context,
-        });
+    let mut times = Vec::with_capacity(engines.len());
+    for engine in engines {
+        let context = engine.info().context_length;
+        if ids.len() + decode_tokens > context {
+            return Err(Error::PromptTooLong {
+                tokens: ids.len() + decode_tokens,
+                context,
+            });
+        }
+        run_once(engine, ids, decode_tokens)?; // warm-up
+        times.push((Vec::new(), Vec::new()));
     }
-    run_once(engine, ids, decode_tokens)?;
-    let (mut prefill_s, mut decode_s) = (Vec::new(), Vec::new());
     for _ in 0..repeats {
-        let (p, d) = run_once(engine, ids, decode_tokens)?;
-        prefill_s.push(p);
-        decode_s.push(d);
+        for (engine, (prefill, decode)) in engines.iter().zip(&mut times) {
+            let (p, d) = run_once(engine, ids, decode_tokens)?;
+            prefill.push(p);
+            decode.push(d);
+        }
     }
     let rate = |n: usize, s: &[f64]| {
         let m = median(s);
@@ -60,14 +78,17 @@ pub fn measure(
             n as f64 / m
         }
     };
-    Ok(Throughput {
-        prefill_tokens: ids.len(),
-        decode_tokens,
-        prefill_tokens_per_s: rate(ids.len(), &prefill_s),
-        decode_tokens_per_s: rate(decode_tokens, &decode_s),
-        prefill_s,
-        decode_s,
-    })
+    Ok(times
+        .into_iter()
+        .map(|(prefill_s, decode_s)| Throughput {
+            prefill_tokens: ids.len(),
+            decode_tokens,
+            prefill_tokens_per_s: rate(ids.len(), &prefill_s),
+            decode_tokens_per_s: rate(decode_tokens, &decode_s),
+            prefill_s,
+            decode_s,
+        })
+        .collect())
 }
 
 /// One prefill and its decoding steps: (prefill seconds, decode seconds).

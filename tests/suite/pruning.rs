@@ -477,3 +477,26 @@ fn physical_export_of_an_uneven_pruning_is_a_clear_error() {
         );
     }
 }
+
+/// `speed::measure` times any engine, sliced or not, and reports what it ran.
+#[test]
+fn throughput_is_measured_on_full_and_sliced_engines() {
+    let path = fixture("llama");
+    let full = load(&path, None);
+    let sliced = load(&path, Some(&uneven_pruning()));
+    let ids = prompt_ids(&full);
+    let measured =
+        headscope::engine::speed::measure_interleaved(&[&full, &sliced], &ids, 4, 2).unwrap();
+    for t in &measured {
+        assert_eq!((t.prefill_tokens, t.decode_tokens), (ids.len(), 4));
+        assert_eq!((t.prefill_s.len(), t.decode_s.len()), (2, 2));
+        assert!(t.prefill_tokens_per_s > 0.0 && t.decode_tokens_per_s > 0.0, "{t:?}");
+    }
+    let one = headscope::engine::speed::measure(&sliced, &ids, 0, 1).unwrap();
+    assert_eq!(one.decode_tokens_per_s, 0.0, "no decode steps, no rate");
+    let too_long = vec![1u32; full.info().context_length];
+    assert!(matches!(
+        headscope::engine::speed::measure(&full, &too_long, 1, 1),
+        Err(Error::PromptTooLong { .. })
+    ));
+}
