@@ -12,7 +12,7 @@ bin=${CARGO_TARGET_DIR:-target}/release/headscope
 cargo build --release --quiet
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 "$bin" bench prune --model "$model" --sparsity 0.3,0.5,0.68 --tokens 256 --decode 32 --repeats ${REPEATS:-9} \
-  --seed 0 --json "$out/prune-speed.json" | tee "$out/prune-speed.txt"
+  --seed 0 --json "$out/prune-speed.json"
 python3 - "$out/prune-speed.json" "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)" > "$out/prune-speed.md" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

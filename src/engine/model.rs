@@ -266,13 +266,14 @@ impl Transformer {
     /// the removed heads, and the kept ones sit at other positions, so head-indexed masks,
     /// patches, captures and gradients would silently mis-index: they need the full model (load
     /// it without the pruning and apply `Pruning::as_ablation` instead).
+    /// A pruning of MLP blocks only leaves every head where it was, and passes.
     pub fn require_unsliced(&self, what: &str) -> Result<()> {
         match &self.sliced {
-            None => Ok(()),
-            Some(_) => Err(Error::Pruning(format!(
+            Some(s) if !s.pruning.heads.is_empty() => Err(Error::Pruning(format!(
                 "{what} needs the unpruned model: this one was loaded with heads sliced out \
                  (load it without --prune and apply the pruning as a zero ablation instead)"
             ))),
+            _ => Ok(()),
         }
     }
 

@@ -328,8 +328,10 @@ fn smollm2_default_export_loads_back_with_the_zero_ablated_logits() {
     let ids = prompt_ids(&exported);
     let want = masked_logits(&path, &pruning, &ids);
     let d = max_abs_diff(&logits(&exported, &ids), &want);
-    // SmolLM2 logits reach ~±30; f32 reassociation through 30 layers stays far below 1e-3.
-    assert!(d <= 1e-3, "SmolLM2 export vs masked: max |Δ| = {d:e}");
+    // Not bit-for-bit like the fixtures (1e-5): the GGUF runs the interleaved rotation on
+    // llama.cpp's permuted Q/K rows, the folder HF's rotate-half on the rows permuted back, so the
+    // q·k sums run in another order. Measured 8.6e-5 on logits of magnitude ~30.
+    assert!(d <= 2e-4, "SmolLM2 export vs masked: max |Δ| = {d:e}");
 }
 
 /// scripts/check_export.py's committed output: transformers loads the physical export of every
@@ -490,7 +492,10 @@ fn throughput_is_measured_on_full_and_sliced_engines() {
     for t in &measured {
         assert_eq!((t.prefill_tokens, t.decode_tokens), (ids.len(), 4));
         assert_eq!((t.prefill_s.len(), t.decode_s.len()), (2, 2));
-        assert!(t.prefill_tokens_per_s > 0.0 && t.decode_tokens_per_s > 0.0, "{t:?}");
+        assert!(
+            t.prefill_tokens_per_s > 0.0 && t.decode_tokens_per_s > 0.0,
+            "{t:?}"
+        );
     }
     let one = headscope::engine::speed::measure(&sliced, &ids, 0, 1).unwrap();
     assert_eq!(one.decode_tokens_per_s, 0.0, "no decode steps, no rate");
