@@ -141,7 +141,7 @@ impl LayerHeads {
     /// head). `None` too for a layer without heads.
     pub fn group_size(&self) -> Option<usize> {
         let n = self.kv.len();
-        if n == 0 || self.query.len() % n != 0 {
+        if n == 0 || !self.query.len().is_multiple_of(n) {
             return None;
         }
         let rep = self.query.len() / n;
