@@ -139,6 +139,23 @@ pub enum Command {
     /// cluster (`study prepare --shard-count N`, then `--shard-index I` per shard).
     #[command(subcommand)]
     Study(StudyCommand),
+    /// Write the model as a Hugging Face folder (safetensors, config, tokenizer, template), with
+    /// a pruning (`--prune FILE`) applied: pruned heads' o_proj columns zeroed (default, same
+    /// shapes) or their weights sliced out (`--physical`).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The folder to write (created; existing files in it are overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Slice the pruned heads out of q/k/v/o (and Qwen2's biases) with updated head counts; needs
+    /// the same number of kept query heads per KV group in every layer.
+    #[arg(long)]
+    pub physical: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -447,6 +464,31 @@ pub enum BenchCommand {
     /// The explorer's live ablation toggle: a re-run from the cached clean prefix against the
     /// same answer and score computed from scratch, for a head at the bottom, middle and top.
     Live(BenchLiveArgs),
+    /// Prefill and decode tokens/s of the model with seeded random heads pruned at each sparsity
+    /// (weights sliced at load) against the unpruned model, in the same run.
+    Prune(BenchPruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPruneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Shares of all heads pruned, comma-separated, each in (0, 1).
+    #[arg(long, value_delimiter = ',', default_values_t = [0.3, 0.5, 0.68])]
+    pub sparsity: Vec<f64>,
+    /// Prompt tokens per prefill.
+    #[arg(long, default_value_t = 256)]
+    pub tokens: usize,
+    /// Decoding steps after each prefill.
+    #[arg(long, default_value_t = 32)]
+    pub decode: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Seed of the random head choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

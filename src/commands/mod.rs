@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod dataset;
 pub mod explore;
+pub mod export;
 pub mod study;
 
 use std::io::Write;
@@ -299,6 +300,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Attribution(args) => analyze::bench_attribution(args),
         BenchCommand::Render(args) => explore::bench_render(args),
         BenchCommand::Live(args) => explore::bench_live(args),
+        BenchCommand::Prune(args) => export::bench_prune(args),
     }
 }
 
@@ -328,6 +330,21 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// `n` deterministic ids spread over a vocabulary of `vocab` (a fixed LCG: no RNG dependency),
+/// the input of the throughput benches.
+pub(crate) fn spread_ids(vocab: usize, n: usize) -> Vec<u32> {
+    let vocab = vocab as u64;
+    let mut state = 0x2545F4914F6CDD1Du64;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % vocab) as u32
+        })
+        .collect()
+}
+
 fn bench_forward(args: BenchForwardArgs) -> Result<()> {
     if args.tokens == 0 || args.repeats == 0 {
         bail!("--tokens and --repeats must be positive");
@@ -340,17 +357,7 @@ fn bench_forward(args: BenchForwardArgs) -> Result<()> {
             engine.info().context_length
         );
     }
-    // Deterministic ids spread over the vocabulary (a fixed LCG: no RNG dependency).
-    let vocab = engine.info().vocab_size as u64;
-    let mut state = 0x2545F4914F6CDD1Du64;
-    let ids: Vec<u32> = (0..args.tokens)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % vocab) as u32
-        })
-        .collect();
+    let ids = spread_ids(engine.info().vocab_size, args.tokens);
     let ids_t = engine.ids_tensor(&ids)?;
     let hooks = Hooks {
         capture: Capture {

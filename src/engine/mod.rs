@@ -7,12 +7,14 @@
 pub mod arch;
 pub mod chat;
 pub mod decoder;
+pub mod export;
 pub mod generate;
 pub mod hooks;
 pub mod kernels;
 pub mod model;
 pub mod pruning;
 pub mod source;
+pub mod speed;
 pub mod tokenizer;
 pub mod weights;
 
@@ -169,13 +171,10 @@ impl Engine {
         } else {
             DType::BF16
         });
-        let mut loaded = match &source {
+        let loaded = match &source {
             ModelSource::Gguf(path) => load_gguf(path, &device, dtype)?,
             ModelSource::Folder { dir, weights } => load_folder(dir, weights, &device, dtype)?,
         };
-        if let Some(pruning) = &opts.pruning {
-            pruning.zero_weights(&loaded.arch, &mut loaded.weights)?;
-        }
         let arch = &loaded.arch;
         let info = ModelInfo {
             model: opts.model.clone(),
@@ -194,7 +193,10 @@ impl Engine {
             vocab_size: arch.vocab_size,
             context_length: arch.max_position_embeddings,
         };
-        let model = Transformer::new(loaded.arch, loaded.weights, &device, dtype)?;
+        let model = match &opts.pruning {
+            Some(p) => Transformer::new_pruned(loaded.arch, loaded.weights, p, &device, dtype)?,
+            None => Transformer::new(loaded.arch, loaded.weights, &device, dtype)?,
+        };
         Ok(Engine {
             model,
             tokenizer: loaded.tokenizer,
@@ -225,6 +227,9 @@ impl Engine {
         set: &AblationSet,
         means: impl FnOnce() -> Result<candle_core::Tensor>,
     ) -> Result<Ablated<'_>> {
+        if !set.heads.is_empty() {
+            self.model.require_unsliced("ablating heads")?;
+        }
         let resolved = if set.is_empty() {
             None
         } else {

@@ -19,6 +19,7 @@ use super::hooks::{
     ResolvedAblation, Trace,
 };
 use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
+use super::pruning::{LayerHeads, Pruning};
 use super::weights::{LayerWeights, ModelWeights};
 use crate::{Error, Result};
 
@@ -51,6 +52,19 @@ pub struct Transformer {
     dtype: DType,
     /// Applied in every forward while an [`super::Ablated`] guard holds it.
     standing: Option<ResolvedAblation>,
+    /// What a model loaded pruned computes ([`Transformer::new_pruned`]); `None`: every head.
+    sliced: Option<Sliced>,
+}
+
+/// The layout of a model whose weights were sliced at load time: per layer the kept heads, the
+/// K/V gather for uneven groups, and the removed MLP blocks.
+struct Sliced {
+    pruning: Pruning,
+    heads: Vec<LayerHeads>,
+    /// Per layer with uneven KV groups, each kept query head's KV head (`[H_l]` u32), which
+    /// attention gathers K/V by.
+    kv_gather: Vec<Option<Tensor>>,
+    mlp_removed: Vec<bool>,
 }
 
 /// Per-forward constants shared by every layer.
@@ -147,6 +161,50 @@ impl Transformer {
         device: &Device,
         dtype: DType,
     ) -> Result<Transformer> {
+        Transformer::build(arch, weights, None, device, dtype)
+    }
+
+    /// The model with `pruning`'s heads and MLP blocks removed from its weights: Q/K/V/O are
+    /// computed only for kept heads (a KV head goes when its whole group does), a layer without
+    /// heads skips attention and a removed MLP block is skipped. Its outputs equal the full model's
+    /// under `pruning.as_ablation()`. Head-indexed interventions and captures need the full model
+    /// (see [`Transformer::require_unsliced`]).
+    pub fn new_pruned(
+        arch: Arch,
+        mut weights: ModelWeights,
+        pruning: &Pruning,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Transformer> {
+        let heads = pruning.slice_weights(&arch, &mut weights)?;
+        let kv_gather = heads
+            .iter()
+            .map(|lh| {
+                if lh.query.is_empty() || lh.group_size().is_some() {
+                    return Ok(None);
+                }
+                let idx: Vec<u32> = lh.kv_of_query.iter().map(|&g| g as u32).collect();
+                Ok(Some(Tensor::new(idx, device)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sliced = Sliced {
+            pruning: pruning.clone(),
+            mlp_removed: (0..arch.num_layers)
+                .map(|l| pruning.mlps.contains(&l))
+                .collect(),
+            heads,
+            kv_gather,
+        };
+        Transformer::build(arch, weights, Some(sliced), device, dtype)
+    }
+
+    fn build(
+        arch: Arch,
+        weights: ModelWeights,
+        sliced: Option<Sliced>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Transformer> {
         let mut inv_freq = rope_inv_freq(&arch);
         if let Some(factors) = &weights.rope_freq_factors {
             for (f, div) in inv_freq.iter_mut().zip(factors) {
@@ -171,7 +229,11 @@ impl Transformer {
                 // [d, H·d_h] → [d, H, d_h] → [H, d_h, d]
                 Ok(lw
                     .o_weight
-                    .reshape((arch.hidden_size, arch.num_heads, arch.head_dim))?
+                    .reshape((
+                        arch.hidden_size,
+                        lw.o_weight.dims()[1] / arch.head_dim,
+                        arch.head_dim,
+                    ))?
                     .permute((1, 2, 0))?
                     .contiguous()?)
             })
@@ -186,7 +248,37 @@ impl Transformer {
             device: device.clone(),
             dtype,
             standing: None,
+            sliced,
         })
+    }
+
+    /// The pruning the weights were sliced by, if the model was loaded pruned.
+    pub fn pruning(&self) -> Option<&Pruning> {
+        self.sliced.as_ref().map(|s| &s.pruning)
+    }
+
+    /// The heads layer `l` computes, when the model was loaded pruned.
+    pub fn sliced_heads(&self, l: usize) -> Option<&LayerHeads> {
+        self.sliced.as_ref().map(|s| &s.heads[l])
+    }
+
+    /// An error naming `what` when the model was loaded pruned. A sliced model no longer has
+    /// the removed heads, and the kept ones sit at other positions, so head-indexed masks,
+    /// patches, captures and gradients would silently mis-index: they need the full model (load
+    /// it without the pruning and apply `Pruning::as_ablation` instead).
+    /// A pruning of MLP blocks only leaves every head where it was, and passes.
+    pub fn require_unsliced(&self, what: &str) -> Result<()> {
+        match &self.sliced {
+            Some(s) if !s.pruning.heads.is_empty() => Err(Error::Pruning(format!(
+                "{what} needs the unpruned model: this one was loaded with heads sliced out \
+                 (load it without --prune and apply the pruning as a zero ablation instead)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn mlp_removed(&self, l: usize) -> bool {
+        self.sliced.as_ref().is_some_and(|s| s.mlp_removed[l])
     }
 
     /// Query rows per block of causal attention; inputs shorter than two blocks are not blocked.
@@ -390,6 +482,9 @@ impl Transformer {
                 a.hidden_size
             )));
         }
+        if self.sliced.is_some() {
+            self.check_sliced_hooks(hooks)?;
+        }
         if hooks.capture.kv_cache && skip_attention {
             return Err(Error::Hook(
                 "a KV cache cannot be captured by a forward that starts inside a layer \
@@ -410,6 +505,25 @@ impl Transformer {
             ));
         }
         Ok((batch, seq))
+    }
+
+    /// A model loaded pruned refuses what indexes heads (see [`Transformer::require_unsliced`]).
+    fn check_sliced_hooks(&self, hooks: &Hooks) -> Result<()> {
+        let cap = &hooks.capture;
+        let head_indexed = [
+            (hooks.head_ablation.is_some(), "a head ablation"),
+            (!hooks.patches.is_empty(), "head patching"),
+            (cap.z.is_some(), "capturing head outputs (hook_z)"),
+            (cap.head_results.is_some(), "capturing per-head results"),
+            (
+                cap.attn_rows.is_some() || cap.full_patterns || cap.attn_span_sums.is_some(),
+                "capturing attention patterns",
+            ),
+        ];
+        match head_indexed.iter().find(|(asked, _)| *asked) {
+            Some((_, what)) => self.require_unsliced(what),
+            None => Ok(()),
+        }
     }
 
     fn layer_ctx<'a>(&'a self, ctx: &'a ForwardCtx, l: usize) -> LayerCtx<'a> {
@@ -465,6 +579,14 @@ impl Transformer {
     ) -> Result<(Tensor, (Tensor, Tensor))> {
         let cap = &ctx.hooks.capture;
         layer.capture(trace, &cap.resid_pre, &x, "hook_resid_pre")?;
+        if let Some(kv) = self.empty_attention_kv(ctx, layer)? {
+            // No head left: the sublayer adds nothing (Gemma 2's post-norm of zero is zero).
+            let x = match layer.query_rows {
+                Some(rows) => index_positions(&x, rows, 1)?,
+                None => x,
+            };
+            return Ok((x, kv));
+        }
         let normed = self.norm(&x, &layer.weights.attn_norm, ctx.differentiable)?;
         let (attn_out, kv) = self.attention(ctx, layer, &normed, trace)?;
         layer.capture(trace, &cap.attn_out, &attn_out, "hook_attn_out")?;
@@ -476,6 +598,24 @@ impl Transformer {
         Ok(((x + added)?, kv))
     }
 
+    /// For a layer that lost every head, the empty keys and values `[b, 0, T_k, d_h]` it caches
+    /// (so the cache still knows its length); `None` for a layer with heads.
+    fn empty_attention_kv(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        if !self
+            .sliced_heads(layer.l)
+            .is_some_and(|h| h.query.is_empty())
+        {
+            return Ok(None);
+        }
+        let shape = (ctx.batch, 0, ctx.offset + ctx.seq, self.arch.head_dim);
+        let empty = Tensor::zeros(shape, self.dtype, &self.device)?;
+        Ok(Some((empty.clone(), empty)))
+    }
+
     /// `x + post_mlp_norm(mlp(norm(x)))`, with the MLP ablations applied.
     fn mlp_sublayer(
         &self,
@@ -485,6 +625,16 @@ impl Transformer {
         trace: &mut Trace,
     ) -> Result<Tensor> {
         let (l, lw, diff) = (layer.l, layer.weights, ctx.differentiable);
+        if self.mlp_removed(l) {
+            // Removed at load time: the block adds nothing.
+            layer.capture(
+                trace,
+                &ctx.hooks.capture.mlp_out,
+                &x.zeros_like()?,
+                "hook_mlp_out",
+            )?;
+            return Ok(x);
+        }
         let normed = self.norm(&x, &lw.mlp_norm, diff)?;
         let mut mlp_out = self.mlp(lw, &normed, diff)?;
         if let Some(mask) = &ctx.hooks.mlp_mask {
@@ -577,6 +727,7 @@ impl Transformer {
         rows: &Positions,
         f: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<HeadOutputGradient> {
+        self.require_unsliced("the head-output gradient (attribution patching)")?;
         let (b, t) = ids.dims2()?;
         if b != 1 || t == 0 {
             return Err(Error::Hook(format!(
@@ -781,12 +932,14 @@ impl Transformer {
         x: &Tensor,
         trace: &mut Trace,
     ) -> Result<(Tensor, (Tensor, Tensor))> {
-        let a = &self.arch;
         let (b, t) = (ctx.batch, ctx.seq);
-        let (h, dh) = (a.num_heads, a.head_dim);
+        let dh = self.arch.head_dim;
         let qkv = self.queries_keys_values(ctx, layer, x)?;
-        let tq = qkv.q.dims()[2];
-        let mut z = self.attend(ctx, layer, &qkv, trace)?;
+        let (h, tq) = (qkv.q.dims()[1], qkv.q.dims()[2]);
+        let mut z = match self.gathered(layer.l, &qkv)? {
+            Some(per_query) => self.attend(ctx, layer, &per_query, trace)?,
+            None => self.attend(ctx, layer, &qkv, trace)?,
+        };
         let patches: Vec<_> = ctx
             .hooks
             .patches
@@ -810,12 +963,34 @@ impl Transformer {
         Ok((attn_out, (qkv.k, qkv.v)))
     }
 
+    /// A sliced layer whose KV groups kept different numbers of query heads: its keys and values
+    /// gathered to one per query head (`[b, H_l, T_k, d_h]`), so attention pairs them one to one.
+    /// `None` when the grouped layout applies as it is.
+    fn gathered(&self, l: usize, qkv: &Qkv) -> Result<Option<Qkv>> {
+        let Some(idx) = self.sliced.as_ref().and_then(|s| s.kv_gather[l].as_ref()) else {
+            return Ok(None);
+        };
+        Ok(Some(Qkv {
+            q: qkv.q.clone(),
+            k: qkv.k.index_select(idx, 1)?,
+            v: qkv.v.index_select(idx, 1)?,
+        }))
+    }
+
+    /// The layer's query and KV head counts (the kept ones on a sliced model).
+    fn head_counts(&self, l: usize) -> (usize, usize) {
+        match self.sliced_heads(l) {
+            Some(h) => (h.query.len(), h.kv.len()),
+            None => (self.arch.num_heads, self.arch.num_kv_heads),
+        }
+    }
+
     /// Rotated queries (only the layer's query rows) and keys, and values, `[b, heads, t, d_h]`;
     /// keys and values follow the past ones.
     fn queries_keys_values(&self, ctx: &ForwardCtx, layer: &LayerCtx, x: &Tensor) -> Result<Qkv> {
         let a = &self.arch;
         let (b, t) = (ctx.batch, ctx.seq);
-        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let ((h, kv), dh) = (self.head_counts(layer.l), a.head_dim);
         let lw = layer.weights;
         let qkv = linear(x, &lw.qkv_weight, lw.qkv_bias.as_ref())?;
         let split = |start: usize, heads: usize| -> Result<Tensor> {
@@ -993,7 +1168,8 @@ impl Transformer {
     ) -> Result<Tensor> {
         let a = &self.arch;
         let (b, tq, tk) = (ctx.batch, qkv.q.dims()[2], qkv.k.dims()[2]);
-        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        // Head counts from the tensors: a sliced layer has fewer (see [`Self::gathered`]).
+        let (h, kv, dh) = (qkv.q.dims()[1], qkv.k.dims()[1], a.head_dim);
         let rep = h / kv;
         // Grouped-query attention without copying K/V: the `rep` query heads that share a KV head
         // are stacked along the query axis. The score scale is folded into q (t·d_h multiplies
@@ -1034,8 +1210,7 @@ impl Transformer {
 
     /// `P·V` for probabilities `[b, H, t_q, T_k]` and grouped values `[b, H_kv, T_k, d_h]`.
     fn probs_times_values(&self, ctx: &ForwardCtx, p: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let a = &self.arch;
-        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let (h, kv, dh) = (p.dims()[1], v.dims()[1], self.arch.head_dim);
         let (tq, tk) = (p.dims()[2], p.dims()[3]);
         let p = p
             .to_dtype(self.dtype)?
@@ -1055,7 +1230,7 @@ impl Transformer {
         let a = &self.arch;
         let Qkv { q, k, v } = qkv;
         let (b, t) = (ctx.batch, q.dims()[2]);
-        let (h, kv, dh) = (a.num_heads, a.num_kv_heads, a.head_dim);
+        let (h, kv, dh) = (q.dims()[1], k.dims()[1], a.head_dim);
         let rep = h / kv;
         let q = (q * a.attn_scale)?;
         let mut blocks = Vec::new();
@@ -1109,6 +1284,7 @@ impl Transformer {
     /// Per-head contributions to the residual stream: `z [b, n, H, d_h]` → `[b, n, H, d]`
     /// with `result_h = z_h · W_O[:, h·d_h..(h+1)·d_h]ᵀ` (ANALYSES.md, `heads:arc-jsd`).
     pub fn head_results(&self, layer: usize, z: &Tensor) -> Result<Tensor> {
+        self.require_unsliced("per-head results")?;
         let (b, n, h, dh) = z.dims4()?;
         let d = self.arch.hidden_size;
         let z = z.reshape((b * n, h, 1, dh))?;

@@ -101,3 +101,121 @@ impl Pruning {
         Ok(())
     }
 }
+
+/// Which heads one layer of a model computes: all of them, unless the model was loaded pruned
+/// (then the kept ones, with their weights sliced out at load time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerHeads {
+    /// The kept query heads, as the full model numbers them (ascending).
+    pub query: Vec<usize>,
+    /// The kept KV heads: those with at least one kept query head in their group (ascending).
+    pub kv: Vec<usize>,
+    /// Per kept query head, the position of its KV head in [`LayerHeads::kv`].
+    pub kv_of_query: Vec<usize>,
+}
+
+impl LayerHeads {
+    /// Every head of an `arch` layer.
+    pub fn all(arch: &Arch) -> LayerHeads {
+        LayerHeads::keeping(arch, (0..arch.num_heads).collect())
+    }
+
+    /// The layer keeping query heads `query` (ascending) and the KV heads they read.
+    fn keeping(arch: &Arch, query: Vec<usize>) -> LayerHeads {
+        let rep = arch.num_heads / arch.num_kv_heads;
+        let mut kv: Vec<usize> = query.iter().map(|h| h / rep).collect();
+        kv.dedup();
+        let kv_of_query = query
+            .iter()
+            .map(|h| kv.iter().position(|&g| g == h / rep).unwrap_or(0))
+            .collect();
+        LayerHeads {
+            query,
+            kv,
+            kv_of_query,
+        }
+    }
+
+    /// Query heads per kept KV head when every kept group keeps the same number (grouped-query
+    /// attention can then stack them), else `None` (uneven groups: K/V are gathered per query
+    /// head). `None` too for a layer without heads.
+    pub fn group_size(&self) -> Option<usize> {
+        let n = self.kv.len();
+        if n == 0 || !self.query.len().is_multiple_of(n) {
+            return None;
+        }
+        let rep = self.query.len() / n;
+        let even = (0..n).all(|g| self.kv_of_query.iter().filter(|&&k| k == g).count() == rep);
+        even.then_some(rep)
+    }
+
+    /// Rows of the fused `[q; k; v]` projection this layer keeps (`num_heads`, `num_kv_heads` and
+    /// `head_dim` of the full model).
+    fn qkv_rows(&self, arch: &Arch) -> Vec<u32> {
+        let (h, kv, dh) = (arch.num_heads, arch.num_kv_heads, arch.head_dim);
+        let rows = |base: usize, heads: &[usize]| -> Vec<u32> {
+            heads
+                .iter()
+                .flat_map(|&i| (base + i) * dh..(base + i + 1) * dh)
+                .map(|r| r as u32)
+                .collect::<Vec<_>>()
+        };
+        let mut out = rows(0, &self.query);
+        out.extend(rows(h, &self.kv));
+        out.extend(rows(h + kv, &self.kv));
+        out
+    }
+
+    /// `o_proj` input columns of the kept heads.
+    fn o_columns(&self, arch: &Arch) -> Vec<u32> {
+        let dh = arch.head_dim;
+        self.query
+            .iter()
+            .flat_map(|&i| i * dh..(i + 1) * dh)
+            .map(|c| c as u32)
+            .collect()
+    }
+}
+
+impl Pruning {
+    /// The heads a sliced model computes in layer `l`.
+    pub fn layer_heads(&self, arch: &Arch, l: usize) -> LayerHeads {
+        LayerHeads::keeping(arch, self.kept_heads(arch, l))
+    }
+
+    /// Slices `weights` down to what is kept: per layer the kept heads' Q rows, the K/V rows of
+    /// the KV heads that still serve one, the kept heads' `o_proj` columns; a removed MLP block
+    /// keeps empty weights (the transformer skips it). Returns each layer's heads.
+    pub fn slice_weights(
+        &self,
+        arch: &Arch,
+        weights: &mut ModelWeights,
+    ) -> Result<Vec<LayerHeads>> {
+        self.validate(arch)?;
+        let mut layout = Vec::with_capacity(arch.num_layers);
+        for (l, layer) in weights.layers.iter_mut().enumerate() {
+            let heads = self.layer_heads(arch, l);
+            if heads.query.len() < arch.num_heads {
+                let rows = index(&heads.qkv_rows(arch), layer.qkv_weight.device())?;
+                layer.qkv_weight = layer.qkv_weight.index_select(&rows, 0)?;
+                if let Some(b) = &layer.qkv_bias {
+                    layer.qkv_bias = Some(b.index_select(&rows, 0)?);
+                }
+                let cols = index(&heads.o_columns(arch), layer.o_weight.device())?;
+                layer.o_weight = layer.o_weight.index_select(&cols, 1)?;
+            }
+            if self.mlps.contains(&l) {
+                let d = arch.hidden_size;
+                let (dev, dt) = (layer.down_weight.device(), layer.down_weight.dtype());
+                layer.gate_up_weight = Tensor::zeros((0, d), dt, dev)?;
+                layer.down_weight = Tensor::zeros((d, 0), dt, dev)?;
+            }
+            layout.push(heads);
+        }
+        Ok(layout)
+    }
+}
+
+fn index(ids: &[u32], device: &candle_core::Device) -> Result<Tensor> {
+    Ok(Tensor::new(ids, device)?)
+}
