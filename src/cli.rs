@@ -447,6 +447,23 @@ pub enum BenchCommand {
     /// The explorer's live ablation toggle: a re-run from the cached clean prefix against the
     /// same answer and score computed from scratch, for a head at the bottom, middle and top.
     Live(BenchLiveArgs),
+    /// The explorer headless from a cold start (no cache): seconds to each stage's end and to
+    /// each pane's first fill, as a table and JSON, naming the CPU.
+    Tui(BenchTuiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTuiArgs {
+    #[command(flatten)]
+    pub explore: ExploreArgs,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the Markdown table here.
+    #[arg(long)]
+    pub md: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

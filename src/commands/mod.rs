@@ -299,6 +299,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Attribution(args) => analyze::bench_attribution(args),
         BenchCommand::Render(args) => explore::bench_render(args),
         BenchCommand::Live(args) => explore::bench_live(args),
+        BenchCommand::Tui(args) => explore::bench_tui(args),
     }
 }
 
