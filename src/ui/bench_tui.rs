@@ -37,6 +37,8 @@ pub struct PaneTime {
     pub pane: String,
     /// Seconds from the start; `None`: never within the run.
     pub filled_s: Option<f64>,
+    /// The job whose result filled it (`load`, `stage 2/4`).
+    pub filled_by: Option<String>,
 }
 
 /// The run's timeline.
@@ -57,8 +59,11 @@ pub struct TuiStageBench {
     pub panes: Vec<PaneTime>,
     /// The latest of the panes' first fills (the ablation map counts with its first estimate).
     pub all_panes_s: Option<f64>,
-    /// Every stage done.
-    pub total_s: f64,
+    /// Every stage done; `None` when `--timeout` stopped the run first (the times above are
+    /// those reached by then).
+    pub total_s: Option<f64>,
+    /// Seconds the run was given.
+    pub timeout_s: f64,
     /// Each method's cost as the merged report recorded it.
     pub costs: BTreeMap<String, MethodCost>,
 }
@@ -119,7 +124,7 @@ struct Timeline {
     start: Instant,
     jobs: Vec<JobTime>,
     steps: Vec<(String, f64)>,
-    panes: [Option<f64>; 7],
+    panes: [Option<(f64, String)>; 7],
 }
 
 impl Timeline {
@@ -154,18 +159,19 @@ impl Timeline {
         }
     }
 
-    fn after(&mut self, app: &App) {
+    /// Notes the panes the message filled; `job` is the job that was current when it came.
+    fn after(&mut self, app: &App, job: &str) {
         let now = self.now();
         for (slot, is) in self.panes.iter_mut().zip(filled(app)) {
             if is && slot.is_none() {
-                *slot = Some(now);
+                *slot = Some((now, job.to_string()));
             }
         }
     }
 }
 
-/// Opens `session`'s sample in a headless explorer and times it until every stage is done (or
-/// `timeout` passes).
+/// Opens `session`'s sample in a headless explorer and times it until every stage is done, or
+/// until `timeout` passes (then the timeline so far, without a total).
 pub fn stage_timeline(
     session: Session,
     sample_label: &str,
@@ -185,37 +191,45 @@ pub fn stage_timeline(
         start: Instant::now(),
         jobs: Vec::new(),
         steps: Vec::new(),
-        panes: [None; 7],
+        panes: Default::default(),
     };
     let mut worker = Worker::spawn(session, tx)?;
-    let mut apply = |app: &mut App, worker: &mut Worker, a: Action| {
+    let apply = |app: &mut App, worker: &mut Worker, a: Action| {
         drain(app, &mut VecDeque::from([a]), &mut Bare { worker })
     };
     apply(&mut app, &mut worker, Action::Start)?;
     let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
     while !app.is_idle() {
         let left = deadline.saturating_duration_since(Instant::now());
         let msg = rt.block_on(async { tokio::time::timeout(left, rx.recv()).await });
         let msg = match msg {
             Ok(Some(m)) => m,
             Ok(None) => bail!("the worker thread stopped"),
-            Err(_) => bail!("the explorer did not finish within {}s", timeout.as_secs()),
+            Err(_) => {
+                timed_out = true;
+                break;
+            }
         };
+        let job = app
+            .jobs
+            .running
+            .as_ref()
+            .map_or(String::new(), |r| r.spec.label());
         t.before(&app, &msg);
         apply(&mut app, &mut worker, Action::Worker(msg))?;
-        t.after(&app);
+        t.after(&app, &job);
     }
     if app.jobs.open_failed {
         let why = app.status.as_ref().map_or("unknown error", |s| &s.text);
         return Err(anyhow!("the sample did not open: {why}"));
     }
-    let total_s = t.now();
+    let total_s = (!timed_out).then(|| t.now());
     let report = app.clean_report();
     let (layers, heads) = app.dims();
-    let first_fills = [0, 1, 2, 3, 4, 6].map(|i| t.panes[i]);
-    let all_panes_s = first_fills
+    let all_panes_s = [0, 1, 2, 3, 4, 6]
         .iter()
-        .try_fold(0.0f64, |m, s| s.map(|s| m.max(s)));
+        .try_fold(0.0f64, |m, &i| t.panes[i].as_ref().map(|(s, _)| m.max(*s)));
     Ok(TuiStageBench {
         model,
         sample: sample_label.to_string(),
@@ -233,11 +247,13 @@ pub fn stage_timeline(
             .zip(t.panes)
             .map(|(p, s)| PaneTime {
                 pane: p.to_string(),
-                filled_s: s,
+                filled_s: s.as_ref().map(|(s, _)| *s),
+                filled_by: s.map(|(_, j)| j),
             })
             .collect(),
         all_panes_s,
         total_s,
+        timeout_s: timeout.as_secs_f64(),
         costs: report.map(|r| r.costs.clone()).unwrap_or_default(),
     })
 }
@@ -293,14 +309,16 @@ pub fn markdown(b: &TuiStageBench) -> String {
             steps.join(", ")
         ));
     }
-    out.push_str("\n| pane | first filled at (s) |\n|---|---|\n");
+    out.push_str("\n| pane | first filled at (s) | by |\n|---|---|---|\n");
     for p in &b.panes {
-        out.push_str(&format!("| {} | {} |\n", p.pane, secs(p.filled_s)));
+        let by = p.filled_by.as_deref().unwrap_or("—");
+        out.push_str(&format!("| {} | {} | {by} |\n", p.pane, secs(p.filled_s)));
     }
     out.push_str(&format!(
-        "| **all panes** | **{}** |\n| every stage done | {:.1} |\n",
+        "| **all panes** | **{}** | |\n| every stage done | {} | |\n",
         secs(b.all_panes_s),
         b.total_s
+            .map_or(format!("not within {:.0} s", b.timeout_s), |s| format!("{s:.1}"))
     ));
     out
 }
