@@ -14,16 +14,18 @@ out="${1:-benches/results/sweep}"
 ref_heads="${2:-27}"
 venv="${HEADSCOPE_VENV:-$HOME/.cache/headscope/venv}"
 py="$venv/bin/python"
-bin=./target/release/headscope
+# The GGUF both sides load (reference_bench.py's own default is the wheel's copy).
+gguf="${HEADSCOPE_SMOLLM2_GGUF:-$HOME/.cache/headscope/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+bin="${HEADSCOPE_BIN:-./target/release/headscope}"
 threads=$(nproc)
 mkdir -p "$out"
 for pair in short:tests/fixtures/smollm2/sample.json long:benches/sample-512.json; do
   name="${pair%%:*}" sample="${pair#*:}"
   "$py" benches/reference_bench.py --skip-forward --sample "$sample" --heads "$ref_heads" \
-    --threads "$threads" --json "$out/ref-$name-before.json" >&2
-  "$bin" bench sweep "$sample" --max-new-tokens 32 --json "$out/ours-$name.json" >&2
+    --threads "$threads" --gguf "$gguf" --json "$out/ref-$name-before.json" >&2
+  "$bin" bench sweep --model "$gguf" "$sample" --max-new-tokens 32 --json "$out/ours-$name.json" >&2
   "$py" benches/reference_bench.py --skip-forward --sample "$sample" --heads "$ref_heads" \
-    --threads "$threads" --json "$out/ref-$name-after.json" >&2
+    --threads "$threads" --gguf "$gguf" --json "$out/ref-$name-after.json" >&2
 done
 "$py" - "$out" <<'PY'
 import json, sys, pathlib, datetime, platform
