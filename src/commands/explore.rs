@@ -26,7 +26,8 @@ use headscope::ui::study::run::{SessionBase, StudyOptions};
 use headscope::ui::study::screenshot::StudyScreenshotOptions;
 
 use crate::cli::{
-    BenchLiveArgs, BenchRenderArgs, BenchTuiArgs, ExploreArgs, ScreenshotArgs, StudyViewArgs, TuiArgs,
+    BenchLiveArgs, BenchRenderArgs, BenchTuiArgs, ExploreArgs, ScreenshotArgs, StudyViewArgs,
+    TuiArgs,
 };
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {

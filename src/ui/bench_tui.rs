@@ -294,7 +294,9 @@ pub fn markdown(b: &TuiStageBench) -> String {
         fmt_load(b.loadavg_start),
         fmt_load(b.loadavg_end),
     );
-    out.push_str("| job | done at (s) | its own (s) | steps (started at, s) |\n|---|---|---|---|\n");
+    out.push_str(
+        "| job | done at (s) | its own (s) | steps (started at, s) |\n|---|---|---|---|\n",
+    );
     for j in &b.jobs {
         let steps: Vec<String> = j
             .steps
@@ -318,11 +320,15 @@ pub fn markdown(b: &TuiStageBench) -> String {
         "| **all panes** | **{}** | |\n| every stage done | {} | |\n",
         secs(b.all_panes_s),
         b.total_s
-            .map_or(format!("not within {:.0} s", b.timeout_s), |s| format!("{s:.1}"))
+            .map_or(format!("not within {:.0} s", b.timeout_s), |s| format!(
+                "{s:.1}"
+            ))
     ));
     out
 }
 
 fn fmt_load(l: Option<[f64; 3]>) -> String {
-    l.map_or("unknown".into(), |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"))
+    l.map_or("unknown".into(), |[a, b, c]| {
+        format!("{a:.2} {b:.2} {c:.2}")
+    })
 }

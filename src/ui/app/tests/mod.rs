@@ -532,7 +532,9 @@ fn the_ablation_map_shows_the_atp_estimate_until_the_exact_sweep() {
     assert_eq!(app.head_matrix(), Some(&atp));
 
     let report = app.view.report.as_mut().unwrap();
-    report.head_scores.insert(HeadScore::Ablation, exact.clone());
+    report
+        .head_scores
+        .insert(HeadScore::Ablation, exact.clone());
     assert_eq!(app.shown_head_score(), HeadScore::Ablation);
     assert_eq!(app.ablation_map_kind(), Some("exact"));
     assert_eq!(app.head_matrix(), Some(&exact));
