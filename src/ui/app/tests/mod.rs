@@ -64,9 +64,11 @@ fn start_opens_then_runs_the_stages_in_order() {
     assert!(app.status.as_ref().unwrap().error);
     assert_eq!(app.view.failed_stages, vec![1]);
     let e = finish(&mut app, Outcome::Done);
+    assert_eq!(submitted(&e), vec![analyze(3)]);
+    let e = finish(&mut app, Outcome::Done);
     assert!(e.is_empty());
     assert!(app.is_idle());
-    assert_eq!(app.jobs.last_job.as_ref().unwrap().0, "stage 3/3");
+    assert_eq!(app.jobs.last_job.as_ref().unwrap().0, "stage 4/4");
 }
 
 #[test]
@@ -162,7 +164,7 @@ fn toggling_debounces_then_supersedes_the_running_stage() {
     );
     assert_eq!(
         app.jobs.running.as_ref().unwrap().spec.label(),
-        "stage 1/3 (ablated)"
+        "stage 1/4 (ablated)"
     );
     // Resetting brings the clean results back at once and drops the ablated model's work.
     let e = cmd(&mut app, Command::ResetAblation);
