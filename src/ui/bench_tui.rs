@@ -135,10 +135,10 @@ impl Timeline {
     /// Notes a message before the app sees it (the job's label is gone after `Finished`).
     fn before(&mut self, app: &App, msg: &WorkerMsg) {
         match msg {
-            WorkerMsg::Progress { id, step, .. } if app.jobs.is_current(*id) => {
-                if self.steps.last().is_none_or(|(s, _)| s != step) {
-                    self.steps.push((step.clone(), self.now()));
-                }
+            WorkerMsg::Progress { id, step, .. }
+                if app.jobs.is_current(*id) && self.steps.last().is_none_or(|(s, _)| s != step) =>
+            {
+                self.steps.push((step.clone(), self.now()));
             }
             WorkerMsg::Finished {
                 id,
