@@ -467,6 +467,9 @@ pub enum BenchCommand {
     /// Prefill and decode tokens/s of the model with seeded random heads pruned at each sparsity
     /// (weights sliced at load) against the unpruned model, in the same run.
     Prune(BenchPruneArgs),
+    /// The explorer headless from a cold start (no cache): seconds to each stage's end and to
+    /// each pane's first fill, as a table and JSON, naming the CPU.
+    Tui(BenchTuiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -489,6 +492,20 @@ pub struct BenchPruneArgs {
     pub seed: u64,
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTuiArgs {
+    #[command(flatten)]
+    pub explore: ExploreArgs,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also write the Markdown table here.
+    #[arg(long)]
+    pub md: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -257,28 +257,34 @@ impl Method {
         Method::ALL.iter().position(|&m| m == self).unwrap_or(0)
     }
 
-    /// The explorer's stages: fast single-forward methods first, then the leave-out and gradient
-    /// methods, then the sweeps over every head.
-    pub const STAGES: [&'static [Method]; 3] = [
+    /// The explorer's stages, ordered by cost so that every pane the explorer opens on has
+    /// something within its first stage: the logit lens, the attention and ARC-JSD (the heatmap's
+    /// and the attribution pane's first methods) and the ablation curve ranked by ARC-JSD's head
+    /// lens (a handful of batched forwards); then the cheap head scores with attribution
+    /// patching (AtP), which the heatmap shows as the ablation map's first estimate; then the
+    /// resampling attributions; last the exact sweeps over every head, which refine it.
+    pub const STAGES: [&'static [Method]; 4] = [
         &[
             Method::LogitLens,
             Method::Attr(Attribution::Attention),
             Method::Heads(HeadScore::SummedAttention),
             Method::Attr(Attribution::ArcJsd),
             Method::Heads(HeadScore::ArcJsd),
+            Method::AblationCurve,
         ],
         &[
+            Method::Heads(HeadScore::Atp),
             Method::Heads(HeadScore::Retrieval),
             Method::Heads(HeadScore::QrHead),
             Method::Attr(Attribution::Marginal),
+        ],
+        &[
             Method::Attr(Attribution::ContextCite),
             Method::Attr(Attribution::Mirage),
-            Method::Heads(HeadScore::Atp),
         ],
         &[
             Method::Heads(HeadScore::Ablation),
             Method::Heads(HeadScore::Patching),
-            Method::AblationCurve,
         ],
     ];
 
@@ -414,7 +420,9 @@ mod tests {
             let n = Method::STAGES.iter().filter(|s| s.contains(&m)).count();
             assert_eq!(n, 1, "{m}");
         }
-        assert_eq!(HeadScore::Ablation.stage(), 3);
+        assert_eq!(HeadScore::Ablation.stage(), 4);
+        assert!(HeadScore::Atp.stage() < HeadScore::Ablation.stage());
+        assert_eq!(Method::AblationCurve.stage(), HeadScore::ArcJsd.stage());
         assert_eq!(Attribution::Attention.stage(), 1);
     }
 

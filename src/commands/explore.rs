@@ -26,7 +26,8 @@ use headscope::ui::study::run::{SessionBase, StudyOptions};
 use headscope::ui::study::screenshot::StudyScreenshotOptions;
 
 use crate::cli::{
-    BenchLiveArgs, BenchRenderArgs, ExploreArgs, ScreenshotArgs, StudyViewArgs, TuiArgs,
+    BenchLiveArgs, BenchRenderArgs, BenchTuiArgs, ExploreArgs, ScreenshotArgs, StudyViewArgs,
+    TuiArgs,
 };
 
 fn session(args: &ExploreArgs) -> Result<(Session, String)> {
@@ -221,6 +222,23 @@ fn study_screenshot(args: &ScreenshotArgs, dir: &std::path::Path) -> Result<()> 
     })?;
     for p in written {
         eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// `bench tui`: the explorer's stages from a cold start, nothing cached.
+pub fn bench_tui(args: BenchTuiArgs) -> Result<()> {
+    use headscope::ui::bench_tui::{markdown, stage_timeline};
+    let (mut session, label) = session(&args.explore)?;
+    session.cache = ResultCache::disabled();
+    let b = stage_timeline(session, &label, Duration::from_secs(args.timeout))?;
+    let md = markdown(&b);
+    print!("{md}");
+    if let Some(path) = &args.md {
+        std::fs::write(path, &md).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &b)?;
     }
     Ok(())
 }

@@ -301,6 +301,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Render(args) => explore::bench_render(args),
         BenchCommand::Live(args) => explore::bench_live(args),
         BenchCommand::Prune(args) => export::bench_prune(args),
+        BenchCommand::Tui(args) => explore::bench_tui(args),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_tui;
 pub mod demo;
 pub mod effects;
 pub mod event;

@@ -24,7 +24,7 @@ use super::app::{
 };
 use crate::analysis::cache::ResultCache;
 use crate::analysis::live::{ablated_subject, rerun, LiveBase, LiveRun};
-use crate::analysis::report::{analyze, AnalyzeOptions, Method};
+use crate::analysis::report::{analyze_stepwise, AnalyzeOptions, Method};
 use crate::analysis::Subject;
 use crate::engine::generate::GenerationConfig;
 use crate::engine::{Ablated, AblationSet, Engine, LoadOptions};
@@ -313,12 +313,19 @@ impl State {
             // The ablation pane places the live set on the clean model's curve.
             methods.retain(|m| *m != Method::AblationCurve);
         }
+        let base = &self.session.analyze;
         let opts = AnalyzeOptions {
             methods,
             granularity,
             // Faithfulness re-scores every attribution; the explorer does not show it.
             faithfulness: false,
-            ..self.session.analyze.clone()
+            // The ablation pane draws the curve's log-probs only; regenerating the answer under
+            // every ablated set is most of the curve's cost and nothing shows it.
+            curve: crate::analysis::ablation::CurveConfig {
+                regenerate: false,
+                ..base.curve.clone()
+            },
+            ..base.clone()
         };
         let State {
             session,
@@ -339,12 +346,19 @@ impl State {
                 .ok_or_else(|| anyhow!("no ablated subject"))?
         };
         let model = ablated_model(engine, live_base.as_ref(), under)?;
-        let report = analyze(
+        // Each method's result goes out as soon as it exists, so the panes fill within a stage.
+        let report = analyze_stepwise(
             &model,
             subject,
             &opts,
             &session.cache,
             &mut |step, done, total| ctx.progress(step, done, total),
+            &mut |partial| {
+                ctx.send(WorkerMsg::Report {
+                    id: ctx.id,
+                    report: Box::new(partial),
+                })
+            },
         )?;
         ctx.send(WorkerMsg::Report {
             id: ctx.id,

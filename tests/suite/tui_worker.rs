@@ -145,11 +145,17 @@ fn run_job(
     }
 }
 
+/// The job's reports merged in order, as the explorer merges them (a stage sends one after each
+/// method, each holding everything so far).
 fn report_of(msgs: &[WorkerMsg]) -> AnalysisReport {
     msgs.iter()
-        .find_map(|m| match m {
+        .filter_map(|m| match m {
             WorkerMsg::Report { report, .. } => Some((**report).clone()),
             _ => None,
+        })
+        .reduce(|mut a, b| {
+            a.merge(b);
+            a
         })
         .expect("a report")
 }
@@ -236,5 +242,45 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
     };
     let r = report_of(&run_job(&mut w, &mut rx, 6, stage0(&other)));
     assert_eq!(r.ablation.as_deref(), Some("zero:L0H0|mlp:"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The explorer's pipeline from a cold start (the `bench tui` driver): every pane it opens on is
+/// filled by the first stage, each method's result arrives before its stage ends, and the
+/// ablation map shows the AtP estimate a stage before the exact sweep refines it.
+#[test]
+fn the_first_stage_fills_every_pane_and_atp_comes_before_the_exact_sweep() {
+    use headscope::analysis::report::Method;
+    use headscope::ui::bench_tui::stage_timeline;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tui-worker-stages-{}", std::process::id()));
+    let mut s = session(&dir.join("cache"));
+    s.cache = ResultCache::disabled();
+    let b = stage_timeline(s, "sample.json", Duration::from_secs(300)).unwrap();
+    assert!(b.total_s.is_some(), "every stage ran: {b:#?}");
+    let stages = Method::STAGES.len();
+    let label = |m: Method| format!("stage {}/{stages}", m.stage());
+    let jobs: Vec<&str> = b.jobs.iter().map(|j| j.job.as_str()).collect();
+    let mut want = vec!["load".to_string()];
+    want.extend((1..=stages).map(|i| format!("stage {i}/{stages}")));
+    assert_eq!(jobs, want, "{b:#?}");
+    let by = |pane: &str| {
+        let p = b.panes.iter().find(|p| p.pane.starts_with(pane)).unwrap();
+        (p.filled_by.clone().unwrap_or_default(), p.filled_s.unwrap())
+    };
+    assert_eq!(by("answer").0, "load");
+    let first = label(Method::LogitLens);
+    for pane in ["logit lens", "heads", "attribution", "ablation curve"] {
+        assert_eq!(by(pane).0, first, "{pane}: {b:#?}");
+    }
+    let (atp_by, atp_s) = by("ablation map (first");
+    let (exact_by, exact_s) = by("ablation map (exact)");
+    assert_eq!(atp_by, label(Method::Heads(HeadScore::Atp)));
+    assert_eq!(exact_by, label(Method::Heads(HeadScore::Ablation)));
+    assert!(atp_s < exact_s, "{b:#?}");
+    // Within the first stage the logit lens (its first method) arrives before the stage ends.
+    let stage1_done = b.jobs[1].done_s;
+    assert!(by("logit lens").1 < stage1_done, "{b:#?}");
+    assert_eq!(b.all_panes_s, Some(atp_s.max(by("ablation curve").1)));
     let _ = std::fs::remove_dir_all(&dir);
 }

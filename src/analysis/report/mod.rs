@@ -190,10 +190,30 @@ pub fn analyze(
     cache: &ResultCache,
     progress: AnalyzeProgress,
 ) -> Result<AnalysisReport> {
+    analyze_stepwise(engine, subject, opts, cache, progress, &mut |_| {})
+}
+
+/// [`analyze`], handing `on_step` the report as it stands after each step (everything computed
+/// so far), so a caller can show each method's result as soon as it exists instead of at the
+/// end (the explorer's panes fill step by step within a stage). Merging the snapshots in order,
+/// or only the last, gives the same report.
+pub fn analyze_stepwise(
+    engine: &Engine,
+    subject: &Subject,
+    opts: &AnalyzeOptions,
+    cache: &ResultCache,
+    progress: AnalyzeProgress,
+    on_step: &mut dyn FnMut(AnalysisReport),
+) -> Result<AnalysisReport> {
     let report = AnalysisReport::header(engine, subject, opts)?;
     let mut run = runner::Runner::new(engine, subject, opts, cache, progress, report);
-    for step in runner::plan(opts) {
+    let steps = runner::plan(opts);
+    let last = steps.len().saturating_sub(1);
+    for (i, step) in steps.into_iter().enumerate() {
         run.run(step)?;
+        if i < last {
+            on_step(run.snapshot());
+        }
     }
     Ok(run.finish())
 }

@@ -41,8 +41,10 @@ pub(super) enum Step {
     Faithfulness,
 }
 
-/// The steps for `opts`, in order, each once: a method's own step, the ablation curve after the
-/// head score that ranks it, and faithfulness after every attribution.
+/// The steps for `opts`, each once, in the order `opts.methods` lists them (the CLI sorts its
+/// list; the explorer lists each stage's methods cheapest first, so the panes fill soonest): a
+/// method's own step, the ablation curve after the head score that ranks it, and faithfulness
+/// after every attribution.
 pub(super) fn plan(opts: &AnalyzeOptions) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut add = |s: Step| {
@@ -50,9 +52,7 @@ pub(super) fn plan(opts: &AnalyzeOptions) -> Vec<Step> {
             steps.push(s);
         }
     };
-    let mut methods = opts.methods.clone();
-    methods.sort();
-    for m in methods {
+    for &m in &opts.methods {
         match m {
             Method::LogitLens => add(Step::LogitLens),
             Method::Heads(h) => add(Step::HeadScore(h)),
@@ -255,6 +255,15 @@ impl<'a, 'p> Runner<'a, 'p> {
             Step::AblationCurve => self.ablation_curve(),
             Step::Faithfulness => self.faithfulness(),
         }
+    }
+
+    /// The report so far, with what the shared steps found until now (as [`Self::finish`]).
+    pub(super) fn snapshot(&self) -> AnalysisReport {
+        let mut report = self.report.clone();
+        report.target_document = self.shared.attention.as_ref().map(|a| a.target.clone());
+        report.details.arc_jsd = self.shared.arc_jsd.clone();
+        report.costs = self.steps.costs.clone();
+        report
     }
 
     /// The report with what the shared steps found (the target document, ARC-JSD's details).

@@ -6,7 +6,7 @@ use super::{AblationSet, Effect};
 use crate::analysis::report::{Attribution, Method};
 
 /// The analysis runs in stages so the panes fill progressively ([`Method::STAGES`]).
-pub const STAGES: [&[Method]; 3] = Method::STAGES;
+pub const STAGES: [&[Method]; 4] = Method::STAGES;
 
 /// Attributions at sentence granularity, run when the user first asks for sentences.
 pub const SENTENCE_METHODS: &[Method] = &[

@@ -176,16 +176,48 @@ impl App {
         self.clean.as_ref().map(|c| &c.answer)
     }
 
-    /// The selected head score's `[layers][heads]` matrix, when computed.
-    pub fn head_matrix(&self) -> Option<&Vec<Vec<f64>>> {
-        let score = &self.panes.heatmap.score;
-        self.view.report.as_ref()?.head_scores.get(score)
+    /// The head score whose matrix the heatmap draws: the selected one, except that the exact
+    /// ablation map (`heads:ablation`, the last stage) is stood in for by its first-order
+    /// estimate, attribution patching (`heads:atp`, Nanda 2023; an earlier stage), until the
+    /// exact sweep has run.
+    pub fn shown_head_score(&self) -> HeadScore {
+        let score = self.panes.heatmap.score;
+        let has = |h| {
+            self.view
+                .report
+                .as_ref()
+                .is_some_and(|r| r.head_scores.contains_key(&h))
+        };
+        if score == HeadScore::Ablation && !has(HeadScore::Ablation) && has(HeadScore::Atp) {
+            HeadScore::Atp
+        } else {
+            score
+        }
     }
 
-    /// The selected head score's per-layer MLP scores, when the method has them.
+    /// For the ablation map, which one the heatmap shows: `AtP estimate` or `exact` (`None` for
+    /// other scores, or before either exists).
+    pub fn ablation_map_kind(&self) -> Option<&'static str> {
+        if self.panes.heatmap.score != HeadScore::Ablation {
+            return None;
+        }
+        self.head_matrix()?;
+        Some(match self.shown_head_score() {
+            HeadScore::Atp => "AtP estimate",
+            _ => "exact",
+        })
+    }
+
+    /// The shown head score's `[layers][heads]` matrix, when computed.
+    pub fn head_matrix(&self) -> Option<&Vec<Vec<f64>>> {
+        let score = self.shown_head_score();
+        self.view.report.as_ref()?.head_scores.get(&score)
+    }
+
+    /// The shown head score's per-layer MLP scores, when the method has them.
     pub fn mlp_scores(&self) -> Option<&Vec<f64>> {
-        let score = &self.panes.heatmap.score;
-        self.view.report.as_ref()?.mlp_scores.get(score)
+        let score = self.shown_head_score();
+        self.view.report.as_ref()?.mlp_scores.get(&score)
     }
 
     /// The report the attribution pane shows (document or sentence granularity).

@@ -172,7 +172,8 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
 fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     // The unablated model's curve: the live set is a point on it.
     let Some(curve) = app.clean_report().and_then(|r| r.ablation_curve.as_ref()) else {
-        let msg = waiting_for(app, 3, "ablation curve");
+        let stage = crate::analysis::report::Method::AblationCurve.stage();
+        let msg = waiting_for(app, stage, "ablation curve");
         Paragraph::new(Line::styled(msg, t.muted()))
             .wrap(Wrap { trim: true })
             .centered()

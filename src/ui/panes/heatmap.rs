@@ -93,6 +93,9 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let score = app.panes.heatmap.score;
     let ablated = app.editor.set.len();
     let mut title = vec![Span::styled(format!("· {} ", score.label()), t.accent())];
+    if let Some(kind) = app.ablation_map_kind() {
+        title.push(Span::styled(format!("· {kind} "), t.muted()));
+    }
     if ablated > 0 {
         title.push(Span::styled(
             format!("· ✕ {ablated} ablated "),
@@ -133,7 +136,12 @@ pub fn render(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     readout(app, t, matrix, mlp)
         .render(Rect::new(inner.x, inner.bottom() - 1, inner.width, 1), buf);
     if matrix.is_none() && grid_rows > 2 {
-        let msg = waiting_for(app, score.stage(), score.label());
+        // The ablation map's first estimate (AtP) comes stages before the exact sweep.
+        let stage = match score {
+            HeadScore::Ablation => HeadScore::Atp.stage(),
+            _ => score.stage(),
+        };
+        let msg = waiting_for(app, stage, score.label());
         let y = inner.y + 1 + (grid_rows as u16).min(layers as u16) / 2;
         let w = (msg.chars().count() as u16 + 2).min(inner.width);
         let x = inner.x + (inner.width - w) / 2;

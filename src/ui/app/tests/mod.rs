@@ -64,9 +64,11 @@ fn start_opens_then_runs_the_stages_in_order() {
     assert!(app.status.as_ref().unwrap().error);
     assert_eq!(app.view.failed_stages, vec![1]);
     let e = finish(&mut app, Outcome::Done);
+    assert_eq!(submitted(&e), vec![analyze(3)]);
+    let e = finish(&mut app, Outcome::Done);
     assert!(e.is_empty());
     assert!(app.is_idle());
-    assert_eq!(app.jobs.last_job.as_ref().unwrap().0, "stage 3/3");
+    assert_eq!(app.jobs.last_job.as_ref().unwrap().0, "stage 4/4");
 }
 
 #[test]
@@ -162,7 +164,7 @@ fn toggling_debounces_then_supersedes_the_running_stage() {
     );
     assert_eq!(
         app.jobs.running.as_ref().unwrap().spec.label(),
-        "stage 1/3 (ablated)"
+        "stage 1/4 (ablated)"
     );
     // Resetting brings the clean results back at once and drops the ablated model's work.
     let e = cmd(&mut app, Command::ResetAblation);
@@ -516,3 +518,37 @@ fn the_source_cursor_starts_on_the_top_source() {
 }
 
 mod scroll;
+
+/// The ablation map shows attribution patching's estimate until the exact sweep arrives, and
+/// says which it shows.
+#[test]
+fn the_ablation_map_shows_the_atp_estimate_until_the_exact_sweep() {
+    let mut app = demo_app(3, 3, 4);
+    app.panes.heatmap.score = HeadScore::Ablation;
+    let report = app.view.report.as_mut().unwrap();
+    let exact = report.head_scores.remove(&HeadScore::Ablation).unwrap();
+    let atp = report.head_scores[&HeadScore::Atp].clone();
+    assert_ne!(exact, atp);
+    assert_eq!(app.shown_head_score(), HeadScore::Atp);
+    assert_eq!(app.ablation_map_kind(), Some("AtP estimate"));
+    assert_eq!(app.head_matrix(), Some(&atp));
+
+    let report = app.view.report.as_mut().unwrap();
+    report
+        .head_scores
+        .insert(HeadScore::Ablation, exact.clone());
+    assert_eq!(app.shown_head_score(), HeadScore::Ablation);
+    assert_eq!(app.ablation_map_kind(), Some("exact"));
+    assert_eq!(app.head_matrix(), Some(&exact));
+
+    // Neither yet: nothing shown, nothing claimed.
+    let report = app.view.report.as_mut().unwrap();
+    report.head_scores.remove(&HeadScore::Ablation);
+    report.head_scores.remove(&HeadScore::Atp);
+    assert_eq!(app.head_matrix(), None);
+    assert_eq!(app.ablation_map_kind(), None);
+    // Other scores are never stood in for.
+    app.panes.heatmap.score = HeadScore::QrHead;
+    assert_eq!(app.shown_head_score(), HeadScore::QrHead);
+    assert_eq!(app.ablation_map_kind(), None);
+}
