@@ -27,6 +27,7 @@ fn main() {
         Some(cli::Command::Screenshot(args)) => commands::explore::screenshot(*args),
         Some(cli::Command::Dataset(cmd)) => commands::dataset::dataset(cmd),
         Some(cli::Command::Study(cmd)) => commands::study::study(cmd),
+        Some(cli::Command::Prune(args)) => commands::prune::prune(*args),
         None => commands::explore::explore(cli.explore),
     };
     if let Err(err) = result {

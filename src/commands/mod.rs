@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod dataset;
 pub mod explore;
+pub mod prune;
 pub mod study;
 
 use std::io::Write;
