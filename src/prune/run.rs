@@ -91,17 +91,28 @@ impl PruneRun {
         Ok(run)
     }
 
+    /// A folder holding another design is refused. The methods and the evaluation size may
+    /// change (each method's units and each test sample's stand alone, and the evaluation
+    /// samples are a prefix of one seeded order): a rerun with a method added computes only its
+    /// units, and the report covers the methods and samples of the latest run.
     fn check_config(&self) -> Result<()> {
         if self.store.exists("config.json") {
             let old: PruneConfig = self.store.read("config.json")?;
-            if old != self.cfg {
+            let same_design = PruneConfig {
+                methods: self.cfg.methods.clone(),
+                eval: self.cfg.eval,
+                ..old.clone()
+            } == self.cfg;
+            if !same_design {
                 return Err(Error::Pruning(format!(
-                    "{} holds a pruning run with another configuration; use a new --out folder \
-                     (or delete it to start over)",
+                    "{} holds a pruning run with another configuration (only --methods and \
+                     --eval may change); use a new --out folder (or delete it to start over)",
                     self.store.root().display()
                 )));
             }
-            return Ok(());
+            if old == self.cfg {
+                return Ok(());
+            }
         }
         self.store.write_text("config.json", &pretty(&self.cfg)?)
     }

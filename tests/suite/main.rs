@@ -24,6 +24,7 @@ mod mirage;
 mod parity;
 mod prompt;
 mod prompt_format;
+mod prune;
 mod recorded_passes;
 mod slurm;
 mod smollm2;
