@@ -50,7 +50,16 @@ fn prune_args(study: &Path, out: &Path, model: &Path, extra: &[&str]) -> Vec<OsS
         "--batch",
         "3"
     ];
-    a.extend(extra.iter().map(OsString::from));
+    // An option given in `extra` replaces the default above instead of repeating it.
+    let mut rest = extra.iter();
+    while let Some(&opt) = rest.next() {
+        match a.iter().position(|x| x == opt) {
+            Some(i) if opt.starts_with("--") && opt != "--no-speed" => {
+                a[i + 1] = OsString::from(rest.next().copied().unwrap_or_default());
+            }
+            _ => a.push(OsString::from(opt)),
+        }
+    }
     a
 }
 
