@@ -70,11 +70,14 @@ pub struct Retention {
     pub rows: Vec<RetentionRow>,
 }
 
+/// Per (method, sparsity label), per test sample, the draws' `(correct, log-prob)`.
+type PrunedOutcomes = BTreeMap<(PruneMethod, String), Vec<Vec<(f64, f64)>>>;
+
 /// Per test sample: the clean outcome, and per condition (method, sparsity) the draws'
 /// `(correct, log-prob)`.
 struct Outcomes {
     clean: Vec<(f64, f64)>,
-    pruned: BTreeMap<(PruneMethod, String), Vec<Vec<(f64, f64)>>>,
+    pruned: PrunedOutcomes,
 }
 
 /// The statistic over all samples and its percentile bootstrap interval (resampling samples).
@@ -121,7 +124,7 @@ pub fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
 impl PruneRun {
     fn outcomes(&self) -> Result<(Outcomes, usize)> {
         let mut clean = Vec::new();
-        let mut pruned: BTreeMap<(PruneMethod, String), Vec<Vec<(f64, f64)>>> = BTreeMap::new();
+        let mut pruned = PrunedOutcomes::new();
         let mut skipped = 0;
         for k in self.eval_samples() {
             let c: CleanUnit = self.store.read(&eval_unit("clean", &k.key))?;
