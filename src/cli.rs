@@ -143,6 +143,10 @@ pub enum Command {
     /// a pruning (`--prune FILE`) applied: pruned heads' o_proj columns zeroed (default, same
     /// shapes) or their weights sliced out (`--physical`).
     Export(ExportArgs),
+    /// Prune attention heads by interpretability scores against magnitude and random pruning, on
+    /// a study's split: retention curves with intervals and the measured speed of the pruned
+    /// model (resumable).
+    Prune(Box<PruneArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +160,70 @@ pub struct ExportArgs {
     /// the same number of kept query heads per KV group in every layer.
     #[arg(long)]
     pub physical: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The study folder (its config.toml and split/; the study scores read its detect/).
+    #[arg(long, default_value = "studies/filings")]
+    pub study: PathBuf,
+    /// The output folder (units, prunings, retention table and figure).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Head rankings, comma-separated: atp, ablation, arc-jsd, retrieval, summed-attention,
+    /// qrhead, magnitude, random.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "atp,ablation,qrhead,magnitude,random"
+    )]
+    pub methods: Vec<headscope::prune::PruneMethod>,
+    /// Fractions of the heads to prune, comma-separated, each in (0, 1).
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.68")]
+    pub sparsity: Vec<f64>,
+    /// Also prune the same fraction of whole MLP blocks.
+    #[arg(long)]
+    pub mlp: bool,
+    /// Random-pruning draws.
+    #[arg(long, default_value_t = 5)]
+    pub draws: usize,
+    /// Never prune the heads activation patching marks as carrying the answer (the top
+    /// --protect-top by mean patching effect on the exact calibration samples).
+    #[arg(long)]
+    pub protect_circuit: bool,
+    #[arg(long, default_value_t = 10)]
+    pub protect_top: usize,
+    /// Prune the same share of heads in every layer instead of one global ranking.
+    #[arg(long)]
+    pub layer_adaptive: bool,
+    /// Calibration (training) samples per category for AtP and the MLP scores.
+    #[arg(long, default_value_t = 8)]
+    pub calibration: usize,
+    /// Calibration samples per category for the exact scores (ablation, ARC-JSD, patching): the
+    /// first of the same seeded order.
+    #[arg(long, default_value_t = 2)]
+    pub calibration_exact: usize,
+    /// Test samples per category.
+    #[arg(long, default_value_t = 10)]
+    pub eval: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prunings per batched forward during evaluation.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Skip the speed phase (the table then says "not measured").
+    #[arg(long)]
+    pub no_speed: bool,
+    /// Decode steps per speed measurement.
+    #[arg(long, default_value_t = 32)]
+    pub speed_steps: usize,
+    /// Repeats per speed measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub speed_repeats: usize,
 }
 
 #[derive(Subcommand, Debug)]

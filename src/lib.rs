@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod prompt;
+pub mod prune;
 pub mod study;
 pub mod ui;
 

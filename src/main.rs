@@ -28,6 +28,7 @@ fn main() {
         Some(cli::Command::Dataset(cmd)) => commands::dataset::dataset(cmd),
         Some(cli::Command::Study(cmd)) => commands::study::study(cmd),
         Some(cli::Command::Export(args)) => commands::export::export(args),
+        Some(cli::Command::Prune(args)) => commands::prune::prune(*args),
         None => commands::explore::explore(cli.explore),
     };
     if let Err(err) = result {

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod dataset;
 pub mod explore;
 pub mod export;
+pub mod prune;
 pub mod study;
 
 use std::io::Write;

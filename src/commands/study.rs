@@ -119,9 +119,19 @@ fn resolve(args: &StudyArgs) -> Result<StudyConfig> {
 }
 
 /// A progress bar per phase; Ctrl-C (SIGINT/SIGTERM) stops between units.
-struct Bar {
+pub(crate) struct Bar {
     bar: Option<ProgressBar>,
     resumed: usize,
+}
+
+impl Bar {
+    /// No phase yet (`headscope prune` reuses it).
+    pub(crate) fn new() -> Bar {
+        Bar {
+            bar: None,
+            resumed: 0,
+        }
+    }
 }
 
 impl Monitor for Bar {

@@ -217,6 +217,11 @@ impl Engine {
         &self.model.arch
     }
 
+    /// The loaded weights, read-only (the weight-magnitude baseline of `headscope prune`).
+    pub fn weights(&self) -> &weights::ModelWeights {
+        self.model.weights()
+    }
+
     /// The model with `set` ablated in every forward — generation, scoring, sweeps and gradients
     /// alike — for as long as the returned guard lives; dropping it restores the unablated model.
     /// It acts before a forward's own [`Hooks::head_ablation`], so a head that both ablate ends up

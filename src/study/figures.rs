@@ -30,16 +30,16 @@ use crate::{Error, Result};
 pub const FIGURES_DIR: &str = "figures";
 
 const FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 /// Height of the title band (a title and a subtitle line) above every figure.
-const TITLE_H: u32 = 64;
+pub(crate) const TITLE_H: u32 = 64;
 
 const TOP: RGBColor = RGBColor(31, 119, 180);
 const RANDOM: RGBColor = RGBColor(230, 120, 20);
 const LAYER_MATCHED: RGBColor = RGBColor(44, 150, 44);
-const CLEAN: RGBColor = RGBColor(90, 90, 90);
+pub(crate) const CLEAN: RGBColor = RGBColor(90, 90, 90);
 /// Bar colours of the depth histogram, one per category (cycled).
-const PALETTE: [RGBColor; 6] = [
+pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(230, 120, 20),
     RGBColor(44, 150, 44),
@@ -49,7 +49,7 @@ const PALETTE: [RGBColor; 6] = [
 ];
 
 /// What plotters' drawing calls return, for either backend.
-type Drawn = std::result::Result<(), Box<dyn StdError>>;
+pub(crate) type Drawn = std::result::Result<(), Box<dyn StdError>>;
 
 /// A file-name-safe form of a label: lower case, `[a-z0-9._-]` kept, every other run of
 /// characters one `-`, no leading or trailing `-`/`.` (`Qwen2.5 Coder/0.5B` → `qwen2.5-coder-0.5b`).
@@ -136,8 +136,24 @@ pub fn write_figures(summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out.written)
 }
 
+/// Writes one figure as `dir/<stem>.svg` and `dir/<stem>.png` (for other commands' figures, e.g.
+/// `headscope prune`'s retention curves), returning the two paths.
+pub(crate) fn write_figure(fig: &impl Figure, dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    register_font()?;
+    let mut out = Output {
+        dir,
+        stems: BTreeSet::new(),
+        written: Vec::new(),
+    };
+    if let Some(parent) = dir.join(stem).parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    out.write(fig, stem.to_string())?;
+    Ok(out.written)
+}
+
 /// Registers the bundled font as plotters' `sans-serif` (once per process).
-fn register_font() -> Result<()> {
+pub(crate) fn register_font() -> Result<()> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()
@@ -153,7 +169,7 @@ fn register_font() -> Result<()> {
 }
 
 /// A figure that can draw itself on any plotters backend.
-trait Figure {
+pub(crate) trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Drawn
     where
@@ -231,7 +247,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The title band: a title and a smaller subtitle, centred.
-fn draw_titles<DB: DrawingBackend>(
+pub(crate) fn draw_titles<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     subtitle: &str,

@@ -25,6 +25,7 @@ mod parity;
 mod prompt;
 mod prompt_format;
 mod pruning;
+mod prune;
 mod recorded_passes;
 mod slurm;
 mod smollm2;
