@@ -218,6 +218,17 @@ pub struct PruneArgs {
     /// Skip the speed phase (the table then says "not measured").
     #[arg(long)]
     pub no_speed: bool,
+    /// Also write one of the run's prunings (`--export-pruning`) as a Hugging Face folder here
+    /// (as `headscope export` does).
+    #[arg(long, value_name = "DIR", requires = "export_pruning")]
+    pub export: Option<PathBuf>,
+    /// The pruning `--export` writes, by its name in `pruning/` (e.g. `atp-50`, `random-30-d0`).
+    #[arg(long, value_name = "NAME", requires = "export")]
+    pub export_pruning: Option<String>,
+    /// Export with the pruned heads sliced out (needs the same number of kept query heads per KV
+    /// group in every layer) instead of zeroed.
+    #[arg(long, requires = "export")]
+    pub physical: bool,
     /// Decode steps per speed measurement.
     #[arg(long, default_value_t = 32)]
     pub speed_steps: usize,

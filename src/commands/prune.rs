@@ -3,8 +3,11 @@
 
 use anyhow::{bail, Context, Result};
 
+use std::path::Path;
+
+use headscope::engine::export::write_hf_folder;
 use headscope::engine::{Engine, LoadOptions, Pruning};
-use headscope::prune::run::PruneRun;
+use headscope::prune::run::{Planned, PruneRun};
 use headscope::prune::speed::SpeedSettings;
 use headscope::prune::PruneConfig;
 
@@ -44,6 +47,15 @@ pub fn prune(args: PruneArgs) -> Result<()> {
         bail!("`headscope prune` starts from the unpruned model: drop --prune");
     }
     let cfg = config(&args);
+    if let Some(name) = &args.export_pruning {
+        let names = cfg.condition_names();
+        if !names.contains(name) {
+            bail!(
+                "--export-pruning {name}: no such pruning in this run (its prunings: {})",
+                names.join(", ")
+            );
+        }
+    }
     let run = PruneRun::open(cfg, &args.out)
         .with_context(|| format!("cannot start the pruning run in {}", args.out.display()))?;
     headscope::ui::terminal::install_signal_handlers();
@@ -70,16 +82,11 @@ fn phases(run: &PruneRun, args: &PruneArgs, engine: &mut Engine, bar: &mut Bar) 
             decode_steps: args.speed_steps,
             repeats: args.speed_repeats,
         };
-        let load = |p: &Pruning| -> headscope::Result<Engine> {
-            Engine::load(&LoadOptions {
-                model: args.model.model_name(),
-                offline: args.model.offline,
-                device: args.model.device,
-                dtype: args.model.dtype,
-                pruning: Some(p.clone()),
-            })
-        };
+        let load = |p: &Pruning| Engine::load(&load_options(args, Some(p.clone())));
         run.speed(engine, &plan, settings, &load, bar)?;
+    }
+    if let (Some(dir), Some(name)) = (&args.export, &args.export_pruning) {
+        export(args, &plan, name, dir)?;
     }
     let arch = engine.arch();
     let retention = run.retention(arch.num_layers, arch.num_heads)?;
@@ -87,5 +94,33 @@ fn phases(run: &PruneRun, args: &PruneArgs, engine: &mut Engine, bar: &mut Bar) 
     for path in written {
         println!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// The model as `args` names it, with `pruning` applied at load time.
+fn load_options(args: &PruneArgs, pruning: Option<Pruning>) -> LoadOptions {
+    LoadOptions {
+        model: args.model.model_name(),
+        offline: args.model.offline,
+        device: args.model.device,
+        dtype: args.model.dtype,
+        pruning,
+    }
+}
+
+/// `--export DIR --export-pruning NAME [--physical]`: the named pruning as a Hugging Face folder.
+fn export(args: &PruneArgs, plan: &[Planned], name: &str, dir: &Path) -> Result<()> {
+    let planned = plan
+        .iter()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("--export-pruning {name}: not in this run's plan"))?;
+    write_hf_folder(
+        &load_options(args, None),
+        &planned.pruning,
+        args.physical,
+        dir,
+    )
+    .with_context(|| format!("cannot export pruning {name} to {}", dir.display()))?;
+    println!("exported {name} to {}", dir.display());
     Ok(())
 }

@@ -235,6 +235,19 @@ impl PruneConfig {
         s
     }
 
+    /// Every pruning's name ([`condition_name`]) the configuration gives, in plan order.
+    pub fn condition_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for &method in &self.methods {
+            for sparsity in self.sparsity_grid() {
+                for draw in self.draws_of(method) {
+                    names.push(condition_name(method, sparsity, draw));
+                }
+            }
+        }
+        names
+    }
+
     /// The draws of a method: `0..draws` for random, `[0]` otherwise.
     pub fn draws_of(&self, method: PruneMethod) -> std::ops::Range<usize> {
         match method.drawn() {

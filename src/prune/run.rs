@@ -23,10 +23,11 @@ use super::importance::{
     ScoreUnit, MLP_SCORE,
 };
 use super::select::{circuit, pruning, random_importance, Head};
-use super::speed::{measure, SpeedSettings, SpeedUnit};
+use super::speed::{SpeedSettings, SpeedUnit};
 use super::{condition_name, PruneConfig, PruneMethod, Source};
 use crate::analysis::report::HeadScore;
 use crate::analysis::{answer_is_correct, Subject};
+use crate::engine::speed::measure_interleaved;
 use crate::engine::{Engine, GenerationConfig, Pruning};
 use crate::study::ablate::{clean_recording, CleanUnit};
 use crate::study::config::{model_label, AblatedPositions};
@@ -537,7 +538,13 @@ impl PruneRun {
                 return Err(Error::Cancelled);
             }
             let pruned = load(&p.pruning)?;
-            let (unpruned, pruned_t) = measure(engine, &pruned, &prompt.ids, settings)?;
+            let mut timed = measure_interleaved(
+                &[engine, &pruned],
+                &prompt.ids,
+                settings.decode_steps.max(1),
+                settings.repeats.max(1),
+            )?;
+            let (pruned_t, unpruned) = (timed.remove(1), timed.remove(0));
             let info = engine.info();
             let unit = SpeedUnit {
                 condition: p.name(),

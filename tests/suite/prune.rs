@@ -292,6 +292,43 @@ fn a_pruning_run_is_consistent_and_a_killed_run_resumes_to_the_same_files() {
     {
         assert!(fa3[name] == *bytes, "{name} was recomputed");
     }
+    // --export writes one of the run's prunings as a Hugging Face folder: exactly the pruned
+    // heads' o_proj input columns are zero.
+    let exported = tmp("export");
+    let mut export = more.clone();
+    export.extend(args![
+        "--export",
+        &exported,
+        "--export-pruning",
+        "magnitude-50"
+    ]);
+    succeeds(&export);
+    let pruned = heads_of(&json(&a.join("pruning/magnitude-50.json")));
+    let cfg = json(&exported.join("config.json"));
+    let d = cfg["head_dim"].as_u64().unwrap() as usize;
+    let (layers, heads) = (
+        cfg["num_hidden_layers"].as_u64().unwrap(),
+        cfg["num_attention_heads"].as_u64().unwrap(),
+    );
+    let t = candle_core::safetensors::load(
+        exported.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    for l in 0..layers {
+        let o = t[&format!("model.layers.{l}.self_attn.o_proj.weight")]
+            .to_vec2::<f32>()
+            .unwrap();
+        for h in 0..heads {
+            let cols = (h as usize * d)..(h as usize + 1) * d;
+            let zero = o
+                .iter()
+                .all(|row| row[cols.clone()].iter().all(|&x| x == 0.0));
+            assert_eq!(zero, pruned.contains(&(l, h)), "L{l}H{h}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&exported);
+
     assert_eq!(
         json(&a.join("retention.json"))["rows"]
             .as_array()
@@ -394,6 +431,12 @@ fn bad_prune_inputs_are_refused_before_any_model_runs() {
         &study,
         &model,
         "--draws must be at least 1",
+    );
+    refused(
+        &["--export", "x", "--export-pruning", "atp-33"],
+        &study,
+        &model,
+        "--export-pruning atp-33: no such pruning in this run",
     );
     let empty = tmp("no-split");
     std::fs::create_dir_all(&empty).unwrap();
