@@ -693,13 +693,7 @@ impl Transformer {
             .ok_or_else(|| Error::Hook("the forward returned no logits".into()))?
             .squeeze(1)?;
         let out = f(&logits)?;
-        if out.elem_count() != 1 {
-            return Err(Error::Hook(format!(
-                "the differentiated function must return a scalar, not shape {:?}",
-                out.dims()
-            )));
-        }
-        let value = out.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
+        let value = scalar_value(&out)?;
         let grads = out.backward()?;
         let grad = match grads.get(var.as_tensor()) {
             Some(g) => g.to_dtype(DType::F32)?,
@@ -752,13 +746,7 @@ impl Transformer {
         let mut trace = self.forward_probed(Start::Tokens(ids), None, &hooks, Some(&probes))?;
         let logits = trace.take_logits()?;
         let out = f(&logits)?;
-        if out.elem_count() != 1 {
-            return Err(Error::Hook(format!(
-                "the differentiated function must return a scalar, not shape {:?}",
-                out.dims()
-            )));
-        }
-        let value = out.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0];
+        let value = scalar_value(&out)?;
         let grads = out.backward()?;
         let mut z = Vec::with_capacity(probes.len());
         let mut grad = Vec::with_capacity(probes.len());
@@ -1455,4 +1443,15 @@ fn capture(
     };
     trace.activations.insert(name, kept);
     Ok(())
+}
+
+/// The value of the differentiated function's output, which must be a scalar.
+fn scalar_value(out: &Tensor) -> Result<f64> {
+    if out.elem_count() != 1 {
+        return Err(Error::Hook(format!(
+            "the differentiated function must return a scalar, not shape {:?}",
+            out.dims()
+        )));
+    }
+    Ok(out.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0])
 }
