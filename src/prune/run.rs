@@ -443,14 +443,7 @@ impl PruneRun {
         let (subject, recorded) = match prepared {
             Ok(s) => s,
             Err(Error::Analysis(reason)) => {
-                let clean = CleanUnit {
-                    sample: k.key.clone(),
-                    category,
-                    answer: String::new(),
-                    correct: false,
-                    answer_logprob: 0.0,
-                    skipped: Some(reason),
-                };
+                let clean = CleanUnit::skipped(k.key.clone(), category, reason);
                 return self.store.write(&clean_rel, &clean);
             }
             Err(e) => return Err(e),

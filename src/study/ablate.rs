@@ -206,6 +206,20 @@ pub struct CleanUnit {
     pub skipped: Option<String>,
 }
 
+impl CleanUnit {
+    /// A sample left out for `reason`: no answer, so no method units.
+    pub fn skipped(sample: String, category: String, reason: String) -> CleanUnit {
+        CleanUnit {
+            sample,
+            category,
+            answer: String::new(),
+            correct: false,
+            answer_logprob: 0.0,
+            skipped: Some(reason),
+        }
+    }
+}
+
 /// One test sample under one method's conditions: `ablate/<model>/<method>/<sample>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AblateUnit {

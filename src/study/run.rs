@@ -625,14 +625,7 @@ impl Study {
             Ok(s) => s,
             Err(reason) => {
                 // A sample the model cannot answer has no method units: the clean one says why.
-                let clean = CleanUnit {
-                    sample: c.key.clone(),
-                    category,
-                    answer: String::new(),
-                    correct: false,
-                    answer_logprob: 0.0,
-                    skipped: Some(reason),
-                };
+                let clean = CleanUnit::skipped(c.key.clone(), category, reason);
                 return self.store.write(&clean_rel, &clean);
             }
         };
