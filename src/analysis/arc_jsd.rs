@@ -136,27 +136,26 @@ fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Com
     Ok(Components { heads, mlp })
 }
 
-/// Lens log-probabilities of `[rows, d]` residual-space vectors.
-fn lens_log_probs(engine: &Engine, x: &Tensor) -> Result<Vec<Vec<f64>>> {
-    let logits = engine
+/// Lens logits of `[rows, d]` residual-space vectors, one row per vector.
+fn lens_logits(engine: &Engine, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(engine
         .unembed(x)?
         .to_device(&Device::Cpu)?
-        .to_vec2::<f32>()?;
-    Ok(logits.par_iter().map(|r| log_softmax(r)).collect())
+        .to_vec2::<f32>()?)
 }
 
 /// Σ over answer positions of the divergence between two runs' lens distributions, per group of
 /// `a` consecutive rows.
 fn summed_divergence(
-    a_rows: &[Vec<f64>],
-    b_rows: &[Vec<f64>],
+    a_rows: &[Vec<f32>],
+    b_rows: &[Vec<f32>],
     a: usize,
     divergence: Divergence,
 ) -> Vec<f64> {
     let per_row: Vec<f64> = a_rows
         .par_iter()
         .zip(b_rows)
-        .map(|(p, q)| divergence.between_log_probs(p, q))
+        .map(|(p, q)| divergence.between(p, q))
         .collect();
     per_row.chunks(a).map(|c| c.iter().sum()).collect()
 }
@@ -192,11 +191,11 @@ pub fn heads(
         let flat = |t: &Tensor| -> Result<Tensor> {
             Ok(t.transpose(0, 1)?.contiguous()?.reshape((h * a, d))?)
         };
-        let pa = lens_log_probs(engine, &flat(&run_a.heads[l])?)?;
-        let pb = lens_log_probs(engine, &flat(&run_b.heads[l])?)?;
+        let pa = lens_logits(engine, &flat(&run_a.heads[l])?)?;
+        let pb = lens_logits(engine, &flat(&run_b.heads[l])?)?;
         head_scores.push(summed_divergence(&pa, &pb, a, divergence));
-        let ma = lens_log_probs(engine, &run_a.mlp[l])?;
-        let mb = lens_log_probs(engine, &run_b.mlp[l])?;
+        let ma = lens_logits(engine, &run_a.mlp[l])?;
+        let mb = lens_logits(engine, &run_b.mlp[l])?;
         mlp.push(summed_divergence(&ma, &mb, a, divergence)[0]);
         if !progress(l + 1, layers) {
             return Err(Error::Cancelled);
