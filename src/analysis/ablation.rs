@@ -245,7 +245,12 @@ pub fn ablation_curve(
         }
         let rows = sets.len();
         let ablation = head_set_ablation(engine, &sets, &kind)?;
-        let lp = ablated_answer_logprobs(engine, subject, &ablation)?;
+        // k = 0 ablates nothing: its log-prob is the clean one, without another forward.
+        let lp = if k == 0 {
+            vec![clean]
+        } else {
+            ablated_answer_logprobs(engine, subject, &ablation)?
+        };
         let (texts, correct) = if cfg.regenerate && answers_given {
             let outs = engine.generate_ablated(
                 &subject.prompt.ids,
