@@ -5,6 +5,8 @@
 //! [`Engine::score`] and never touch weights directly.
 
 pub mod arch;
+#[cfg(feature = "openblas")]
+pub mod blas;
 pub mod chat;
 pub mod decoder;
 pub mod export;

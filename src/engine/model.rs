@@ -342,9 +342,7 @@ impl Transformer {
         let dims = x.dims().to_vec();
         let flat = x.reshape(((), d))?.to_dtype(self.dtype)?;
         let normed = self.norm(&flat, &self.weights.final_norm, differentiable)?;
-        let logits = normed
-            .matmul(&self.weights.lm_head.t()?)?
-            .to_dtype(DType::F32)?;
+        let logits = matmul_t(&normed, &self.weights.lm_head)?.to_dtype(DType::F32)?;
         let logits = match self.arch.final_logit_softcap {
             Some(cap) => ((logits / cap)?.tanh()? * cap)?,
             None => logits,
@@ -1392,13 +1390,23 @@ impl Transformer {
     }
 }
 
+/// `x [m, k] · wᵀ` for `w [n, k]`: through OpenBLAS when built with the `openblas` feature and
+/// the product is large enough to gain ([`super::blas`]), else candle's `gemm`.
+fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "openblas")]
+    if let Some(y) = super::blas::matmul_t(x, w)? {
+        return Ok(y);
+    }
+    Ok(x.matmul(&w.t()?)?)
+}
+
 /// `x [.., in] · wᵀ (+ b)` as one 2-D matmul.
 fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let (&in_dim, lead) = x
         .dims()
         .split_last()
         .ok_or_else(|| Error::Hook("a linear layer's input needs a feature dimension".into()))?;
-    let y = x.reshape(((), in_dim))?.matmul(&w.t()?)?;
+    let y = matmul_t(&x.reshape(((), in_dim))?, w)?;
     let y = match bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,
