@@ -8,6 +8,8 @@
 #
 # Needs: scripts/fetch-model.sh done, a release build (`cargo build --release`), and a Python venv
 # with scripts/requirements-fixtures.txt at $HEADSCOPE_VENV (default ~/.cache/headscope/venv).
+# HEADSCOPE_BLAS_BIN, when set, names a second binary (built with `--features openblas`) that is
+# timed right after the first, between the same two PyTorch timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-benches/results/sweep}"
@@ -24,6 +26,10 @@ for pair in short:tests/fixtures/smollm2/sample.json long:benches/sample-512.jso
   "$py" benches/reference_bench.py --skip-forward --sample "$sample" --heads "$ref_heads" \
     --threads "$threads" --gguf "$gguf" --json "$out/ref-$name-before.json" >&2
   "$bin" bench sweep --model "$gguf" "$sample" --max-new-tokens 32 --json "$out/ours-$name.json" >&2
+  if [ -n "${HEADSCOPE_BLAS_BIN:-}" ]; then
+    "$HEADSCOPE_BLAS_BIN" bench sweep --model "$gguf" "$sample" --max-new-tokens 32 \
+      --json "$out/ours-openblas-$name.json" >&2
+  fi
   "$py" benches/reference_bench.py --skip-forward --sample "$sample" --heads "$ref_heads" \
     --threads "$threads" --gguf "$gguf" --json "$out/ref-$name-after.json" >&2
 done
@@ -56,6 +62,11 @@ for name in ("short", "long"):
         "loadavg_pytorch_before": [before["loadavg_at_start"], before["loadavg_at_end"]],
         "loadavg_pytorch_after": [after["loadavg_at_start"], after["loadavg_at_end"]],
     }
+    blas = out / f"ours-openblas-{name}.json"
+    if blas.exists():
+        b = json.loads(blas.read_text())
+        rows[name]["headscope_openblas_s"] = b["seconds"]
+        rows[name]["speedup_openblas"] = ref / b["seconds"]
 summary = {"date": datetime.date.today().isoformat(), "cpu": cpu, "threads": load("ref-short-after.json")["threads"],
            "sweeps": rows}
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
