@@ -9,7 +9,13 @@
 # build only. Needs Debian's libopenblas-dev.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! ldconfig -p | grep -q 'libopenblas\.so '; then
+# The linker's `-lopenblas` needs the development symlink libopenblas.so (ldconfig is not on every
+# user's PATH, so look where distributions put it).
+found=
+for lib in /usr/lib/libopenblas.so /usr/lib64/libopenblas.so /usr/lib/*/libopenblas.so; do
+  if [ -e "$lib" ]; then found=$lib; fi
+done
+if [ -z "$found" ]; then
   echo "the openblas feature needs the system OpenBLAS: apt-get install libopenblas-dev" >&2
   exit 1
 fi
