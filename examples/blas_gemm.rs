@@ -22,15 +22,7 @@ fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpu = headscope::ui::bench_tui::cpu_model();
     let threads = candle_core::utils::get_num_threads();
     println!("CPU {cpu}, {threads} threads, f32, GFLOP/s (best of 7); rows = tokens in the pass\n");
     println!("| rows × in × out | candle gemm | OpenBLAS | OpenBLAS / candle |");
