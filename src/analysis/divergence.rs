@@ -41,7 +41,11 @@ impl Divergence {
     /// exponentials and one logarithm instead of five transcendentals, and no log-probability
     /// rows are allocated (ARC-JSD's head lens compares millions of vocabulary-sized rows).
     pub fn between(self, p_logits: &[f32], q_logits: &[f32]) -> f64 {
-        assert_eq!(p_logits.len(), q_logits.len(), "rows of different vocabularies");
+        assert_eq!(
+            p_logits.len(),
+            q_logits.len(),
+            "rows of different vocabularies"
+        );
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (ep, eq) = &mut *scratch;
@@ -269,14 +273,21 @@ mod tests {
         // Rows with a wide range, a tie and a near-underflow entry, as unembedded head outputs have.
         let mut rng = crate::analysis::rng::SplitMix64::new(7);
         let row = |rng: &mut crate::analysis::rng::SplitMix64| -> Vec<f32> {
-            let mut r: Vec<f32> = (0..997).map(|_| (rng.next_f64() as f32 - 0.5) * 40.0).collect();
+            let mut r: Vec<f32> = (0..997)
+                .map(|_| (rng.next_f64() as f32 - 0.5) * 40.0)
+                .collect();
             r[3] = r[4];
             r[10] = -900.0;
             r
         };
         for _ in 0..5 {
             let (p, q) = (row(&mut rng), row(&mut rng));
-            for d in [Divergence::Jsd, Divergence::JsdArcCode, Divergence::Kl, Divergence::KlRev] {
+            for d in [
+                Divergence::Jsd,
+                Divergence::JsdArcCode,
+                Divergence::Kl,
+                Divergence::KlRev,
+            ] {
                 let want = d.between_log_probs(&log_softmax(&p), &log_softmax(&q));
                 let got = d.between(&p, &q);
                 assert!(

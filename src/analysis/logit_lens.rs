@@ -170,4 +170,3 @@ fn decode_cells(
         })
         .collect())
 }
-
