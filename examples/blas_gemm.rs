@@ -10,15 +10,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use headscope::engine::blas;
 
-fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
+/// Seconds of one call.
+fn time(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
     f();
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    t.elapsed().as_secs_f64()
 }
 
 fn main() -> candle_core::Result<()> {
@@ -37,14 +33,18 @@ fn main() -> candle_core::Result<()> {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
             let wt = w.t()?;
             let flop = 2.0 * (rows * k * n) as f64;
-            let mut candle_s = f64::INFINITY;
-            let mut blas_s = f64::INFINITY;
+            let candle = || std::hint::black_box(x.matmul(&wt).expect("candle matmul"));
+            let blas = || std::hint::black_box(blas::sgemm_t(&x, &w).expect("sgemm"));
+            // One warm-up each, then 7 alternating timings; the best of each.
+            candle();
+            blas();
+            let (mut candle_s, mut blas_s) = (f64::INFINITY, f64::INFINITY);
             for _ in 0..7 {
-                candle_s = candle_s.min(best_of(1, || {
-                    std::hint::black_box(x.matmul(&wt).expect("candle matmul"));
+                candle_s = candle_s.min(time(|| {
+                    candle();
                 }));
-                blas_s = blas_s.min(best_of(1, || {
-                    std::hint::black_box(blas::sgemm_t(&x, &w).expect("sgemm"));
+                blas_s = blas_s.min(time(|| {
+                    blas();
                 }));
             }
             println!(
