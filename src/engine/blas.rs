@@ -178,6 +178,7 @@ pub fn sgemm_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_util::max_abs_diff;
     use candle_core::Device;
 
     #[test]
@@ -188,16 +189,7 @@ mod tests {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let want = x.matmul(&w.t().unwrap()).unwrap();
             let got = matmul_t(&x, &w).unwrap().expect("eligible");
-            let diff = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4 * k as f32, "{m}×{k}×{n}: {diff}");
         }
     }

@@ -217,20 +217,8 @@ pub fn gated_activation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_util::max_abs_diff;
     use candle_core::{Device, Tensor};
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     fn generic(scores: &Tensor, offset: usize, window: Option<usize>, cap: Option<f32>) -> Tensor {
         let (t, tk) = (scores.dims()[2], scores.dims()[3]);

@@ -10,6 +10,7 @@ pub mod blas;
 pub mod chat;
 pub mod decoder;
 pub mod export;
+pub mod frozen;
 pub mod generate;
 pub mod hooks;
 pub mod kernels;
@@ -19,6 +20,26 @@ pub mod source;
 pub mod speed;
 pub mod tokenizer;
 pub mod weights;
+
+/// Helpers shared by the engine's unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::Tensor;
+
+    /// `max |a − b|` over every element of two f32 tensors of one shape.
+    pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+}
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -1391,8 +1391,12 @@ impl Transformer {
 }
 
 /// `x [m, k] · wᵀ` for `w [n, k]`: through OpenBLAS when built with the `openblas` feature and
-/// the product is large enough to gain ([`super::blas`]), else candle's `gemm`.
+/// the product is large enough to gain ([`super::blas`]), else candle's `gemm`; in a differentiable
+/// forward, with no gradient for `w` ([`super::frozen`]).
 fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let Some(y) = super::frozen::matmul_t(x, w)? {
+        return Ok(y);
+    }
     #[cfg(feature = "openblas")]
     if let Some(y) = super::blas::matmul_t(x, w)? {
         return Ok(y);
