@@ -136,25 +136,27 @@ fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Com
     Ok(Components { heads, mlp })
 }
 
-/// Lens logits of `[rows, d]` residual-space vectors, one row per vector.
-fn lens_logits(engine: &Engine, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+/// Lens logits of `[rows, d]` residual-space vectors: one flat `[rows · vocab]` buffer.
+fn lens_logits(engine: &Engine, x: &Tensor) -> Result<Vec<f32>> {
     Ok(engine
         .unembed(x)?
         .to_device(&Device::Cpu)?
-        .to_vec2::<f32>()?)
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
-/// Σ over answer positions of the divergence between two runs' lens distributions, per group of
-/// `a` consecutive rows.
+/// Σ over answer positions of the divergence between two runs' lens distributions (flat
+/// `[rows · vocab]` buffers), per group of `a` consecutive rows.
 fn summed_divergence(
-    a_rows: &[Vec<f32>],
-    b_rows: &[Vec<f32>],
+    a_rows: &[f32],
+    b_rows: &[f32],
+    vocab: usize,
     a: usize,
     divergence: Divergence,
 ) -> Vec<f64> {
     let per_row: Vec<f64> = a_rows
-        .par_iter()
-        .zip(b_rows)
+        .par_chunks(vocab)
+        .zip(b_rows.par_chunks(vocab))
         .map(|(p, q)| divergence.between(p, q))
         .collect();
     per_row.chunks(a).map(|c| c.iter().sum()).collect()
@@ -191,12 +193,25 @@ pub fn heads(
         let flat = |t: &Tensor| -> Result<Tensor> {
             Ok(t.transpose(0, 1)?.contiguous()?.reshape((h * a, d))?)
         };
-        let pa = lens_logits(engine, &flat(&run_a.heads[l])?)?;
-        let pb = lens_logits(engine, &flat(&run_b.heads[l])?)?;
-        head_scores.push(summed_divergence(&pa, &pb, a, divergence));
-        let ma = lens_logits(engine, &run_a.mlp[l])?;
-        let mb = lens_logits(engine, &run_b.mlp[l])?;
-        mlp.push(summed_divergence(&ma, &mb, a, divergence)[0]);
+        // One unembedding per layer, both runs' heads and MLP stacked ([2·(H+1)·A, d]): the
+        // vocabulary matrix is packed for the product once instead of four times.
+        let stacked = Tensor::cat(
+            &[
+                flat(&run_a.heads[l])?,
+                run_a.mlp[l].clone(),
+                flat(&run_b.heads[l])?,
+                run_b.mlp[l].clone(),
+            ],
+            0,
+        )?;
+        let logits = lens_logits(engine, &stacked)?;
+        let vocab = logits.len() / (2 * (h + 1) * a);
+        let (run_a_logits, run_b_logits) = logits.split_at(logits.len() / 2);
+        let split = h * a * vocab;
+        let (heads_a, mlp_a) = run_a_logits.split_at(split);
+        let (heads_b, mlp_b) = run_b_logits.split_at(split);
+        head_scores.push(summed_divergence(heads_a, heads_b, vocab, a, divergence));
+        mlp.push(summed_divergence(mlp_a, mlp_b, vocab, a, divergence)[0]);
         if !progress(l + 1, layers) {
             return Err(Error::Cancelled);
         }
