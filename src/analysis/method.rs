@@ -259,21 +259,22 @@ impl Method {
 
     /// The explorer's stages, ordered by cost so that every pane the explorer opens on has
     /// something within its first stage: the logit lens, the attention and ARC-JSD (the heatmap's
-    /// and the attribution pane's first methods) and the ablation curve ranked by ARC-JSD's head
-    /// lens (a handful of batched forwards); then the cheap head scores with attribution
-    /// patching (AtP), which the heatmap shows as the ablation map's first estimate; then the
-    /// resampling attributions; last the exact sweeps over every head, which refine it.
+    /// and the attribution pane's first methods), attribution patching (AtP, one forward and one
+    /// backward), which the heatmap shows as the ablation map's first estimate, and the ablation
+    /// curve ranked by ARC-JSD's head lens (a handful of batched forwards); AtP runs before the
+    /// head lens and the curve, being the cheapest of the three. Then the cheap head scores; then
+    /// the resampling attributions; last the exact sweeps over every head, which refine AtP.
     pub const STAGES: [&'static [Method]; 4] = [
         &[
             Method::LogitLens,
             Method::Attr(Attribution::Attention),
             Method::Heads(HeadScore::SummedAttention),
             Method::Attr(Attribution::ArcJsd),
+            Method::Heads(HeadScore::Atp),
             Method::Heads(HeadScore::ArcJsd),
             Method::AblationCurve,
         ],
         &[
-            Method::Heads(HeadScore::Atp),
             Method::Heads(HeadScore::Retrieval),
             Method::Heads(HeadScore::QrHead),
             Method::Attr(Attribution::Marginal),
@@ -424,6 +425,11 @@ mod tests {
         assert!(HeadScore::Atp.stage() < HeadScore::Ablation.stage());
         assert_eq!(Method::AblationCurve.stage(), HeadScore::ArcJsd.stage());
         assert_eq!(Attribution::Attention.stage(), 1);
+        // The ablation map's estimate comes first, before the costlier head lens and curve.
+        let first = Method::STAGES[0];
+        let at = |m: Method| first.iter().position(|&x| x == m).unwrap();
+        assert!(at(Method::Heads(HeadScore::Atp)) < at(Method::Heads(HeadScore::ArcJsd)));
+        assert!(at(Method::Heads(HeadScore::Atp)) < at(Method::AblationCurve));
     }
 
     #[test]

@@ -246,8 +246,8 @@ fn analyses_after_a_live_ablation_examine_the_ablated_model() {
 }
 
 /// The explorer's pipeline from a cold start (the `bench tui` driver): every pane it opens on is
-/// filled by the first stage, each method's result arrives before its stage ends, and the
-/// ablation map shows the AtP estimate a stage before the exact sweep refines it.
+/// filled by the first stage (the ablation map by its AtP estimate), each method's result arrives
+/// before its stage ends, and the exact sweep refines the AtP estimate later.
 #[test]
 fn the_first_stage_fills_every_pane_and_atp_comes_before_the_exact_sweep() {
     use headscope::analysis::report::Method;
@@ -270,7 +270,14 @@ fn the_first_stage_fills_every_pane_and_atp_comes_before_the_exact_sweep() {
     };
     assert_eq!(by("answer").0, "load");
     let first = label(Method::LogitLens);
-    for pane in ["logit lens", "heads", "attribution", "ablation curve"] {
+    let panes = [
+        "logit lens",
+        "heads",
+        "attribution",
+        "ablation map (first",
+        "ablation curve",
+    ];
+    for pane in panes {
         assert_eq!(by(pane).0, first, "{pane}: {b:#?}");
     }
     let (atp_by, atp_s) = by("ablation map (first");
