@@ -6,7 +6,9 @@ binaries' results differ.
 import json, os, platform, statistics, sys
 
 RUNS = [("atp", "heads:atp", "10 samples summed"), ("mirage", "attr:mirage", "ship-captain"),
-        ("head-lens", "heads:arc-jsd", "ship-captain")]
+        ("head-lens", "heads:arc-jsd", "ship-captain"),
+        ("curve", "ablation-curve", "ship-captain, regenerating each answer"),
+        ("curve-log-probs", "ablation-curve", "ship-captain, log-probs only (as the explorer)")]
 
 
 def numbers(x):
@@ -24,6 +26,8 @@ def numbers(x):
 
 def result(sample, method):
     """What `method` computed for one sample: its head scores (and MLP scores) or attribution."""
+    if method == "ablation-curve":
+        return sample["ablation_curve"]["points"]
     kind, _, name = method.partition(":")
     key = name.replace("-", "_")
     if kind == "heads":
@@ -37,7 +41,8 @@ def main(raw, out, rounds, model, old_label, new_label):
                 if l.startswith("model name")), platform.processor())
     res = {"cpu": cpu, "threads": os.cpu_count(), "model": os.path.basename(model),
            "rounds": rounds, "old": old_label, "new": new_label, "runs": {}}
-    for name, method, _ in RUNS:
+    present = [r for r in RUNS if os.path.exists(f"{raw}/{r[0]}-old-1.json")]
+    for name, method, _ in present:
         entry = {"method": method}
         outputs = {}
         for side in ("old", "new"):
@@ -66,7 +71,7 @@ def main(raw, out, rounds, model, old_label, new_label):
                 "process's; max |Δ| compares every score the two binaries wrote.\n\n")
         f.write("| | old s (per round) | new s (per round) | speed-up (medians) "
                 "| old / new peak RSS (GiB) | max \\|Δ\\| of the scores |\n|---|---|---|---|---|---|\n")
-        for name, method, what in RUNS:
+        for name, method, what in present:
             e = res["runs"][name]
             diff = e["max_abs_difference"]
             f.write(f"| `{method}`, {what} | {fmt(e['old']['seconds'])} | {fmt(e['new']['seconds'])} "

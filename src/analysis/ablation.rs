@@ -17,8 +17,9 @@
 use candle_core::Tensor;
 use serde::Serialize;
 
+use super::ablated_decoding::{run_conditions_reusing, AblatedDecoding, AblatedPositions};
 use super::scoring::{answer_rows, teacher_forced_input};
-use crate::engine::generate::answer_logprob_per_row;
+use crate::engine::generate::{answer_logprob_per_row, Recorded};
 use crate::engine::{AblationMode, Capture, Engine, Hooks, Positions, Start};
 use crate::{Error, Result};
 
@@ -204,6 +205,13 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 
 /// Top-k vs random-k head ablation curve (Wu et al. 2024's masking experiment, generalised to any
 /// head score). `importance[l][h]`: higher = ablated earlier.
+///
+/// Every head set of every k is one row of the study's ablated decoding
+/// ([`run_conditions_reusing`]), [`CURVE_BATCH`] rows per call: each row starts at its earliest
+/// ablated layer from the clean run's residual stream (one recorded forward), its teacher-forced
+/// pass gives the answer's log-prob, and greedy decoding runs only from where a row leaves the
+/// clean answer. Wu et al. regenerate every ablated answer from scratch; the results are the same
+/// up to rounding (tests/suite/recorded_passes.rs holds the two paths together).
 pub fn ablation_curve(
     engine: &Engine,
     subject: &super::Subject,
@@ -227,40 +235,56 @@ pub fn ablation_curve(
     }
     let mut ks: Vec<usize> = cfg.ks.iter().map(|&k| k.min(total)).collect();
     ks.dedup();
-    let answer = subject.answer_ids();
     let kind = ablation_kind(engine, subject, cfg.kind)?;
-    let clean = engine
-        .score(&subject.prompt.ids, answer, 0)?
-        .total_logprob();
-    let answers_given = !subject.sample.answers().is_empty();
+    let (clean_run, clean) = record_clean_run(engine, subject)?;
+    let regenerate = cfg.regenerate && !subject.sample.answers().is_empty();
+    // Per k, row 0: the top-k heads; rows 1..: random k heads from outside the top-k.
     let mut rng = super::rng::SplitMix64::new(cfg.seed);
-    let mut points = Vec::with_capacity(ks.len());
-    for (step, &k) in ks.iter().enumerate() {
-        // Row 0: the top-k heads; rows 1..: random k heads from outside the top-k.
-        let mut sets = vec![ranked[..k].to_vec()];
-        if k > 0 && k < total {
-            for _ in 0..cfg.draws {
-                sets.push(rng.choose(&ranked[k..], k));
+    let per_k: Vec<Vec<Vec<(usize, usize)>>> = ks
+        .iter()
+        .map(|&k| {
+            let mut sets = vec![ranked[..k].to_vec()];
+            if k > 0 && k < total {
+                sets.extend((0..cfg.draws).map(|_| rng.choose(&ranked[k..], k)));
             }
+            sets
+        })
+        .collect();
+    let rows: Vec<Vec<(usize, usize)>> = per_k.iter().flatten().cloned().collect();
+    let decoding = AblatedDecoding {
+        positions: AblatedPositions::All,
+        // No regeneration: every row follows the clean answer and nothing decodes.
+        max_new_tokens: if regenerate { cfg.max_new_tokens } else { 0 },
+    };
+    let chunks = rows.len().div_ceil(CURVE_BATCH);
+    let mut runs = Vec::with_capacity(rows.len());
+    for (i, chunk) in rows.chunks(CURVE_BATCH).enumerate() {
+        runs.extend(run_conditions_reusing(
+            engine,
+            subject,
+            &clean_run,
+            chunk,
+            &kind,
+            &decoding,
+            &mut || progress(i, chunks),
+        )?);
+        if !progress(i + 1, chunks) {
+            return Err(Error::Cancelled);
         }
-        let rows = sets.len();
-        let ablation = head_set_ablation(engine, &sets, &kind)?;
-        // k = 0 ablates nothing: its log-prob is the clean one, without another forward.
-        let lp = if k == 0 {
-            vec![clean]
-        } else {
-            ablated_answer_logprobs(engine, subject, &ablation)?
+    }
+    let mut runs = runs.into_iter();
+    let mut points = Vec::with_capacity(ks.len());
+    for (&k, sets) in ks.iter().zip(&per_k) {
+        let here: Vec<(Vec<u32>, f64)> = runs.by_ref().take(sets.len()).collect();
+        // k = 0 ablates nothing: its log-prob is the clean run's.
+        let lp: Vec<f64> = match k {
+            0 => vec![clean],
+            _ => here.iter().map(|r| r.1).collect(),
         };
-        let (texts, correct) = if cfg.regenerate && answers_given {
-            let outs = engine.generate_ablated(
-                &subject.prompt.ids,
-                cfg.max_new_tokens,
-                &ablation,
-                || true,
-            )?;
-            let texts = outs
+        let (texts, correct) = if regenerate {
+            let texts = here
                 .iter()
-                .map(|o| engine.decode(o))
+                .map(|(ids, _)| engine.decode(ids))
                 .collect::<Result<Vec<_>>>()?;
             let correct: Vec<bool> = texts
                 .iter()
@@ -270,10 +294,9 @@ pub fn ablation_curve(
         } else {
             (None, None)
         };
-        let random = if rows > 1 {
-            lp[1..].to_vec()
-        } else {
-            vec![lp[0]]
+        let random = match lp.len() {
+            1 => vec![lp[0]],
+            _ => lp[1..].to_vec(),
         };
         let (mean, sd) = mean_sd(&random);
         points.push(CurvePoint {
@@ -284,14 +307,11 @@ pub fn ablation_curve(
             random_logprob_mean: mean,
             random_logprob_sd: sd,
             random_correct_rate: correct.as_ref().map(|c| {
-                let r = if rows > 1 { &c[1..] } else { &c[..] };
+                let r = if c.len() > 1 { &c[1..] } else { &c[..] };
                 r.iter().filter(|&&x| x).count() as f64 / r.len() as f64
             }),
             random_logprobs: random,
         });
-        if !progress(step + 1, ks.len()) {
-            return Err(Error::Cancelled);
-        }
     }
     let kmax = ks.iter().copied().max().unwrap_or(0);
     Ok(AblationCurve {
@@ -301,6 +321,36 @@ pub fn ablation_curve(
         ranked_heads: ranked[..kmax].to_vec(),
         points,
     })
+}
+
+/// Ablated rows per batched call of the curve (as the study's default batch).
+pub const CURVE_BATCH: usize = 8;
+
+/// One clean teacher-forced forward of `prompt ++ answer` recorded as the ablated decoding reads
+/// it (every layer's residual stream, the keys and values), and the answer's clean log-prob.
+fn record_clean_run(engine: &Engine, subject: &super::Subject) -> Result<(Recorded, f64)> {
+    let ids = subject.full_ids();
+    let answer = subject.answer_ids();
+    let mut trace = engine.forward(
+        Start::Tokens(&engine.ids_tensor(&ids)?),
+        None,
+        &Hooks {
+            capture: Capture {
+                logits: Some(subject.answer_rows()),
+                kv_cache: true,
+                resid_pre: Some(Positions::All),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?;
+    let clean = answer_logprob_per_row(&trace.take_logits()?, answer)?[0];
+    let cache = trace.take_kv_cache()?;
+    let recorded = Recorded {
+        forwards: vec![std::mem::take(&mut trace.activations)],
+        cache,
+    };
+    Ok((recorded, clean))
 }
 
 /// The engine's ablation for a curve's mode; `Mean` averages each head's `z` over every input

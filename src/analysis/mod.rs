@@ -20,6 +20,7 @@
 //! Shared pieces: [`scoring`] (teacher-forced re-scoring with prefix reuse), [`divergence`],
 //! [`cache`] (on-disk results of the expensive passes).
 
+pub mod ablated_decoding;
 pub mod ablation;
 pub mod arc_jsd;
 pub mod atp;

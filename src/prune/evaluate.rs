@@ -10,10 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::PruneMethod;
+use crate::analysis::ablated_decoding::{run_conditions, run_conditions_reusing, Head};
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::generate::Recorded;
 use crate::engine::{AblationKind, AblationMode, Engine, Pruning};
-use crate::study::ablate::{run_conditions, run_conditions_reusing, Head};
 use crate::study::config::{AblatedPositions, StudyConfig};
 use crate::{Error, Result};
 
@@ -53,7 +53,7 @@ pub fn decoding(max_new_tokens: usize, batch: usize) -> StudyConfig {
 }
 
 /// Every condition on one prepared test sample (`clean`: its generation, recorded with
-/// [`crate::study::ablate::clean_recording`]).
+/// [`crate::analysis::ablated_decoding::clean_recording`]).
 pub fn evaluate_sample(
     engine: &mut Engine,
     subject: &Subject,
@@ -77,7 +77,7 @@ pub fn evaluate_sample(
             clean,
             &sets,
             &AblationKind::Zero,
-            cfg,
+            &cfg.decoding(),
             keep_going,
         )?;
         for (&i, r) in chunk.iter().zip(out) {
@@ -96,7 +96,7 @@ pub fn evaluate_sample(
             subject,
             &[Vec::new()],
             &AblationKind::Zero,
-            cfg,
+            &cfg.decoding(),
             keep_going,
         )?;
         runs[i] = out.into_iter().next();

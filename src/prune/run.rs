@@ -25,11 +25,12 @@ use super::importance::{
 use super::select::{circuit, pruning, random_importance, Head};
 use super::speed::{SpeedSettings, SpeedUnit};
 use super::{condition_name, PruneConfig, PruneMethod, Source};
+use crate::analysis::ablated_decoding::clean_recording;
 use crate::analysis::report::HeadScore;
 use crate::analysis::{answer_is_correct, Subject};
 use crate::engine::speed::measure_interleaved;
 use crate::engine::{Engine, GenerationConfig, Pruning};
-use crate::study::ablate::{clean_recording, CleanUnit};
+use crate::study::ablate::CleanUnit;
 use crate::study::config::{model_label, AblatedPositions};
 use crate::study::run::Monitor;
 use crate::study::units::{pretty, UnitStore};

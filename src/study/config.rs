@@ -11,36 +11,8 @@ use crate::engine::AblationMode;
 use crate::prompt::{PromptFormat, PromptStyle, Sample, UserTemplate, SHORT_ANSWER_INSTRUCTION};
 use crate::{Error, Result};
 
-/// Where the ablation acts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AblatedPositions {
-    /// Every position, prompt included (the default).
-    #[default]
-    All,
-    /// Only the generated tokens; the prompt runs clean (as Wu et al.'s ablation code does).
-    DecodeOnly,
-}
-
-impl AblatedPositions {
-    pub fn label(self) -> &'static str {
-        match self {
-            AblatedPositions::All => "all",
-            AblatedPositions::DecodeOnly => "decode-only",
-        }
-    }
-}
-
-impl std::str::FromStr for AblatedPositions {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "all" => Ok(AblatedPositions::All),
-            "decode-only" | "decode" => Ok(AblatedPositions::DecodeOnly),
-            _ => Err(format!("unknown positions `{s}` (use all or decode-only)")),
-        }
-    }
-}
+use crate::analysis::ablated_decoding::AblatedDecoding;
+pub use crate::analysis::ablated_decoding::AblatedPositions;
 
 /// Everything a study run depends on. Serialised as `DIR/config.toml` (with [`Provenance`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,6 +80,14 @@ impl Default for StudyConfig {
 }
 
 impl StudyConfig {
+    /// How the ablation phase decodes its rows.
+    pub fn decoding(&self) -> AblatedDecoding {
+        AblatedDecoding {
+            positions: self.positions,
+            max_new_tokens: self.max_new_tokens,
+        }
+    }
+
     /// Reads a `study.toml`; unknown keys are errors (a typo must not silently fall back).
     pub fn from_toml_file(path: &Path) -> Result<StudyConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

@@ -59,7 +59,7 @@ pub fn smollm2_path(what: &str) -> Option<PathBuf> {
 /// A copy of the tiny fixture model `family` (`tests/fixtures/<family>`) with its context raised to
 /// `context` positions (the fixtures' configs say 128; a three-document prompt needs more). Same
 /// weights; RoPE is defined at every position. Files are rewritten only when different, through a
-/// rename, so concurrent test binaries never see a half-written file.
+/// rename, so concurrent test binaries and threads never see a half-written file.
 #[allow(dead_code)]
 pub fn fixture_with_context(family: &str, context: usize) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,7 +82,11 @@ pub fn fixture_with_context(family: &str, context: usize) -> PathBuf {
             bytes = serde_json::to_vec_pretty(&config).unwrap();
         }
         if std::fs::read(dst.join(&name)).ok().as_deref() != Some(&bytes[..]) {
-            let tmp = dst.join(format!("{name}.{}.tmp", std::process::id()));
+            // Unique per process and per call: tests run as threads of one process, and two
+            // threads copying the same family must not rename each other's file away.
+            static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dst.join(format!("{name}.{}.{call}.tmp", std::process::id()));
             std::fs::write(&tmp, &bytes).unwrap();
             std::fs::rename(&tmp, dst.join(&name)).unwrap();
         }

@@ -5,12 +5,12 @@
 
 use std::path::PathBuf;
 
+use headscope::analysis::ablated_decoding::{run_conditions, run_conditions_reusing, Head};
 use headscope::analysis::report::HeadScore;
 use headscope::analysis::Subject;
 use headscope::engine::generate::Recorded;
 use headscope::engine::{Engine, GenerationConfig, Recording};
 use headscope::prompt::{load_samples, PromptFormat, Sample};
-use headscope::study::ablate::{run_conditions, run_conditions_reusing, Head};
 use headscope::study::config::{AblatedPositions, StudyConfig};
 use headscope::study::detect::{
     answer_needle, detect_with, detection_recording, DetectMethod, RowSource,
@@ -159,9 +159,10 @@ fn ablation_agrees(engine: &Engine, sample: Sample, max_new: usize, modes: &[&st
                 .ablation
                 .resolve(|| headscope::analysis::ablation::subject_mean_z(engine, &subject))
                 .unwrap();
-            let old = run_conditions(engine, &subject, &sets, &kind, &cfg, &mut || true).unwrap();
+            let d = cfg.decoding();
+            let old = run_conditions(engine, &subject, &sets, &kind, &d, &mut || true).unwrap();
             let new =
-                run_conditions_reusing(engine, &subject, &rec, &sets, &kind, &cfg, &mut || true)
+                run_conditions_reusing(engine, &subject, &rec, &sets, &kind, &d, &mut || true)
                     .unwrap();
             assert_eq!(old.len(), new.len());
             let mut kept = 0;
@@ -193,4 +194,96 @@ fn ablation_from_the_clean_run_equals_the_full_ablated_passes_smollm2() {
         return;
     };
     ablation_agrees(&load_offline(&path), filings_sample(), 24, &["zero"]);
+}
+
+/// The ablation curve runs every head set of every k through the reusing path; each point's
+/// log-probs and regenerated answers equal a full ablated pass and a generation from scratch of
+/// the same sets (the curve's own seeded draws: per k, k heads chosen outside the top-k), and
+/// k = 0 is the clean model. The answer here is the sample's given `output`, so regeneration
+/// leaves it.
+#[test]
+fn the_ablation_curve_equals_full_ablated_passes_and_fresh_generation() {
+    use headscope::analysis::ablation::{
+        ablated_answer_logprobs, ablation_curve, head_set_ablation, CurveConfig,
+    };
+    use headscope::analysis::rng::SplitMix64;
+    use headscope::analysis::{answer_is_correct, top_heads};
+    use headscope::engine::AblationKind;
+
+    let engine = load_offline(&fixture_with_context("llama", 512));
+    let gen = GenerationConfig {
+        max_new_tokens: 6,
+        ..GenerationConfig::default()
+    };
+    let subject =
+        Subject::prepare(&engine, fixture_sample(), &format(), &gen, false, |_| true).unwrap();
+    let arch = engine.arch();
+    let (layers, heads) = (arch.num_layers, arch.num_heads);
+    let mut rng = SplitMix64::new(7);
+    let importance: Vec<Vec<f64>> = (0..layers)
+        .map(|_| (0..heads).map(|_| rng.next_f64()).collect())
+        .collect();
+    let cfg = CurveConfig {
+        ks: vec![0, 2, 5],
+        draws: 3,
+        max_new_tokens: 6,
+        ..CurveConfig::default()
+    };
+    let curve = ablation_curve(&engine, &subject, &importance, "test", &cfg, &mut |_, _| {
+        true
+    })
+    .unwrap();
+    let total = layers * heads;
+    let ranked: Vec<Head> = top_heads(&importance, total)
+        .into_iter()
+        .map(|(l, h, _)| (l, h))
+        .collect();
+    let clean = engine
+        .score(&subject.prompt.ids, subject.answer_ids(), 0)
+        .unwrap()
+        .total_logprob();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-4 * a.abs().max(1.0);
+    assert!(close(curve.clean_logprob, clean));
+    let mut draws = SplitMix64::new(cfg.seed);
+    assert_eq!(curve.points.len(), cfg.ks.len());
+    for (point, &k) in curve.points.iter().zip(&cfg.ks) {
+        assert_eq!(point.k, k);
+        let mut sets = vec![ranked[..k].to_vec()];
+        if k > 0 {
+            sets.extend((0..cfg.draws).map(|_| draws.choose(&ranked[k..], k)));
+        }
+        let ablation = head_set_ablation(&engine, &sets, &AblationKind::Zero).unwrap();
+        let lp = if k == 0 {
+            vec![clean]
+        } else {
+            ablated_answer_logprobs(&engine, &subject, &ablation).unwrap()
+        };
+        let texts: Vec<String> = engine
+            .generate_ablated(&subject.prompt.ids, cfg.max_new_tokens, &ablation, || true)
+            .unwrap()
+            .iter()
+            .map(|ids| engine.decode(ids).unwrap())
+            .collect();
+        assert!(close(point.top_logprob, lp[0]), "k = {k}: top-k log-prob");
+        assert_eq!(
+            point.top_answer.as_deref(),
+            Some(texts[0].as_str()),
+            "k = {k}"
+        );
+        if k > 0 {
+            assert_eq!(point.random_logprobs.len(), cfg.draws);
+            for (d, (&a, &b)) in point.random_logprobs.iter().zip(&lp[1..]).enumerate() {
+                assert!(close(a, b), "k = {k}, draw {d}: {a} vs {b}");
+            }
+            let correct = texts[1..]
+                .iter()
+                .filter(|t| answer_is_correct(&subject.sample, t) == Some(true))
+                .count();
+            assert_eq!(
+                point.random_correct_rate,
+                Some(correct as f64 / cfg.draws as f64),
+                "k = {k}"
+            );
+        }
+    }
 }
