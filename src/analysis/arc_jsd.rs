@@ -157,7 +157,7 @@ fn summed_divergence(
     let per_row: Vec<f64> = a_rows
         .par_chunks(vocab)
         .zip(b_rows.par_chunks(vocab))
-        .map(|(p, q)| divergence.between(p, q))
+        .map(|(p, q)| divergence.between_fast(p, q))
         .collect();
     per_row.chunks(a).map(|c| c.iter().sum()).collect()
 }

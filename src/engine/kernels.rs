@@ -128,6 +128,8 @@ macro_rules! with_simd {
     };
 }
 
+pub(crate) use with_simd;
+
 with_simd!(softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
