@@ -170,10 +170,12 @@ pub struct CurvePoint {
     /// The regenerated answer under the top-k ablation, and whether it is still correct.
     pub top_answer: Option<String>,
     pub top_correct: Option<bool>,
-    /// Answer log-prob per random draw, their mean and sample standard deviation.
+    /// Answer log-prob per random draw, their mean and sample standard deviation (at k = 0 and
+    /// at every head the random set is the top set). Empty and `None` for a curve drawn without
+    /// random sets (`draws = 0`: the explorer's top-k line, before its random band).
     pub random_logprobs: Vec<f64>,
-    pub random_logprob_mean: f64,
-    pub random_logprob_sd: f64,
+    pub random_logprob_mean: Option<f64>,
+    pub random_logprob_sd: Option<f64>,
     /// Fraction of random draws whose regenerated answer is still correct.
     pub random_correct_rate: Option<f64>,
 }
@@ -189,9 +191,9 @@ pub struct AblationCurve {
     pub points: Vec<CurvePoint>,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
+fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
     if v.is_empty() {
-        return (f64::NAN, f64::NAN);
+        return None;
     }
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
@@ -200,7 +202,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     } else {
         0.0
     };
-    (mean, sd)
+    Some((mean, sd))
 }
 
 /// Top-k vs random-k head ablation curve (Wu et al. 2024's masking experiment, generalised to any
@@ -294,11 +296,15 @@ pub fn ablation_curve(
         } else {
             (None, None)
         };
-        let random = match lp.len() {
-            1 => vec![lp[0]],
-            _ => lp[1..].to_vec(),
+        // The random rows: the draws, or the top set itself where every k-set is it (k = 0, all
+        // heads); none when the curve draws no random sets.
+        let random_rows = match k {
+            0 => 0..1,
+            k if k >= total => 0..1,
+            _ => 1..lp.len(),
         };
-        let (mean, sd) = mean_sd(&random);
+        let random = lp[random_rows.clone()].to_vec();
+        let (mean, sd) = mean_sd(&random).unzip();
         points.push(CurvePoint {
             k,
             top_logprob: lp[0],
@@ -306,9 +312,9 @@ pub fn ablation_curve(
             top_correct: correct.as_ref().map(|c| c[0]),
             random_logprob_mean: mean,
             random_logprob_sd: sd,
-            random_correct_rate: correct.as_ref().map(|c| {
-                let r = if c.len() > 1 { &c[1..] } else { &c[..] };
-                r.iter().filter(|&&x| x).count() as f64 / r.len() as f64
+            random_correct_rate: correct.as_ref().and_then(|c| {
+                let r = &c[random_rows];
+                (!r.is_empty()).then(|| r.iter().filter(|&&x| x).count() as f64 / r.len() as f64)
             }),
             random_logprobs: random,
         });

@@ -289,6 +289,12 @@ impl Method {
         ],
     ];
 
+    /// The explorer's stage (1-based) that adds the ablation curve's random band: its own stage
+    /// draws only the top-k line (one batched pass of as many rows as k values), so that the
+    /// ablation pane has its curve seconds after the head lens, and this later stage redoes it
+    /// with every random draw (five times the rows).
+    pub const CURVE_BAND_STAGE: usize = 2;
+
     /// The explorer's stage (1-based) that computes it (see [`Method::STAGES`]).
     pub fn stage(self) -> usize {
         Method::STAGES
@@ -430,6 +436,8 @@ mod tests {
         let at = |m: Method| first.iter().position(|&x| x == m).unwrap();
         assert!(at(Method::Heads(HeadScore::Atp)) < at(Method::Heads(HeadScore::ArcJsd)));
         assert!(at(Method::Heads(HeadScore::Atp)) < at(Method::AblationCurve));
+        assert!(Method::CURVE_BAND_STAGE > Method::AblationCurve.stage());
+        assert!(Method::CURVE_BAND_STAGE <= Method::STAGES.len());
     }
 
     #[test]

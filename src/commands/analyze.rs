@@ -322,13 +322,15 @@ fn print_ablation_curve(c: &AblationCurve) {
             .random_correct_rate
             .map(|x| format!(", {:.0}% correct", 100.0 * x))
             .unwrap_or_default();
+        let random = match (p.random_logprob_mean, p.random_logprob_sd) {
+            (Some(m), Some(sd)) => format!("random {m:>8.2} ± {sd:.2}"),
+            _ => "no random draws".to_string(),
+        };
         println!(
-            "  k={:<3} top-k {:>8.2} {:<8} random {:>8.2} ± {:.2}{rate}",
+            "  k={:<3} top-k {:>8.2} {:<8} {random}{rate}",
             p.k,
             p.top_logprob,
             ok(p.top_correct),
-            p.random_logprob_mean,
-            p.random_logprob_sd
         );
     }
 }

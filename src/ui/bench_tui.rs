@@ -57,7 +57,8 @@ pub struct TuiStageBench {
     pub heads: usize,
     pub jobs: Vec<JobTime>,
     pub panes: Vec<PaneTime>,
-    /// The latest of the panes' first fills (the ablation map counts with its first estimate).
+    /// The latest of the panes' first fills (the ablation map counts with its first estimate, the
+    /// curve with its top-k line).
     pub all_panes_s: Option<f64>,
     /// Every stage done; `None` when `--timeout` stopped the run first (the times above are
     /// those reached by then).
@@ -70,18 +71,20 @@ pub struct TuiStageBench {
 
 /// The panes the benchmark waits for, and what fills each (the explorer's default selections:
 /// the heatmap's and the attribution pane's first method).
-const PANES: [&str; 7] = [
+/// The ablation curve counts with its top-k line; its random band comes a stage later.
+const PANES: [&str; 8] = [
     "answer",
     "logit lens",
     "heads (default score)",
     "attribution (default method)",
     "ablation map (first: AtP estimate or exact)",
     "ablation map (exact)",
-    "ablation curve",
+    "ablation curve (first: top-k line)",
+    "ablation curve (random band)",
 ];
 
 /// Which of [`PANES`] `app` can show now.
-fn filled(app: &App) -> [bool; 7] {
+fn filled(app: &App) -> [bool; 8] {
     let report = app.clean_report();
     let has = |h: HeadScore| report.is_some_and(|r| r.head_scores.contains_key(&h));
     let exact = has(HeadScore::Ablation);
@@ -93,6 +96,9 @@ fn filled(app: &App) -> [bool; 7] {
         exact || has(HeadScore::Atp),
         exact,
         report.is_some_and(|r| r.ablation_curve.is_some()),
+        report
+            .and_then(|r| r.ablation_curve.as_ref())
+            .is_some_and(|c| c.config.draws > 0),
     ]
 }
 
@@ -124,7 +130,7 @@ struct Timeline {
     start: Instant,
     jobs: Vec<JobTime>,
     steps: Vec<(String, f64)>,
-    panes: [Option<(f64, String)>; 7],
+    panes: [Option<(f64, String)>; 8],
 }
 
 impl Timeline {

@@ -239,8 +239,8 @@ fn curve_points(total: f64) -> Vec<CurvePoint> {
                 top_answer: None,
                 top_correct: None,
                 random_logprobs: r,
-                random_logprob_mean: mean,
-                random_logprob_sd: 0.1,
+                random_logprob_mean: Some(mean),
+                random_logprob_sd: Some(0.1),
                 random_correct_rate: None,
             }
         })

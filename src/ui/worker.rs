@@ -9,6 +9,7 @@
 //! set in force for that job only. A job for a set no live job ran for re-runs it first.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -24,7 +25,7 @@ use super::app::{
 };
 use crate::analysis::cache::ResultCache;
 use crate::analysis::live::{ablated_subject, rerun, LiveBase, LiveRun};
-use crate::analysis::report::{analyze_stepwise, AnalyzeOptions, Method};
+use crate::analysis::report::{analyze_stepwise, AnalyzeOptions, HeadScore, Method};
 use crate::analysis::Subject;
 use crate::engine::generate::GenerationConfig;
 use crate::engine::{Ablated, AblationSet, Engine, LoadOptions};
@@ -155,6 +156,9 @@ struct State {
     live_base: Option<LiveBase>,
     /// The last ablation set entered and the ablated model's subject for it.
     ablated: Option<(AblationSet, Subject)>,
+    /// The unablated subject's head scores from earlier stages (the curve's random band, a stage
+    /// after its top-k line, ranks by them again).
+    clean_head_scores: BTreeMap<HeadScore, Vec<Vec<f64>>>,
 }
 
 fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>) {
@@ -164,6 +168,7 @@ fn run(session: Session, rx: Receiver<Envelope>, out: UnboundedSender<WorkerMsg>
         subject: None,
         live_base: None,
         ablated: None,
+        clean_head_scores: BTreeMap::new(),
     };
     while let Ok(env) = rx.recv() {
         let id = env.job.id;
@@ -229,13 +234,25 @@ impl State {
         match spec {
             JobSpec::Open => self.open(ctx),
             JobSpec::Analyze { stage, under } => {
-                let methods = STAGES
+                let mut methods = STAGES
                     .get(*stage)
-                    .ok_or_else(|| anyhow!("no analysis stage {stage}"))?;
-                self.analyze(ctx, methods, Granularity::Document, under)
+                    .ok_or_else(|| anyhow!("no analysis stage {stage}"))?
+                    .to_vec();
+                // The curve's top-k line in its own stage, the random band in a later one.
+                let stage = stage + 1;
+                let draws = if stage == Method::AblationCurve.stage() {
+                    0
+                } else {
+                    if stage == Method::CURVE_BAND_STAGE {
+                        methods.push(Method::AblationCurve);
+                    }
+                    self.session.analyze.curve.draws
+                };
+                self.analyze(ctx, &methods, Granularity::Document, under, draws)
             }
             JobSpec::Sentences { under } => {
-                self.analyze(ctx, SENTENCE_METHODS, Granularity::Sentence, under)
+                let draws = self.session.analyze.curve.draws;
+                self.analyze(ctx, SENTENCE_METHODS, Granularity::Sentence, under, draws)
             }
             JobSpec::Live(a) => self.live(ctx, a),
         }
@@ -265,6 +282,7 @@ impl State {
         self.subject = None;
         self.live_base = None;
         self.ablated = None;
+        self.clean_head_scores.clear();
         let s = &self.session;
         let max = s.generation.max_new_tokens;
         let mut n = 0usize;
@@ -306,6 +324,7 @@ impl State {
         methods: &[Method],
         granularity: Granularity,
         under: &AblationSet,
+        curve_draws: usize,
     ) -> Result<()> {
         self.enter(ctx, under)?;
         let mut methods = methods.to_vec();
@@ -323,6 +342,7 @@ impl State {
             // every ablated set is most of the curve's cost and nothing shows it.
             curve: crate::analysis::ablation::CurveConfig {
                 regenerate: false,
+                draws: curve_draws,
                 ..base.curve.clone()
             },
             ..base.clone()
@@ -333,7 +353,15 @@ impl State {
             subject,
             live_base,
             ablated,
+            clean_head_scores,
         } = self;
+        let clean = under.is_empty() && granularity == Granularity::Document;
+        let no_scores = BTreeMap::new();
+        let known = if clean {
+            &*clean_head_scores
+        } else {
+            &no_scores
+        };
         let engine = engine.as_mut().ok_or_else(|| anyhow!("no model"))?;
         let subject = if under.is_empty() {
             subject
@@ -352,6 +380,7 @@ impl State {
             subject,
             &opts,
             &session.cache,
+            known,
             &mut |step, done, total| ctx.progress(step, done, total),
             &mut |partial| {
                 ctx.send(WorkerMsg::Report {
@@ -360,6 +389,9 @@ impl State {
                 })
             },
         )?;
+        if clean {
+            clean_head_scores.extend(report.head_scores.clone());
+        }
         ctx.send(WorkerMsg::Report {
             id: ctx.id,
             report: Box::new(report),

@@ -286,4 +286,32 @@ fn the_ablation_curve_equals_full_ablated_passes_and_fresh_generation() {
             );
         }
     }
+    // Without random draws (the explorer's first pass): the same top-k line, and no random values
+    // but at k = 0, where the random set is the (empty) top set.
+    let line = CurveConfig {
+        draws: 0,
+        regenerate: false,
+        ..cfg.clone()
+    };
+    let line = ablation_curve(
+        &engine,
+        &subject,
+        &importance,
+        "test",
+        &line,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    for (a, b) in line.points.iter().zip(&curve.points) {
+        assert!(close(a.top_logprob, b.top_logprob), "k = {}", a.k);
+        assert_eq!(a.top_answer, None);
+        match a.k {
+            0 => assert!(close(a.random_logprob_mean.unwrap(), clean)),
+            k => {
+                assert!(a.random_logprobs.is_empty(), "k = {k}");
+                assert_eq!((a.random_logprob_mean, a.random_logprob_sd), (None, None));
+                assert_eq!(a.random_correct_rate, None);
+            }
+        }
+    }
 }

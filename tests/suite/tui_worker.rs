@@ -289,5 +289,19 @@ fn the_first_stage_fills_every_pane_and_atp_comes_before_the_exact_sweep() {
     let stage1_done = b.jobs[1].done_s;
     assert!(by("logit lens").1 < stage1_done, "{b:#?}");
     assert_eq!(b.all_panes_s, Some(atp_s.max(by("ablation curve").1)));
+    // The curve's random band comes a stage after its top-k line.
+    let (band_by, band_s) = by("ablation curve (random band)");
+    assert_eq!(
+        band_by,
+        format!("stage {}/{stages}", Method::CURVE_BAND_STAGE)
+    );
+    assert!(band_s > by("ablation curve").1, "{b:#?}");
+    // It ranks by the head lens of the first stage, not one computed again (no cache here).
+    let band_job = &b.jobs[Method::CURVE_BAND_STAGE];
+    assert!(
+        !band_job.steps.iter().any(|(step, _)| step == "heads:arc-jsd"),
+        "{band_job:#?}"
+    );
+    assert!(band_job.steps.iter().any(|(step, _)| step == "ablation-curve"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -190,22 +190,34 @@ pub fn analyze(
     cache: &ResultCache,
     progress: AnalyzeProgress,
 ) -> Result<AnalysisReport> {
-    analyze_stepwise(engine, subject, opts, cache, progress, &mut |_| {})
+    analyze_stepwise(
+        engine,
+        subject,
+        opts,
+        cache,
+        &BTreeMap::new(),
+        progress,
+        &mut |_| {},
+    )
 }
 
 /// [`analyze`], handing `on_step` the report as it stands after each step (everything computed
 /// so far), so a caller can show each method's result as soon as it exists instead of at the
 /// end (the explorer's panes fill step by step within a stage). Merging the snapshots in order,
-/// or only the last, gives the same report.
+/// or only the last, gives the same report. `known`: head scores an earlier call computed for
+/// this subject and options (the explorer's earlier stages), taken as they are instead of
+/// recomputed when a method needs them (the curve's ranking), also without a result cache.
 pub fn analyze_stepwise(
     engine: &Engine,
     subject: &Subject,
     opts: &AnalyzeOptions,
     cache: &ResultCache,
+    known: &BTreeMap<HeadScore, Vec<Vec<f64>>>,
     progress: AnalyzeProgress,
     on_step: &mut dyn FnMut(AnalysisReport),
 ) -> Result<AnalysisReport> {
-    let report = AnalysisReport::header(engine, subject, opts)?;
+    let mut report = AnalysisReport::header(engine, subject, opts)?;
+    report.head_scores.clone_from(known);
     let mut run = runner::Runner::new(engine, subject, opts, cache, progress, report);
     let steps = runner::plan(opts);
     let last = steps.len().saturating_sub(1);

@@ -13,6 +13,7 @@ use super::super::theme::Theme;
 use super::answer::signed;
 use super::scroll::Scroll;
 use super::{frame, num, show_token, waiting_for};
+use crate::analysis::report::Method;
 
 /// The ablation pane's state: how far its text is scrolled.
 #[derive(Clone, Debug, Default)]
@@ -172,7 +173,7 @@ fn text(app: &App, t: &Theme) -> Vec<Line<'static>> {
 fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     // The unablated model's curve: the live set is a point on it.
     let Some(curve) = app.clean_report().and_then(|r| r.ablation_curve.as_ref()) else {
-        let stage = crate::analysis::report::Method::AblationCurve.stage();
+        let stage = Method::AblationCurve.stage();
         let msg = waiting_for(app, stage, "ablation curve");
         Paragraph::new(Line::styled(msg, t.muted()))
             .wrap(Wrap { trim: true })
@@ -194,9 +195,14 @@ fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
     let random: Vec<(f64, f64)> = curve
         .points
         .iter()
-        .filter(|p| p.random_logprob_mean.is_finite())
-        .map(|p| (p.k as f64, p.random_logprob_mean))
+        .filter_map(|p| Some((p.k as f64, p.random_logprob_mean?)))
         .collect();
+    // The explorer draws the top-k line first and the random band a stage later.
+    let random_name = if curve.config.draws == 0 {
+        format!("random k (stage {})", Method::CURVE_BAND_STAGE)
+    } else {
+        "random k".to_string()
+    };
     let live: Vec<(f64, f64)> = app
         .editor
         .live
@@ -227,7 +233,7 @@ fn chart(app: &App, t: &Theme, area: Rect, buf: &mut Buffer) {
             .style(Style::new().fg(t.curve_top))
             .data(&top),
         Dataset::default()
-            .name("random k")
+            .name(random_name)
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(Style::new().fg(t.curve_random))
