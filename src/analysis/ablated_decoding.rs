@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::ablation::head_set_ablation;
 use super::Subject;
 use crate::engine::decoder::Decoder;
-use crate::engine::generate::{answer_logprob_per_row, log_softmax_row, top_k, Recorded};
+use crate::engine::generate::{
+    answer_logprob_per_row, log_softmax_row, top_k, AnswerState, Recorded,
+};
 use crate::engine::{AblationKind, Capture, Engine, Hooks, KvCache, Positions, Recording, Start};
 use crate::{Error, Result};
 
@@ -91,10 +93,7 @@ pub fn run_conditions(
     let (cache, first_rows, logprobs) = match cfg.positions {
         AblatedPositions::All => {
             let ids = subject.teacher_forced_ids();
-            let input = engine
-                .ids_tensor(&ids)?
-                .broadcast_as((rows, ids.len()))?
-                .contiguous()?;
+            let input = engine.ids_rows(&ids, rows)?;
             let mut trace = engine.forward(
                 Start::Tokens(&input),
                 None,
@@ -134,6 +133,14 @@ pub fn run_conditions(
 /// clean-answer log-prob.
 type DecodeStart = (crate::engine::KvCache, Vec<Vec<f32>>, Vec<f64>);
 
+/// The keys, values and logits the clean run left (decode-only rows start from them).
+fn clean_state(subject: &Subject) -> Result<&AnswerState> {
+    subject
+        .state
+        .as_ref()
+        .ok_or_else(|| Error::Analysis("the clean run left no cache to decode from".into()))
+}
+
 /// Decode-only: the clean prompt's cache for every row, its first-token logits, and the clean
 /// answer's log-prob with the answer positions ablated (the first token is read from the clean
 /// prompt, so its log-prob is the clean one).
@@ -145,20 +152,14 @@ fn decode_only_start(
 ) -> Result<DecodeStart> {
     let p = subject.prompt.ids.len();
     let answer = subject.answer_ids();
-    let state = subject
-        .state
-        .as_ref()
-        .ok_or_else(|| Error::Analysis("the clean run left no cache to decode from".into()))?;
+    let state = clean_state(subject)?;
     let cache = state.kv_cache.truncate(p)?.repeat_rows(rows)?;
     let first = state.logits[0].clone();
     let first_lp = log_softmax_row(&first)[answer[0] as usize] as f64;
     let mut logprobs = vec![first_lp; rows];
     if answer.len() > 1 {
         let tail = &answer[..answer.len() - 1];
-        let input = engine
-            .ids_tensor(tail)?
-            .broadcast_as((rows, tail.len()))?
-            .contiguous()?;
+        let input = engine.ids_rows(tail, rows)?;
         let mut trace = engine.forward(
             Start::Tokens(&input),
             Some(&cache),
@@ -399,16 +400,10 @@ fn teacher_decode_only<'a>(
 ) -> Result<TeacherPasses<'a>> {
     let p = subject.prompt.ids.len();
     let answer = subject.answer_ids();
-    let state = subject
-        .state
-        .as_ref()
-        .ok_or_else(|| Error::Analysis("the clean run left no cache to decode from".into()))?;
+    let state = clean_state(subject)?;
     let rows = sets.len();
     let cache = clean.cache.truncate(p)?.repeat_rows(rows)?;
-    let input = engine
-        .ids_tensor(answer)?
-        .broadcast_as((rows, answer.len()))?
-        .contiguous()?;
+    let input = engine.ids_rows(answer, rows)?;
     let mut trace = engine.forward(
         Start::Tokens(&input),
         Some(&cache),

@@ -298,10 +298,10 @@ pub fn ablation_curve(
         };
         // The random rows: the draws, or the top set itself where every k-set is it (k = 0, all
         // heads); none when the curve draws no random sets.
-        let random_rows = match k {
-            0 => 0..1,
-            k if k >= total => 0..1,
-            _ => 1..lp.len(),
+        let random_rows = if k == 0 || k >= total {
+            0..1
+        } else {
+            1..lp.len()
         };
         let random = lp[random_rows.clone()].to_vec();
         let (mean, sd) = mean_sd(&random).unzip();
@@ -439,10 +439,7 @@ pub fn ablated_answer_logprobs(
     let answer = subject.answer_ids();
     let ids = subject.teacher_forced_ids();
     let rows = ablation.mask.dims()[0];
-    let input = engine
-        .ids_tensor(&ids)?
-        .broadcast_as((rows, ids.len()))?
-        .contiguous()?;
+    let input = engine.ids_rows(&ids, rows)?;
     let trace = engine.forward(
         Start::Tokens(&input),
         None,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::generate::{ids_tensor, log_softmax_row, top_k};
+use super::generate::{ids_rows, log_softmax_row, top_k};
 use super::hooks::{Capture, Hooks, KvCache, Positions, Trace};
 use super::model::{Start, Transformer};
 use crate::{Error, Result};
@@ -110,9 +110,7 @@ impl<'a, F: Forward + ?Sized> Decoder<'a, F> {
         }
         let mut decoder = Decoder::new(runner, interventions, None, rows, stop_ids);
         decoder.recording = recording;
-        let ids = ids_tensor(prompt, runner.transformer().device())?
-            .broadcast_as((rows, prompt.len()))?
-            .contiguous()?;
+        let ids = ids_rows(prompt, rows, runner.transformer().device())?;
         decoder.run(&ids, prompt.len() - 1)?;
         Ok(decoder)
     }

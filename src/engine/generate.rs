@@ -90,7 +90,16 @@ fn alternatives(logprobs: &[f32], k: usize) -> Vec<Alternative> {
 
 /// Token ids as a one-row input `[1, t]` (u32) on `device`.
 pub fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
-    Ok(Tensor::from_vec(ids.to_vec(), (1, ids.len()), device)?)
+    ids_rows(ids, 1, device)
+}
+
+/// The same token ids as every row of a batch, `[rows, t]` (u32) on `device`.
+pub fn ids_rows(ids: &[u32], rows: usize, device: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        ids.repeat(rows),
+        (rows, ids.len()),
+        device,
+    )?)
 }
 
 /// Generates up to `cfg.max_new_tokens` after `prompt_ids`, stopping on any of `stop_ids`.

@@ -299,6 +299,11 @@ impl Engine {
         generate::ids_tensor(ids, self.model.device())
     }
 
+    /// The same token ids as every row of a batch, `[rows, t]`, on the model's device.
+    pub fn ids_rows(&self, ids: &[u32], rows: usize) -> Result<candle_core::Tensor> {
+        generate::ids_rows(ids, rows, self.model.device())
+    }
+
     /// One hooked forward (see [`Transformer::forward`]).
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
         self.count_forwards(1);

@@ -78,10 +78,7 @@ pub fn mlp_deltas(engine: &Engine, subject: &Subject) -> Result<Vec<f64>> {
     let layers = engine.arch().num_layers;
     let ids = subject.teacher_forced_ids();
     let rows = layers + 1; // the last row is the clean run
-    let input = engine
-        .ids_tensor(&ids)?
-        .broadcast_as((rows, ids.len()))?
-        .contiguous()?;
+    let input = engine.ids_rows(&ids, rows)?;
     let mut mask = vec![1f32; rows * layers];
     for l in 0..layers {
         mask[l * layers + l] = 0.0;

@@ -299,9 +299,15 @@ fn the_first_stage_fills_every_pane_and_atp_comes_before_the_exact_sweep() {
     // It ranks by the head lens of the first stage, not one computed again (no cache here).
     let band_job = &b.jobs[Method::CURVE_BAND_STAGE];
     assert!(
-        !band_job.steps.iter().any(|(step, _)| step == "heads:arc-jsd"),
+        !band_job
+            .steps
+            .iter()
+            .any(|(step, _)| step == "heads:arc-jsd"),
         "{band_job:#?}"
     );
-    assert!(band_job.steps.iter().any(|(step, _)| step == "ablation-curve"));
+    assert!(band_job
+        .steps
+        .iter()
+        .any(|(step, _)| step == "ablation-curve"));
     let _ = std::fs::remove_dir_all(&dir);
 }
