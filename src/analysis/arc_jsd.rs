@@ -18,9 +18,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::divergence::{log_softmax, Divergence};
-use super::scoring::{answer_rows, teacher_forced_input, PrefixScorer, ScoringStats};
+use super::scoring::{PrefixScorer, ScoringStats};
 use super::{ranking, Progress, Subject};
-use crate::engine::{Capture, Engine, Hooks, Start};
+use crate::engine::{Capture, Engine};
 use crate::prompt::Granularity;
 use crate::{Error, Result};
 
@@ -110,18 +110,14 @@ struct Components {
     mlp: Vec<Tensor>,
 }
 
-fn components(engine: &Engine, prompt_ids: &[u32], answer: &[u32]) -> Result<Components> {
-    let ids = teacher_forced_input(prompt_ids, answer);
-    let rows = answer_rows(prompt_ids.len(), answer.len());
-    let hooks = Hooks {
-        capture: Capture {
-            head_results: Some(rows.clone()),
-            mlp_out: Some(rows),
-            ..Default::default()
-        },
+/// From the answer pass's keys and values where the subject kept them: only the positions after
+/// the prefix `prompt_ids` shares with the subject's prompt are computed.
+fn components(engine: &Engine, subject: &Subject, prompt_ids: &[u32]) -> Result<Components> {
+    let trace = subject.teacher_forced_pass(engine, prompt_ids, |rows| Capture {
+        head_results: Some(rows.clone()),
+        mlp_out: Some(rows),
         ..Default::default()
-    };
-    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
+    })?;
     let layers = engine.arch().num_layers;
     let mut heads = Vec::with_capacity(layers);
     let mut mlp = Vec::with_capacity(layers);
@@ -182,8 +178,8 @@ pub fn heads(
     let a = answer.len();
     let keep: Vec<bool> = (0..n).map(|j| j != removed).collect();
     let ablated = subject.leave_out(engine, &keep, granularity)?;
-    let run_a = components(engine, &subject.prompt.ids, answer)?;
-    let run_b = components(engine, &ablated.ids, answer)?;
+    let run_a = components(engine, subject, &subject.prompt.ids)?;
+    let run_b = components(engine, subject, &ablated.ids)?;
     let arch = engine.arch();
     let (layers, h, d) = (arch.num_layers, arch.num_heads, arch.hidden_size);
     let mut head_scores = Vec::with_capacity(layers);

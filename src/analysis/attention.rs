@@ -13,7 +13,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::Subject;
-use crate::engine::{Capture, Engine, Hooks, Start};
+use crate::engine::{Capture, Engine};
 use crate::prompt::Granularity;
 use crate::Result;
 
@@ -29,16 +29,10 @@ pub fn span_attention(
     subject: &Subject,
     spans: &[Range<usize>],
 ) -> Result<SpanAttention> {
-    let ids = subject.teacher_forced_ids();
-    let rows = subject.answer_rows();
-    let hooks = Hooks {
-        capture: Capture {
-            attn_span_sums: Some((rows, spans.to_vec())),
-            ..Default::default()
-        },
+    let trace = subject.teacher_forced_pass(engine, &subject.prompt.ids, |rows| Capture {
+        attn_span_sums: Some((rows, spans.to_vec())),
         ..Default::default()
-    };
-    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
+    })?;
     let layers = engine.arch().num_layers;
     let mass = (0..layers)
         .map(|l| {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Progress, Subject};
 use crate::engine::generate::top_k;
-use crate::engine::{Capture, Engine, Hooks, Start};
+use crate::engine::{Capture, Engine};
 use crate::{Error, Result};
 
 /// One decoded token.
@@ -50,7 +50,13 @@ pub struct LogitLens {
     pub rows: Vec<LensRow>,
 }
 
-/// Logit lens over every layer at the answer-predicting positions, one forward.
+/// Logit lens over every layer at the answer-predicting positions, from one teacher-forced pass
+/// (only the answer-predicting positions, from the answer pass's keys and values, when the
+/// subject kept them: [`Subject::teacher_forced_pass`]).
+///
+/// A layer's `pre` stream is the previous layer's `post` stream, so only `pre` of layer 0 and
+/// every layer's `mid` and `post` are unembedded (a third fewer vocabulary products), several
+/// layers per product (one packing of the unembedding serves them all).
 pub fn logit_lens(
     engine: &Engine,
     subject: &Subject,
@@ -58,43 +64,57 @@ pub fn logit_lens(
     progress: Progress,
 ) -> Result<LogitLens> {
     let answer = subject.answer_ids();
-    let ids = subject.teacher_forced_ids();
-    let rows = subject.answer_rows();
-    let hooks = Hooks {
-        capture: Capture {
-            resid_pre: Some(rows.clone()),
-            resid_mid: Some(rows.clone()),
-            resid_post: Some(rows),
-            ..Default::default()
-        },
+    let trace = subject.teacher_forced_pass(engine, &subject.prompt.ids, |rows| Capture {
+        resid_pre: Some(rows.clone()),
+        resid_mid: Some(rows.clone()),
+        resid_post: Some(rows),
         ..Default::default()
-    };
-    let trace = engine.forward(Start::Tokens(&engine.ids_tensor(&ids)?), None, &hooks)?;
+    })?;
     let layers = engine.arch().num_layers;
-    let mut out = Vec::with_capacity(3 * layers);
+    let resid = |l: usize, hook: &str| -> Result<Tensor> {
+        Ok(trace.get(&format!("blocks.{l}.{hook}"))?.squeeze(0)?)
+    };
     let texts = |ids: &[u32]| engine.token_texts(ids);
-    const POINTS: [(&str, &str); 3] = [
-        ("pre", "hook_resid_pre"),
-        ("mid", "hook_resid_mid"),
-        ("post", "hook_resid_post"),
-    ];
-    for l in 0..layers {
-        // The three points of a layer in one unembedding (3·A rows): wider products run faster.
-        let resids = POINTS
-            .iter()
-            .map(|(_, hook)| Ok(trace.get(&format!("blocks.{l}.{hook}"))?.squeeze(0)?))
-            .collect::<Result<Vec<Tensor>>>()?;
-        let cells = decode_cells(engine, &Tensor::cat(&resids, 0)?, answer, top, &texts)?;
-        for ((point, _), cells) in POINTS.iter().zip(cells.chunks(answer.len().max(1))) {
-            out.push(LensRow {
-                label: format!("{l}_{point}"),
-                layer: l,
-                point: point.to_string(),
-                cells: cells.to_vec(),
-            });
+    let a = answer.len().max(1);
+    // Layers per vocabulary product: a logits block of at most LENS_BLOCK_FLOATS.
+    let vocab = engine.arch().vocab_size.max(1);
+    let per_product = (LENS_BLOCK_FLOATS / (2 * a * vocab)).clamp(1, layers.max(1));
+    let mut out = Vec::with_capacity(3 * layers);
+    let mut previous_post: Option<Vec<LensCell>> = None;
+    for first in (0..layers).step_by(per_product) {
+        let block = first..(first + per_product).min(layers);
+        // `mid` and `post` of each layer in the block (2·A rows per layer), in one product.
+        let mut streams = Vec::with_capacity(2 * block.len() + 1);
+        if first == 0 {
+            streams.push(resid(0, "hook_resid_pre")?);
         }
-        if !progress(l + 1, layers) {
-            return Err(Error::Cancelled);
+        for l in block.clone() {
+            streams.push(resid(l, "hook_resid_mid")?);
+            streams.push(resid(l, "hook_resid_post")?);
+        }
+        let cells = decode_cells(engine, &Tensor::cat(&streams, 0)?, answer, top, &texts)?;
+        let mut groups = cells.chunks(a).map(<[LensCell]>::to_vec);
+        if first == 0 {
+            previous_post = groups.next();
+        }
+        for l in block {
+            let pre = previous_post
+                .take()
+                .ok_or_else(|| Error::Analysis("logit lens: a missing row".into()))?;
+            let mid = groups.next().unwrap_or_default();
+            let post = groups.next().unwrap_or_default();
+            for (point, cells) in [("pre", pre), ("mid", mid), ("post", post.clone())] {
+                out.push(LensRow {
+                    label: format!("{l}_{point}"),
+                    layer: l,
+                    point: point.to_string(),
+                    cells,
+                });
+            }
+            previous_post = Some(post);
+            if !progress(l + 1, layers) {
+                return Err(Error::Cancelled);
+            }
         }
     }
     Ok(LogitLens {
@@ -103,6 +123,10 @@ pub fn logit_lens(
         rows: out,
     })
 }
+
+/// The most logits one lens product computes at once (64 Mi floats, 256 MiB): 25 of SmolLM2's
+/// layers per product on a 27-token answer, 6 of Qwen2-1.5B's (its vocabulary is 3× wider).
+const LENS_BLOCK_FLOATS: usize = 1 << 26;
 
 /// What a lens cell needs from one vocabulary row, computed without a log-probability row.
 struct RowSummary {
@@ -143,9 +167,11 @@ fn decode_cells(
     let logits = engine
         .unembed(resid)?
         .to_device(&Device::Cpu)?
-        .to_vec2::<f32>()?;
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let vocab = engine.arch().vocab_size;
     let summaries: Vec<RowSummary> = logits
-        .par_iter()
+        .par_chunks(vocab)
         .enumerate()
         .map(|(i, row)| RowSummary::of(row, answer[i % answer.len()], top))
         .collect();

@@ -45,7 +45,7 @@ pub mod scoring;
 use serde::Serialize;
 
 use crate::engine::generate::{AnswerState, GenerationConfig, Recorded, ScoredAnswer};
-use crate::engine::{Engine, Recording};
+use crate::engine::{Capture, Engine, Hooks, Positions, Recording, Start, Trace};
 use crate::prompt::{Granularity, PromptFormat, RagPrompt, Sample, Span};
 use crate::{Error, Result};
 
@@ -164,8 +164,51 @@ impl Subject {
     }
 
     /// The answer-predicting positions of that input ([`scoring::answer_rows`]).
-    pub fn answer_rows(&self) -> crate::engine::Positions {
+    pub fn answer_rows(&self) -> Positions {
         scoring::answer_rows(self.prompt.ids.len(), self.answer_ids().len())
+    }
+
+    /// The teacher-forced pass `prompt ++ answer[..A−1]` (`prompt` the subject's own or a variant
+    /// of it), keeping what `capture` asks for at the answer-predicting rows it is handed
+    /// (relative to the positions computed). Where the answer's own pass left its keys and values
+    /// (`state`), only the positions after the prefix shared with the subject's teacher-forced
+    /// input are computed — for the subject's own prompt, just the `A` answer-predicting ones —
+    /// as [`scoring::PrefixScorer`] does; else one full forward. The two agree to rounding.
+    pub fn teacher_forced_pass(
+        &self,
+        engine: &Engine,
+        prompt: &[u32],
+        capture: impl FnOnce(Positions) -> Capture,
+    ) -> Result<Trace> {
+        let answer = self.answer_ids();
+        let ids = scoring::teacher_forced_input(prompt, answer);
+        let base = self.teacher_forced_ids();
+        let cache = self
+            .state
+            .as_ref()
+            .map(|s| &s.kv_cache)
+            .filter(|c| c.len() == base.len());
+        let shared = match cache {
+            // The first answer-predicting position must be computed.
+            Some(_) => ids
+                .iter()
+                .zip(&base)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(prompt.len().saturating_sub(1)),
+            None => 0,
+        };
+        let past = match cache {
+            Some(c) if shared > 0 => Some(c.truncate(shared)?),
+            _ => None,
+        };
+        let first = prompt.len().saturating_sub(1) - shared;
+        let hooks = Hooks {
+            capture: capture(Positions::Range(first..first + answer.len())),
+            ..Default::default()
+        };
+        let input = engine.ids_tensor(&ids[shared..])?;
+        engine.forward(Start::Tokens(&input), past.as_ref(), &hooks)
     }
 
     /// Prompt ids followed by the answer ids.

@@ -6,12 +6,13 @@ use crate::common;
 
 use std::path::PathBuf;
 
+use headscope::analysis::attention::span_attention;
 use headscope::analysis::cache::ResultCache;
 use headscope::analysis::divergence::Divergence;
 use headscope::analysis::report::{analyze, AnalyzeOptions, Attribution, HeadScore, Method};
 use headscope::analysis::scoring::PrefixScorer;
-use headscope::analysis::{arc_jsd, no_progress, Subject};
-use headscope::engine::{Engine, GenerationConfig, LoadOptions};
+use headscope::analysis::{arc_jsd, logit_lens, no_progress, Subject};
+use headscope::engine::{Capture, Engine, GenerationConfig, LoadOptions};
 use headscope::prompt::{load_samples, Granularity, PromptStyle};
 
 use common::fixture_subject;
@@ -114,6 +115,109 @@ fn unknown_methods_and_scores_are_clear_errors() {
     // An unknown curve score is refused where the name is read (the CLI), naming it.
     let err = "bogus".parse::<HeadScore>().unwrap_err();
     assert!(err.contains("bogus"), "{err}");
+}
+
+/// The logit lens, the attention on spans and ARC-JSD's head lens start from the keys and values
+/// the answer's own pass left (only the answer-predicting positions, or those after the prefix a
+/// leave-out prompt shares, are computed): they equal what one full teacher-forced forward gives.
+fn answer_state_passes_agree(family: &str) {
+    let (engine, subject) = fixture_subject(family);
+    // The answer pass kept the keys and values of the whole teacher-forced input, so the
+    // subject's passes below take the short path.
+    let kept = subject.state.as_ref().map(|s| s.kv_cache.len());
+    assert_eq!(kept, Some(subject.teacher_forced_ids().len()));
+    let mut full = subject.clone();
+    full.state = None;
+
+    // The pass itself, on the subject's prompt and on a prompt without its first document.
+    let keep: Vec<bool> = (0..subject.prompt.docs.len()).map(|d| d != 0).collect();
+    let without_first = subject
+        .leave_out(&engine, &keep, Granularity::Document)
+        .unwrap();
+    for prompt in [&subject.prompt.ids, &without_first.ids] {
+        let capture = |rows| Capture {
+            resid_post: Some(rows),
+            ..Default::default()
+        };
+        let fast = subject
+            .teacher_forced_pass(&engine, prompt, capture)
+            .unwrap();
+        let slow = full.teacher_forced_pass(&engine, prompt, capture).unwrap();
+        for l in 0..engine.arch().num_layers {
+            let name = format!("blocks.{l}.hook_resid_post");
+            let (a, b) = (fast.get(&name).unwrap(), slow.get(&name).unwrap());
+            assert_eq!(a.dims(), b.dims(), "{name}");
+            assert_eq!(a.dims()[1], subject.answer_ids().len());
+            let d = common::max_abs_diff(a, b);
+            assert!(d <= 1e-5, "{family} {name}: {d}");
+        }
+    }
+
+    // The analyses built on it.
+    let lens = |s: &Subject| logit_lens::logit_lens(&engine, s, 5, &mut no_progress).unwrap();
+    let (a, b) = (lens(&subject), lens(&full));
+    assert_eq!(a.rows.len(), 3 * engine.arch().num_layers);
+    for (x, y) in a.rows.iter().zip(&b.rows) {
+        assert_eq!(x.label, y.label);
+        for (p, q) in x.cells.iter().zip(&y.cells) {
+            assert!((p.answer_prob - q.answer_prob).abs() < 1e-6, "{}", x.label);
+            let ids = |c: &logit_lens::LensCell| c.top.iter().map(|t| t.id).collect::<Vec<_>>();
+            assert_eq!(ids(p), ids(q), "{}", x.label);
+        }
+    }
+    let spans: Vec<_> = subject
+        .prompt
+        .docs
+        .iter()
+        .map(|d| d.tokens.clone())
+        .collect();
+    let mass = |s: &Subject| span_attention(&engine, s, &spans).unwrap().mass;
+    let (a, b) = (mass(&subject), mass(&full));
+    let flat = |m: &Vec<Vec<Vec<Vec<f64>>>>| {
+        m.iter()
+            .flatten()
+            .flatten()
+            .flatten()
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (flat(&a), flat(&b));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().any(|&v| v > 0.0));
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6, "span attention {x} vs {y}");
+    }
+    let heads = |s: &Subject| {
+        arc_jsd::heads(
+            &engine,
+            s,
+            Granularity::Document,
+            0,
+            Divergence::Jsd,
+            &mut no_progress,
+        )
+        .unwrap()
+    };
+    let (a, b) = (heads(&subject), heads(&full));
+    for (x, y) in a
+        .heads
+        .iter()
+        .flatten()
+        .chain(&a.mlp)
+        .zip(b.heads.iter().flatten().chain(&b.mlp))
+    {
+        assert!(
+            (x - y).abs() <= 1e-6 * y.abs().max(1e-3),
+            "head lens {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn analyses_from_the_answer_state_equal_full_passes() {
+    for family in ["qwen2", "llama", "gemma2"] {
+        answer_state_passes_agree(family);
+    }
 }
 
 /// On the shipped samples, wherever SmolLM2 answers correctly, ARC-JSD's top document is gold.
