@@ -529,7 +529,7 @@ fn blocks_to_f32<T: candle_core::quantized::k_quants::GgmlType>(
     let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>());
     if size == 0
         || !aligned
-        || bytes.len() % size != 0
+        || !bytes.len().is_multiple_of(size)
         || bytes.len() / size * T::BLCK_SIZE != ys.len()
     {
         return false;
