@@ -189,13 +189,7 @@ impl Subject {
             .map(|s| &s.kv_cache)
             .filter(|c| c.len() == base.len());
         let shared = match cache {
-            // The first answer-predicting position must be computed.
-            Some(_) => ids
-                .iter()
-                .zip(&base)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(prompt.len().saturating_sub(1)),
+            Some(_) => scoring::reusable_prefix(&ids, &base, prompt.len()),
             None => 0,
         };
         let past = match cache {

@@ -135,13 +135,7 @@ impl<'a> PrefixScorer<'a> {
     pub fn score(&self, prompt: &[u32]) -> Result<AnswerLogits> {
         check_inputs(prompt, &self.answer)?;
         let ids = teacher_forced_input(prompt, &self.answer);
-        let shared = ids
-            .iter()
-            .zip(&self.base)
-            .take_while(|(a, b)| a == b)
-            .count()
-            // The first answer-predicting position must be computed.
-            .min(prompt.len() - 1);
+        let shared = reusable_prefix(&ids, &self.base, prompt.len());
         let past = self.cache.truncate(shared)?;
         self.run(&ids[shared..], prompt.len() - 1 - shared, Some(&past))
     }
@@ -191,6 +185,17 @@ pub fn teacher_forced_input(prompt: &[u32], answer: &[u32]) -> Vec<u32> {
     let mut ids = prompt.to_vec();
     ids.extend_from_slice(&answer[..answer.len().saturating_sub(1)]);
     ids
+}
+
+/// How many leading positions of the teacher-forced input `ids` (after a prompt of `prompt_len`
+/// tokens) can come from the keys and values of `base`: the prefix they share, but never the first
+/// answer-predicting position, which must be computed.
+pub fn reusable_prefix(ids: &[u32], base: &[u32], prompt_len: usize) -> usize {
+    ids.iter()
+        .zip(base)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt_len.saturating_sub(1))
 }
 
 /// The answer-predicting positions of that input: `P−1 … P+A−2` (row `t` predicts answer token `t`).
