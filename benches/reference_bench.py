@@ -6,7 +6,7 @@ Usage (from the repository root, with the venv of scripts/requirements-fixtures.
 
     ~/.cache/headscope/venv/bin/python benches/reference_bench.py --json /tmp/ref_bench.json
         [--tokens 512] [--repeats 5] [--sample tests/fixtures/smollm2/sample.json] [--heads N]
-        [--gguf PATH] [--threads 2] [--skip-forward] [--skip-sweep]
+        [--gguf PATH] [--threads 2] [--skip-forward] [--skip-sweep] [--decode N]
 
 Measures
   1. forward: median wall-clock seconds of one full forward (no KV cache, all positions' logits) over --tokens
@@ -18,6 +18,9 @@ Measures
      sum of answer-token log-probs (ablated) - the same sum unablated. With --heads N only the first N heads in
      (layer, head) order are run and the total time is extrapolated (the output says so and leaves the rest of
      the matrix null).
+  3. decode (with --decode N): greedy decoding tokens/s with the KV cache, one token per step: the --tokens
+     random ids are prefilled, then N steps each feed the previous step's argmax (the model's own forward with
+     past_key_values, no generate() bookkeeping); median over --repeats runs after one warm-up.
 Peak RSS (resource.getrusage(RUSAGE_SELF).ru_maxrss) is reported at the end.
 """
 
@@ -66,6 +69,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-forward", action="store_true")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--decode", type=int, default=0, help="also time N greedy decoding steps after the prefill")
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -108,6 +112,28 @@ def main() -> None:
         result["forward"] = {"tokens": args.tokens, "repeats": args.repeats, "median_seconds": statistics.median(times),
                              "all_seconds": times}
         print(f"forward over {args.tokens} tokens: median {statistics.median(times):.3f} s", flush=True)
+
+    # ---- 3. greedy decoding with the KV cache ----
+    if args.decode > 0:
+        g = torch.Generator().manual_seed(1234)
+        ids = torch.randint(17, cfg.vocab_size, (1, args.tokens), generator=g)
+
+        def decode_seconds() -> float:
+            with torch.no_grad():
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+                t = time.perf_counter()
+                for _ in range(args.decode):
+                    out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+                    past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+                return time.perf_counter() - t
+
+        decode_seconds()  # warm-up
+        times = [decode_seconds() for _ in range(args.repeats)]
+        med = statistics.median(times)
+        result["decode"] = {"prefill_tokens": args.tokens, "steps": args.decode, "repeats": args.repeats,
+                            "median_seconds": med, "tokens_per_s": args.decode / med, "all_seconds": times}
+        print(f"decode after {args.tokens} tokens: {args.decode / med:.1f} tokens/s", flush=True)
 
     # ---- 2. naive per-head sweep ----
     if not args.skip_sweep:

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod kernels;
 pub mod model;
 pub mod pruning;
+pub mod skinny;
 pub mod source;
 pub mod speed;
 pub mod tokenizer;

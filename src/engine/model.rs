@@ -1161,10 +1161,11 @@ impl Transformer {
         // are stacked along the query axis. The score scale is folded into q (t·d_h multiplies
         // instead of t·T_k).
         let qg = (&qkv.q * a.attn_scale)?.reshape((b, kv, rep * tq, dh))?;
-        let scores = qg
-            .matmul(&qkv.k.t()?)?
-            .reshape((b, h, tq, tk))?
-            .to_dtype(DType::F32)?;
+        let scores = match super::skinny::batched_matmul_t(&qg, &qkv.k)? {
+            Some(s) => s,
+            None => qg.matmul(&qkv.k.t()?)?,
+        };
+        let scores = scores.reshape((b, h, tq, tk))?.to_dtype(DType::F32)?;
         let fused = CausalSoftmax {
             offset: ctx.offset,
             query_rows: layer.query_rows.map(<[usize]>::to_vec),
@@ -1390,11 +1391,15 @@ impl Transformer {
     }
 }
 
-/// `x [m, k] · wᵀ` for `w [n, k]`: through OpenBLAS when built with the `openblas` feature and
-/// the product is large enough to gain ([`super::blas`]), else candle's `gemm`; in a differentiable
-/// forward, with no gradient for `w` ([`super::frozen`]).
+/// `x [m, k] · wᵀ` for `w [n, k]`: with a few rows (decoding), one parallel pass over `w`
+/// ([`super::skinny`]); through OpenBLAS when built with the `openblas` feature and the product is
+/// large enough to gain ([`super::blas`]), else candle's `gemm`; in a differentiable forward, with
+/// no gradient for `w` ([`super::frozen`]).
 fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some(y) = super::frozen::matmul_t(x, w)? {
+        return Ok(y);
+    }
+    if let Some(y) = super::skinny::matmul_t(x, w)? {
         return Ok(y);
     }
     #[cfg(feature = "openblas")]
