@@ -21,3 +21,8 @@ if [ -z "$found" ]; then
 fi
 HEADSCOPE_BLAS_MIN_ROWS=1 HEADSCOPE_REQUIRE_MODEL=1 cargo test --locked --features openblas \
   --lib --test suite -- blas parity:: smollm2:: analysis_reference:: differentiable:: atp::
+# The same build again with the few-row product path on (release builds take it; the dev profile
+# leaves it off): products of up to 8 rows through `engine::skinny`, the larger ones through
+# OpenBLAS from 64 rows.
+HEADSCOPE_SKINNY=1 HEADSCOPE_REQUIRE_MODEL=1 cargo test --locked --features openblas \
+  --lib --test suite -- skinny parity:: smollm2:: analysis_reference::
