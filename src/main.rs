@@ -29,7 +29,8 @@ fn keep_large_allocations_in_heap() {
 /// With the kernel's default THP mode (`madvise`) heap memory is mapped in 4 KiB pages, so
 /// loading a model faults in every page of its f32 weights one by one: 1.5 million faults for
 /// Qwen2-1.5B's 6 GiB, most of its load time on a virtual machine (system time 12–25 s against
-/// 8 s of user time: `benches/results/load-1.5b/runs.jsonl`, binary `old`). 2 MiB pages take 512 times fewer faults, and fewer TLB misses on the weights.
+/// 8 s of user time: `benches/results/load-1.5b/runs.jsonl`, binary `old`). 2 MiB pages take 512
+/// times fewer faults, and fewer TLB misses on the weights.
 struct HugePageHint;
 
 /// Blocks from this size on are advised (a weight matrix, a logits block).

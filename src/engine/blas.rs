@@ -13,6 +13,8 @@ use std::sync::{Once, RwLock};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::kernels::contiguous_f32;
+
 /// Fewer rows than this stay on candle's `gemm` (measured crossover on 2 cores: between 27 and
 /// 258 rows; see `benches/results/blas-gemm.md`).
 pub const MIN_ROWS: usize = 64;
@@ -123,13 +125,8 @@ impl CustomOp2 for MatmulT {
         w: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {
-            candle_core::bail!("openblas-sgemm: f32 only");
-        };
-        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("openblas-sgemm: operands must be contiguous");
-        };
+        let x = contiguous_f32("openblas-sgemm", x, xl)?;
+        let w = contiguous_f32("openblas-sgemm", w, wl)?;
         let ((m, k), (n, k2)) = (xl.shape().dims2()?, wl.shape().dims2()?);
         if k != k2 {
             candle_core::bail!("openblas-sgemm: inner dimensions {k} and {k2} differ");
@@ -138,7 +135,6 @@ impl CustomOp2 for MatmulT {
         if too_big(m) || too_big(n) || too_big(k) {
             candle_core::bail!("openblas-sgemm: {m} × {k} × {n} exceeds 32-bit BLAS indices");
         }
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
         init_threads();
         let mut out = vec![0f32; m * n];
         // One block of rows per thread (at least 32 rows, below which a block is too thin).

@@ -66,6 +66,22 @@ impl InplaceOp1 for CausalSoftmax {
     }
 }
 
+/// The values of a product's operand, which must be contiguous f32 on the CPU (`op` names the
+/// product in the error).
+pub(crate) fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: operands must be contiguous");
+    };
+    Ok(&data[start..end])
+}
+
 /// Applies [`CausalSoftmax`] where the fused kernel can run (f32 on the CPU), consuming `scores`:
 /// its buffer is overwritten with the probabilities (a clone sharing it would see them too).
 /// `Err(scores)` hands the scores back for the generic path.

@@ -11,10 +11,11 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::with_simd;
+use super::kernels::{contiguous_f32, with_simd};
 
-/// Products with at most this many rows take this path; from here on the packed GEMM's reuse of
-/// each loaded weight block across rows wins.
+/// Products with at most this many rows take this path: a decoding step's rows (one per batched
+/// condition) and, in `q · kᵀ`, the query heads that share a KV head. Where the packed GEMM
+/// overtakes it was not measured.
 pub const MAX_ROWS: usize = 8;
 
 /// Output features per parallel task: enough work per task to amortise the scheduling.
@@ -86,20 +87,14 @@ impl CustomOp2 for SkinnyMatmulT {
         w: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) else {
-            candle_core::bail!("skinny-matmul-t: f32 only");
-        };
-        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("skinny-matmul-t: operands must be contiguous");
-        };
+        let x = contiguous_f32("skinny-matmul-t", x, xl)?;
+        let w = contiguous_f32("skinny-matmul-t", w, wl)?;
         let (xd, wd) = (xl.dims(), wl.dims());
         let r = xd.len();
         let (m, k, n) = (xd[r - 2], xd[r - 1], wd[r - 2]);
         if wd.len() != r || wd[r - 1] != k || xd[..r - 2] != wd[..r - 2] {
             candle_core::bail!("skinny-matmul-t: shapes {xd:?} and {wd:?} do not fit");
         }
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
         let mut out = vec![0f32; x.len() / k.max(1) * n];
         if k > 0 && n > 0 {
             for ((x, w), out) in x
