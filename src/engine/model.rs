@@ -1202,7 +1202,11 @@ impl Transformer {
         let p = p
             .to_dtype(self.dtype)?
             .reshape((ctx.batch, kv, (h / kv) * tq, tk))?;
-        Ok(p.matmul(v)?.reshape((ctx.batch, h, tq, dh))?)
+        let z = match super::skinny::batched_matmul(&p, v)? {
+            Some(z) => z,
+            None => p.matmul(v)?,
+        };
+        Ok(z.reshape((ctx.batch, h, tq, dh))?)
     }
 
     /// Causal attention in blocks of query rows: block c only meets the keys it may see (up to its

@@ -1,17 +1,24 @@
-//! Products `x · wᵀ` with few rows (a decoding step, a batch of decoding rows, the last position's
-//! logits): one pass over the weight, its output features split across rayon's threads.
+//! Products with few rows (a decoding step, a batch of decoding rows, the last position's
+//! logits): `x · wᵀ` in one pass over the weight, its output features split across rayon's
+//! threads, and a decoding step's probabilities times values `P · V`.
 //!
 //! Why: the weight `w [n, k]` is row-major, and candle's `gemm` wants the other layout. For one
 //! row it runs a GEMV on one thread; from two rows on it first copies the whole weight into its
-//! packed layout, one strided element at a time, on every product. Here each output feature is a
-//! dot product of two contiguous rows, and each weight row is read once for all of `x`'s rows.
+//! packed layout, one strided element at a time, on every product (and packs `V` for every head
+//! of every step). Here each output feature is a dot product of two contiguous rows, computed in
+//! small register tiles so that each loaded slice of a weight row serves every row of `x`.
 //! SmolLM2's decoding went from 15.9 to 18.9–22.6 tokens/s on a 2-core Zen 3 EPYC, the 1.5B
-//! model's from 1.5 to 2.5 (`benches/results/decode-zen3/`).
+//! model's from 1.5 to 2.5 (`benches/results/decode-zen3/`, before the tiles); the products alone
+//! against candle's: `cargo run --release --example skinny_products`
+//! (`benches/results/skinny-products-zen3.md`).
+//!
+//! Every output element is summed in one fixed order, whatever its tile or CPU path, so a row's
+//! result does not depend on the rows batched with it.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{contiguous_f32, with_simd};
+use super::kernels::contiguous_f32;
 
 /// Products with at most this many rows take this path: a decoding step's rows (one per batched
 /// condition) and, in `q · kᵀ`, the query heads that share a KV head. Where the packed GEMM
@@ -38,6 +45,17 @@ pub fn batched_matmul_t(x: &Tensor, w: &Tensor) -> candle_core::Result<Option<Te
         return Ok(None);
     }
     apply(x, w).map(Some)
+}
+
+/// `x [.., m, k] · v [.., k, n]` per leading index (no transpose): the probabilities times the
+/// values `P · V` of a decoding step. Same conditions as [`matmul_t`], on `x`'s rows.
+pub fn batched_matmul(x: &Tensor, v: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !enabled() || !eligible(x, v)? {
+        return Ok(None);
+    }
+    x.contiguous()?
+        .apply_op2_no_bwd(&v.contiguous()?, &SkinnyMatmul)
+        .map(Some)
 }
 
 /// On in release builds. The crate's own code is not optimised in the dev profile (the tests),
@@ -111,6 +129,62 @@ impl CustomOp2 for SkinnyMatmulT {
     }
 }
 
+/// `x [.., m, k] · v [.., k, n]`, both contiguous f32 on the CPU, same leading dims.
+struct SkinnyMatmul;
+
+impl CustomOp2 for SkinnyMatmul {
+    fn name(&self) -> &'static str {
+        "skinny-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32("skinny-matmul", x, xl)?;
+        let v = contiguous_f32("skinny-matmul", v, vl)?;
+        let (xd, vd) = (xl.dims(), vl.dims());
+        let r = xd.len();
+        let (m, k, n) = (xd[r - 2], xd[r - 1], vd[r - 1]);
+        if vd.len() != r || vd[r - 2] != k || xd[..r - 2] != vd[..r - 2] {
+            candle_core::bail!("skinny-matmul: shapes {xd:?} and {vd:?} do not fit");
+        }
+        let mut out = vec![0f32; x.len() / k.max(1) * n];
+        if k > 0 && n > 0 {
+            // One task per leading index: a decoding step has one per (row, KV head).
+            out.par_chunks_mut(m * n)
+                .zip(x.par_chunks(m * k))
+                .zip(v.par_chunks(k * n))
+                .for_each(|((out, x), v)| rows_times(x, v, n, out));
+        }
+        let mut dims = xd[..r - 1].to_vec();
+        dims.push(n);
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// `out [m, n] = x [m, k] · v [k, n]`: each output element summed over `k` in order, by fused
+/// multiply-adds (the same order on both paths).
+fn rows_times(x: &[f32], v: &[f32], n: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx::available() {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        return unsafe { avx::rows_times(x, v, n, out) };
+    }
+    let k = v.len() / n;
+    for (xr, out) in x.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = xr
+                .iter()
+                .zip(v.iter().skip(c).step_by(n))
+                .fold(0f32, |acc, (p, vv)| p.mul_add(*vv, acc));
+        }
+    }
+}
+
 /// `out [m, n] = x [m, k] · wᵀ` for `w [n, k]`, output features split across rayon's threads.
 fn product(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
     let m = x.len() / k;
@@ -134,45 +208,214 @@ fn product(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
     }
 }
 
-with_simd!(dot_rows(x: &[f32], weight_rows: &[f32], k: usize, out: &mut [f32]) {
+/// `out[j·m + t] = x_t · w_j` for the `m` rows of `x` and the weight rows `weight_rows` (each `k`
+/// long): feature-major, as one task of [`product`] owns it.
+fn dot_rows(x: &[f32], weight_rows: &[f32], k: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx::available() {
+        // SAFETY: AVX2 and FMA were detected on this CPU.
+        return unsafe { avx::dot_rows(x, weight_rows, k, out) };
+    }
     let m = x.len() / k;
     for (f, w) in weight_rows.chunks_exact(k).enumerate() {
         for (t, xr) in x.chunks_exact(k).enumerate() {
             out[f * m + t] = dot(xr, w);
         }
     }
-});
+}
 
-/// `Σ a·b` with 32 independent partial sums (four 8-lane vectors), so the loop vectorises and the
-/// additions do not wait on one another.
-#[inline(always)]
+/// `Σ a·b` in the same order as [`avx::dot_rows`]: eight lanes of fused multiply-adds, summed
+/// pairwise, then the tail.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 32;
-    let (a_blocks, a_tail) = a.as_chunks::<LANES>();
-    let (b_blocks, b_tail) = b.as_chunks::<LANES>();
-    let mut acc = [0f32; LANES];
+    let (a_blocks, a_tail) = a.as_chunks::<8>();
+    let (b_blocks, b_tail) = b.as_chunks::<8>();
+    let mut acc = [0f32; 8];
     for (ab, bb) in a_blocks.iter().zip(b_blocks) {
-        for i in 0..LANES {
-            acc[i] += ab[i] * bb[i];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        tail += x * y;
-    }
-    let mut eight = [0f32; 8];
-    for quarter in acc.as_chunks::<8>().0 {
         for i in 0..8 {
-            eight[i] += quarter[i];
+            acc[i] = ab[i].mul_add(bb[i], acc[i]);
         }
     }
-    let four = [
-        eight[0] + eight[4],
-        eight[1] + eight[5],
-        eight[2] + eight[6],
-        eight[3] + eight[7],
-    ];
-    (four[0] + four[2]) + (four[1] + four[3]) + tail
+    let mut sum = lane_sum(acc);
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        sum = x.mul_add(*y, sum);
+    }
+    sum
+}
+
+/// The eight lanes of an accumulator, summed pairwise (the order `avx::hsum` uses).
+fn lane_sum(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU has AVX2 and FMA (checked once).
+    pub fn available() -> bool {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// [`super::dot_rows`] in tiles of a few weight rows × a few rows of `x`: each 8-wide slice
+    /// of a weight row, once loaded, meets every row of the tile, and the tile's accumulators are
+    /// independent chains that keep both FMA units busy. Every (row, feature) pair runs the same
+    /// sequence of operations whatever its tile, so a row's result does not depend on the rows
+    /// batched with it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(x: &[f32], weight_rows: &[f32], k: usize, out: &mut [f32]) {
+        let m = x.len() / k;
+        let n = weight_rows.len() / k;
+        assert!(out.len() >= n * m, "skinny: output block too short");
+        // One row reads its weights once either way; four features give four chains.
+        let wide = if m == 1 { 4 } else { 2 };
+        let mut f = 0;
+        while f < n {
+            let features = (n - f).min(wide);
+            let w = &weight_rows[f * k..(f + features) * k];
+            let mut t = 0;
+            while t < m {
+                let rows = (m - t).min(4);
+                let x = &x[t * k..(t + rows) * k];
+                let out = &mut out[f * m + t..];
+                match (features, rows) {
+                    (4, 1) => tile::<4, 1>(x, w, k, m, out),
+                    (3, 1) => tile::<3, 1>(x, w, k, m, out),
+                    (2, 1) => tile::<2, 1>(x, w, k, m, out),
+                    (2, 2) => tile::<2, 2>(x, w, k, m, out),
+                    (2, 3) => tile::<2, 3>(x, w, k, m, out),
+                    (2, 4) => tile::<2, 4>(x, w, k, m, out),
+                    (1, 2) => tile::<1, 2>(x, w, k, m, out),
+                    (1, 3) => tile::<1, 3>(x, w, k, m, out),
+                    (1, 4) => tile::<1, 4>(x, w, k, m, out),
+                    _ => tile::<1, 1>(x, w, k, m, out),
+                }
+                t += rows;
+            }
+            f += features;
+        }
+    }
+
+    /// `out[j·m + r] = x_r · w_j` for `F` weight rows and `R` rows of `x`, each `k` long.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const F: usize, const R: usize>(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        m: usize,
+        out: &mut [f32],
+    ) {
+        assert!(x.len() >= R * k && w.len() >= F * k && out.len() > (F - 1) * m + R - 1);
+        let body = k / 8 * 8;
+        let (xp, wp) = (x.as_ptr(), w.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); R]; F];
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 8 ≤ body ≤ k, and the rows lie within the lengths asserted above.
+            let wv: [__m256; F] =
+                std::array::from_fn(|j| unsafe { _mm256_loadu_ps(wp.add(j * k + i)) });
+            for r in 0..R {
+                let xv = unsafe { _mm256_loadu_ps(xp.add(r * k + i)) };
+                for j in 0..F {
+                    acc[j][r] = _mm256_fmadd_ps(xv, wv[j], acc[j][r]);
+                }
+            }
+            i += 8;
+        }
+        for j in 0..F {
+            for r in 0..R {
+                let mut sum = hsum(acc[j][r]);
+                for i in body..k {
+                    sum = x[r * k + i].mul_add(w[j * k + i], sum);
+                }
+                out[j * m + r] = sum;
+            }
+        }
+    }
+
+    /// [`super::rows_times`]: columns in blocks of 32 (four registers) and then 8, two rows of
+    /// `x` per pass so that each loaded slice of `v` serves both; the last `n % 8` columns
+    /// scalar, in the same order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn rows_times(x: &[f32], v: &[f32], n: usize, out: &mut [f32]) {
+        let k = v.len() / n;
+        let m = x.len() / k;
+        assert!(out.len() >= m * n, "skinny: output block too short");
+        let mut t = 0;
+        while t < m {
+            let rows = (m - t).min(2);
+            let (x, out) = (&x[t * k..(t + rows) * k], &mut out[t * n..(t + rows) * n]);
+            let mut c = 0;
+            while c + 8 <= n {
+                let wide = if c + 32 <= n { 4 } else { 1 };
+                match (rows, wide) {
+                    (2, 4) => column_block::<2, 4>(x, v, n, c, out),
+                    (2, _) => column_block::<2, 1>(x, v, n, c, out),
+                    (_, 4) => column_block::<1, 4>(x, v, n, c, out),
+                    _ => column_block::<1, 1>(x, v, n, c, out),
+                }
+                c += 8 * wide;
+            }
+            for r in 0..rows {
+                for c in c..n {
+                    let mut acc = 0f32;
+                    for s in 0..k {
+                        acc = x[r * k + s].mul_add(v[s * n + c], acc);
+                    }
+                    out[r * n + c] = acc;
+                }
+            }
+            t += rows;
+        }
+    }
+
+    /// Columns `c .. c + 8·C` of `R` output rows: `out[r·n + j] = Σ_s x[r·k + s] · v[s·n + j]`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn column_block<const R: usize, const C: usize>(
+        x: &[f32],
+        v: &[f32],
+        n: usize,
+        c: usize,
+        out: &mut [f32],
+    ) {
+        let k = v.len() / n;
+        assert!(x.len() >= R * k && out.len() >= R * n && c + 8 * C <= n);
+        let vp = v.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for s in 0..k {
+            // SAFETY: s < k and c + 8·C ≤ n, so every load lies within `v`'s k·n values.
+            let vv: [__m256; C] =
+                std::array::from_fn(|q| unsafe { _mm256_loadu_ps(vp.add(s * n + c + 8 * q)) });
+            for r in 0..R {
+                let p = _mm256_set1_ps(x[r * k + s]);
+                for q in 0..C {
+                    acc[r][q] = _mm256_fmadd_ps(p, vv[q], acc[r][q]);
+                }
+            }
+        }
+        for r in 0..R {
+            for q in 0..C {
+                let dst = &mut out[r * n + c + 8 * q..r * n + c + 8 * q + 8];
+                // SAFETY: `dst` holds eight f32.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), acc[r][q]) };
+            }
+        }
+    }
+
+    /// The lanes of `v` summed as [`super::lane_sum`] does.
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds eight f32.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+        super::lane_sum(lanes)
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +462,70 @@ mod tests {
             &Tensor::zeros((2, 1, 45, 64), DType::F32, &dev).unwrap()
         )
         .is_err());
+    }
+
+    #[test]
+    fn rows_times_values_equal_candles_product_within_rounding() {
+        let dev = Device::Cpu;
+        // Columns: a head's 64, blocks of 32 and 8 with a scalar tail, fewer than 8; odd rows.
+        for (lead, m, k, n) in [
+            (vec![2, 3], 3, 45, 64),
+            (vec![1], 5, 17, 45),
+            (vec![4], MAX_ROWS, 9, 13),
+            (vec![2], 1, 30, 3),
+        ] {
+            let xs = [lead.clone(), vec![m, k]].concat();
+            let vs = [lead.clone(), vec![k, n]].concat();
+            let x = Tensor::randn(0f32, 1.0, xs, &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, vs, &dev).unwrap();
+            let want = x.matmul(&v).unwrap();
+            let got = x.apply_op2_no_bwd(&v, &SkinnyMatmul).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let d = max_abs_diff(&want, &got);
+            assert!(d < 1e-4, "{lead:?} {m}×{k}×{n}: {d}");
+        }
+    }
+
+    /// Every output sums in one fixed order whatever its tile and CPU path, so a row's result
+    /// does not depend on the rows batched with it (the study's conditions share batches).
+    #[test]
+    fn a_rows_result_does_not_depend_on_its_batch_or_the_cpu_path() {
+        let dev = Device::Cpu;
+        let (k, n) = (77, 70);
+        let x = Tensor::randn(0f32, 1.0, (7, k), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        let all_t = apply(&x, &w).unwrap().to_vec2::<f32>().unwrap();
+        let all = x
+            .apply_op2_no_bwd(&v, &SkinnyMatmul)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let (xs, ws, vs) = (
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for t in 0..7 {
+            let row = x.narrow(0, t, 1).unwrap();
+            assert_eq!(
+                apply(&row, &w).unwrap().to_vec2::<f32>().unwrap()[0],
+                all_t[t]
+            );
+            let alone = row.apply_op2_no_bwd(&v, &SkinnyMatmul).unwrap();
+            assert_eq!(alone.to_vec2::<f32>().unwrap()[0], all[t]);
+            // The portable order, written out.
+            let xr = &xs[t * k..(t + 1) * k];
+            for f in 0..n {
+                assert_eq!(
+                    dot(xr, &ws[f * k..(f + 1) * k]),
+                    all_t[t][f],
+                    "row {t} feature {f}"
+                );
+                let plain = (0..k).fold(0f32, |acc, s| xr[s].mul_add(vs[s * n + f], acc));
+                assert_eq!(plain, all[t][f], "row {t} column {f}");
+            }
+        }
     }
 
     #[test]
