@@ -44,30 +44,21 @@ fn main() -> candle_core::Result<()> {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
             let flop = 2.0 * (m * k * n) as f64;
             let reps = (1e9 / flop).clamp(3.0, 2000.0) as usize;
-            let (candle, ours) = if what == "P · V" {
-                let v = Tensor::randn(0f32, 1.0, (k, n), &dev)?;
-                let c = || drop(std::hint::black_box(x.matmul(&v).expect("candle")));
-                let s = || {
-                    drop(std::hint::black_box(
-                        skinny::batched_matmul(&x, &v).expect("skinny"),
-                    ))
+            // P · V multiplies by `v [k, n]`; the others by `wᵀ` for `w [n, k]`.
+            let by_values = what == "P · V";
+            let w = Tensor::randn(0f32, 1.0, if by_values { (k, n) } else { (n, k) }, &dev)?;
+            let rhs = if by_values { w.clone() } else { w.t()? };
+            let c = || drop(std::hint::black_box(x.matmul(&rhs).expect("candle")));
+            let s = || {
+                let y = match by_values {
+                    true => skinny::batched_matmul(&x, &w),
+                    false => skinny::matmul_t(&x, &w),
                 };
-                c();
-                s();
-                (best(reps, &c), best(reps, &s))
-            } else {
-                let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
-                let wt = w.t()?;
-                let c = || drop(std::hint::black_box(x.matmul(&wt).expect("candle")));
-                let s = || {
-                    drop(std::hint::black_box(
-                        skinny::matmul_t(&x, &w).expect("skinny"),
-                    ))
-                };
-                c();
-                s();
-                (best(reps, &c), best(reps, &s))
+                drop(std::hint::black_box(y.expect("skinny")))
             };
+            c();
+            s();
+            let (candle, ours) = (best(reps, &c), best(reps, &s));
             println!(
                 "| {what} | {m} × {k} × {n} | {:.1} | {:.1} | {:.2}× |",
                 flop / candle / 1e9,

@@ -105,14 +105,9 @@ impl CustomOp2 for SkinnyMatmulT {
         w: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32("skinny-matmul-t", x, xl)?;
-        let w = contiguous_f32("skinny-matmul-t", w, wl)?;
-        let (xd, wd) = (xl.dims(), wl.dims());
-        let r = xd.len();
-        let (m, k, n) = (xd[r - 2], xd[r - 1], wd[r - 2]);
-        if wd.len() != r || wd[r - 1] != k || xd[..r - 2] != wd[..r - 2] {
-            candle_core::bail!("skinny-matmul-t: shapes {xd:?} and {wd:?} do not fit");
-        }
+        let op = self.name();
+        let (x, w) = (contiguous_f32(op, x, xl)?, contiguous_f32(op, w, wl)?);
+        let ((m, k, n), dims) = product_shape(op, xl, wl, true)?;
         let mut out = vec![0f32; x.len() / k.max(1) * n];
         if k > 0 && n > 0 {
             for ((x, w), out) in x
@@ -123,10 +118,36 @@ impl CustomOp2 for SkinnyMatmulT {
                 product(x, w, k, out);
             }
         }
-        let mut dims = xd[..r - 1].to_vec();
-        dims.push(n);
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
+}
+
+/// The per-matrix sizes `(m, k, n)` of `x [.., m, k]` times `w`, which is `[.., n, k]` when
+/// `transposed` and `[.., k, n]` otherwise, and the product's dims `[.., m, n]`; an error naming
+/// `op` when the two do not fit.
+fn product_shape(
+    op: &str,
+    xl: &Layout,
+    wl: &Layout,
+    transposed: bool,
+) -> candle_core::Result<((usize, usize, usize), Vec<usize>)> {
+    let (xd, wd) = (xl.dims(), wl.dims());
+    let r = xd.len();
+    let misfit = || candle_core::bail!("{op}: shapes {xd:?} and {wd:?} do not fit");
+    if r < 2 || wd.len() != r || xd[..r - 2] != wd[..r - 2] {
+        return misfit();
+    }
+    let (m, k) = (xd[r - 2], xd[r - 1]);
+    let (wk, n) = match transposed {
+        true => (wd[r - 1], wd[r - 2]),
+        false => (wd[r - 2], wd[r - 1]),
+    };
+    if wk != k {
+        return misfit();
+    }
+    let mut dims = xd[..r - 1].to_vec();
+    dims.push(n);
+    Ok(((m, k, n), dims))
 }
 
 /// `x [.., m, k] · v [.., k, n]`, both contiguous f32 on the CPU, same leading dims.
@@ -144,14 +165,9 @@ impl CustomOp2 for SkinnyMatmul {
         v: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32("skinny-matmul", x, xl)?;
-        let v = contiguous_f32("skinny-matmul", v, vl)?;
-        let (xd, vd) = (xl.dims(), vl.dims());
-        let r = xd.len();
-        let (m, k, n) = (xd[r - 2], xd[r - 1], vd[r - 1]);
-        if vd.len() != r || vd[r - 2] != k || xd[..r - 2] != vd[..r - 2] {
-            candle_core::bail!("skinny-matmul: shapes {xd:?} and {vd:?} do not fit");
-        }
+        let op = self.name();
+        let (x, v) = (contiguous_f32(op, x, xl)?, contiguous_f32(op, v, vl)?);
+        let ((m, k, n), dims) = product_shape(op, xl, vl, false)?;
         let mut out = vec![0f32; x.len() / k.max(1) * n];
         if k > 0 && n > 0 {
             // One task per leading index: a decoding step has one per (row, KV head).
@@ -160,8 +176,6 @@ impl CustomOp2 for SkinnyMatmul {
                 .zip(v.par_chunks(k * n))
                 .for_each(|((out, x), v)| rows_times(x, v, n, out));
         }
-        let mut dims = xd[..r - 1].to_vec();
-        dims.push(n);
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 }
