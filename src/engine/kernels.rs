@@ -148,11 +148,13 @@ pub(crate) use with_simd;
 
 with_simd!(softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
+    // Exponentials first, in their own loop so it vectorises (a running f32 sum in the same loop
+    // keeps the whole loop scalar); then the sum, in index order as before, so the result is
+    // bit for bit what the single loop gave.
     for d in row.iter_mut() {
         *d = exp_neg(*d - max);
-        sum += *d;
     }
+    let sum = row.iter().fold(0f32, |s, &d| s + d);
     let inv = 1.0 / sum;
     for d in row.iter_mut() {
         *d *= inv;
@@ -290,6 +292,37 @@ mod tests {
                 d < 1e-6,
                 "offset {offset} window {window:?} cap {cap:?}: {d}"
             );
+        }
+    }
+
+    /// The softmax as one loop (exponential and running sum together), the form before the
+    /// vectorised one: the two must agree bit for bit, so that splitting the loop changed no
+    /// result anywhere (a study rerun by a newer build stays byte-identical).
+    fn one_loop_softmax(row: &mut [f32]) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for d in row.iter_mut() {
+            *d = exp_neg(*d - max);
+            sum += *d;
+        }
+        let inv = 1.0 / sum;
+        for d in row.iter_mut() {
+            *d *= inv;
+        }
+    }
+
+    #[test]
+    fn split_loop_softmax_is_bitwise_the_one_loop_form() {
+        for len in [1usize, 7, 8, 9, 63, 64, 65, 840] {
+            let row = Tensor::randn(0f32, 4.0, len, &Device::Cpu)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let (mut fast, mut plain) = (row.clone(), row);
+            softmax_in_place(&mut fast);
+            one_loop_softmax(&mut plain);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&plain), "row of {len}");
         }
     }
 
