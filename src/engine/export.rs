@@ -152,7 +152,7 @@ fn write_weights(loaded: &Loaded, path: &Path) -> Result<()> {
     put("model.embed_tokens.weight".into(), w.embed.clone())?;
     put("model.norm.weight".into(), hf_norm(arch, &w.final_norm)?)?;
     if !arch.tie_word_embeddings {
-        put("lm_head.weight".into(), w.lm_head.clone())?;
+        put("lm_head.weight".into(), w.lm_head.tensor().clone())?;
     }
     for (l, layer) in w.layers.iter().enumerate() {
         for (name, t) in layer_tensors(arch, layer)? {
@@ -180,7 +180,10 @@ fn layer_tensors(arch: &Arch, lw: &LayerWeights) -> Result<Vec<(String, Tensor)>
         ("self_attn.q_proj.weight".to_string(), q),
         ("self_attn.k_proj.weight".into(), k),
         ("self_attn.v_proj.weight".into(), v),
-        ("self_attn.o_proj.weight".into(), lw.o_weight.clone()),
+        (
+            "self_attn.o_proj.weight".into(),
+            lw.o_weight.tensor().clone(),
+        ),
         (
             "mlp.gate_proj.weight".into(),
             lw.gate_up_weight.narrow(0, 0, ff)?,
@@ -189,7 +192,10 @@ fn layer_tensors(arch: &Arch, lw: &LayerWeights) -> Result<Vec<(String, Tensor)>
             "mlp.up_proj.weight".into(),
             lw.gate_up_weight.narrow(0, ff, ff)?,
         ),
-        ("mlp.down_proj.weight".into(), lw.down_weight.clone()),
+        (
+            "mlp.down_proj.weight".into(),
+            lw.down_weight.tensor().clone(),
+        ),
         (
             "input_layernorm.weight".into(),
             hf_norm(arch, &lw.attn_norm)?,

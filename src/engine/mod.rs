@@ -15,6 +15,7 @@ pub mod generate;
 pub mod hooks;
 pub mod kernels;
 pub mod model;
+pub mod packed;
 pub mod pruning;
 pub mod skinny;
 pub mod source;
@@ -49,6 +50,21 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 pub use arch::{Arch, Family};
+
+/// Runs `work` on one of rayon's threads (at once when already on one).
+///
+/// Why: every product and kernel of a forward splits its work over rayon's threads. Called from
+/// outside the pool, each of them hands its work over and sleeps until it is done, and a decoding
+/// step has about 150 of them: on a 2-core Zen 3 VM a step's f32 weight products took 23.9 ms from
+/// outside and 18.2 ms from inside (`examples/decode_products.rs`,
+/// `benches/results/decode-products-zen3.md`). From inside, the calling thread works on its own
+/// product and the other threads steal from it.
+pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    match rayon::current_thread_index() {
+        Some(_) => work(),
+        None => rayon::scope(|_| work()),
+    }
+}
 pub use chat::{ChatMessage, ChatTemplate};
 pub use decoder::{Decoder, Forward, Recording};
 pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
@@ -305,10 +321,10 @@ impl Engine {
         generate::ids_rows(ids, rows, self.model.device())
     }
 
-    /// One hooked forward (see [`Transformer::forward`]).
+    /// One hooked forward (see [`Transformer::forward`]), run on rayon's threads ([`on_workers`]).
     pub fn forward(&self, start: Start, past: Option<&KvCache>, hooks: &Hooks) -> Result<Trace> {
         self.count_forwards(1);
-        self.model.forward(start, past, hooks)
+        on_workers(|| self.model.forward(start, past, hooks))
     }
 
     /// Forward calls made so far.

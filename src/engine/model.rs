@@ -20,7 +20,7 @@ use super::hooks::{
 };
 use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
 use super::pruning::{LayerHeads, Pruning};
-use super::weights::{LayerWeights, ModelWeights};
+use super::weights::{LayerWeights, ModelWeights, Weight};
 use crate::{Error, Result};
 
 /// Query rows per block in [`Transformer::chunked_attention`]. Smaller blocks skip more of the masked
@@ -1395,13 +1395,19 @@ impl Transformer {
     }
 }
 
-/// `x [m, k] · wᵀ` for `w [n, k]`: with a few rows (decoding), one parallel pass over `w`
-/// ([`super::skinny`]); through OpenBLAS when built with the `openblas` feature and the product is
+/// `x [m, k] · wᵀ` for `w [n, k]`: with a few rows (decoding), one parallel pass over `w`, its
+/// integer form when the GGUF file gave one ([`super::skinny`], [`super::packed`]); through OpenBLAS when built with the `openblas` feature and the product is
 /// large enough to gain ([`super::blas`]), else candle's `gemm`; in a differentiable forward, with
 /// no gradient for `w` ([`super::frozen`]).
-fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn matmul_t(x: &Tensor, weight: &Weight) -> Result<Tensor> {
+    let w = weight.tensor();
     if let Some(y) = super::frozen::matmul_t(x, w)? {
         return Ok(y);
+    }
+    if let Some(p) = weight.packed() {
+        if let Some(y) = super::skinny::matmul_t_packed(x, p)? {
+            return Ok(y);
+        }
     }
     if let Some(y) = super::skinny::matmul_t(x, w)? {
         return Ok(y);
@@ -1414,7 +1420,7 @@ fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// `x [.., in] · wᵀ (+ b)` as one 2-D matmul.
-fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+fn linear(x: &Tensor, w: &Weight, bias: Option<&Tensor>) -> Result<Tensor> {
     let (&in_dim, lead) = x
         .dims()
         .split_last()

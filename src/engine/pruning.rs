@@ -92,10 +92,10 @@ impl Pruning {
                     keep[h * d_head..(h + 1) * d_head].fill(0.0);
                 }
                 let keep = Tensor::new(keep, o.device())?.to_dtype(o.dtype())?;
-                layer.o_weight = o.broadcast_mul(&keep)?;
+                layer.o_weight = o.broadcast_mul(&keep)?.into();
             }
             if self.mlps.contains(&l) {
-                layer.down_weight = layer.down_weight.zeros_like()?;
+                layer.down_weight = layer.down_weight.zeros_like()?.into();
             }
         }
         Ok(())
@@ -196,19 +196,19 @@ impl Pruning {
         for (l, layer) in weights.layers.iter_mut().enumerate() {
             let heads = self.layer_heads(arch, l);
             if heads.query.len() < arch.num_heads {
-                let rows = index(&heads.qkv_rows(arch), layer.qkv_weight.device())?;
-                layer.qkv_weight = layer.qkv_weight.index_select(&rows, 0)?;
+                let qkv_rows = heads.qkv_rows(arch);
+                layer.qkv_weight = layer.qkv_weight.select_rows(&qkv_rows)?;
                 if let Some(b) = &layer.qkv_bias {
+                    let rows = index(&qkv_rows, b.device())?;
                     layer.qkv_bias = Some(b.index_select(&rows, 0)?);
                 }
-                let cols = index(&heads.o_columns(arch), layer.o_weight.device())?;
-                layer.o_weight = layer.o_weight.index_select(&cols, 1)?;
+                layer.o_weight = layer.o_weight.select_columns(&heads.o_columns(arch))?;
             }
             if self.mlps.contains(&l) {
                 let d = arch.hidden_size;
                 let (dev, dt) = (layer.down_weight.device(), layer.down_weight.dtype());
-                layer.gate_up_weight = Tensor::zeros((0, d), dt, dev)?;
-                layer.down_weight = Tensor::zeros((d, 0), dt, dev)?;
+                layer.gate_up_weight = Tensor::zeros((0, d), dt, dev)?.into();
+                layer.down_weight = Tensor::zeros((d, 0), dt, dev)?.into();
             }
             layout.push(heads);
         }

@@ -7,21 +7,95 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::arch::{Arch, Family};
+use super::packed::PackedRows;
 use crate::{Error, Result};
+
+/// A weight matrix `[n, k]` (`y = x·Wᵀ`): its working tensor and, from a GGUF file's plain block
+/// types in f32 on the CPU, the same values in their integer form, which decoding's few-row
+/// products read instead ([`super::packed`]). Whatever changes the tensor makes a new `Weight`
+/// from it (`From<Tensor>`), which has no integer form, so the two never disagree.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    tensor: Tensor,
+    packed: Option<Arc<PackedRows>>,
+}
+
+impl Weight {
+    /// `tensor` with `packed` when that is its integer form's shape and the tensor is f32 on the CPU.
+    fn with_packed(tensor: Tensor, packed: Option<PackedRows>) -> Weight {
+        let fits = |p: &PackedRows| {
+            tensor.dims() == [p.rows(), p.cols()]
+                && tensor.dtype() == DType::F32
+                && tensor.device().is_cpu()
+        };
+        Weight {
+            packed: packed.filter(fits).map(Arc::new),
+            tensor,
+        }
+    }
+
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+
+    /// The integer form, when kept.
+    pub fn packed(&self) -> Option<&PackedRows> {
+        self.packed.as_deref()
+    }
+
+    /// The rows `keep`, in that order (the integer form follows).
+    pub fn select_rows(&self, keep: &[u32]) -> Result<Weight> {
+        let idx = Tensor::new(keep, self.tensor.device())?;
+        let rows: Vec<usize> = keep.iter().map(|&r| r as usize).collect();
+        let packed = self.packed().and_then(|p| p.select_rows(&rows));
+        Ok(Weight::with_packed(
+            self.tensor.index_select(&idx, 0)?,
+            packed,
+        ))
+    }
+
+    /// The columns `keep`, in that order (the integer form follows when they are whole blocks).
+    pub fn select_columns(&self, keep: &[u32]) -> Result<Weight> {
+        let idx = Tensor::new(keep, self.tensor.device())?;
+        let cols: Vec<usize> = keep.iter().map(|&c| c as usize).collect();
+        let packed = self.packed().and_then(|p| p.select_columns(&cols));
+        Ok(Weight::with_packed(
+            self.tensor.index_select(&idx, 1)?,
+            packed,
+        ))
+    }
+}
+
+impl From<Tensor> for Weight {
+    fn from(tensor: Tensor) -> Weight {
+        Weight {
+            tensor,
+            packed: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Weight {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        &self.tensor
+    }
+}
 
 /// Weights of one decoder block. Q/K/V and gate/up are fused so each is one matmul.
 pub struct LayerWeights {
     pub attn_norm: Tensor,
     /// `[(H + 2·H_kv)·d_h, d]`, rows in the order q, k, v.
-    pub qkv_weight: Tensor,
+    pub qkv_weight: Weight,
     pub qkv_bias: Option<Tensor>,
     /// `o_proj.weight`, `[d, H·d_h]` (HF layout, y = x·Wᵀ).
-    pub o_weight: Tensor,
+    pub o_weight: Weight,
     /// Gemma 2 sandwich norm after attention.
     pub post_attn_norm: Option<Tensor>,
     /// The norm before the MLP (Llama/Qwen2 `post_attention_layernorm`, Gemma 2 `pre_feedforward_layernorm`).
@@ -29,8 +103,8 @@ pub struct LayerWeights {
     /// Gemma 2 sandwich norm after the MLP.
     pub post_mlp_norm: Option<Tensor>,
     /// `[2·ff, d]`: gate rows then up rows.
-    pub gate_up_weight: Tensor,
-    pub down_weight: Tensor,
+    pub gate_up_weight: Weight,
+    pub down_weight: Weight,
 }
 
 pub struct ModelWeights {
@@ -38,7 +112,7 @@ pub struct ModelWeights {
     pub layers: Vec<LayerWeights>,
     pub final_norm: Tensor,
     /// `[vocab, d]`; the embedding matrix itself when tied.
-    pub lm_head: Tensor,
+    pub lm_head: Weight,
     /// llama.cpp's baked Llama-3 rope frequency divisors (`rope_freqs.weight`), if present.
     pub rope_freq_factors: Option<Vec<f32>>,
 }
@@ -104,15 +178,26 @@ trait TensorStore {
     /// Loads a tensor as f32 on the CPU.
     fn load(&mut self, name: &str) -> Result<Tensor>;
     /// Loads tensors as f32 on the CPU, concatenated along their first dimension (the fused Q/K/V
-    /// and gate/up weights), with each part's shape.
-    fn load_cat(&mut self, names: &[&str]) -> Result<(Tensor, Vec<Vec<usize>>)> {
+    /// and gate/up weights), with each part's shape and, where the file keeps one, the whole's
+    /// integer form.
+    fn load_cat(&mut self, names: &[&str]) -> Result<Stacked> {
         let parts = names
             .iter()
             .map(|n| self.load(n))
             .collect::<Result<Vec<_>>>()?;
-        let shapes = parts.iter().map(|t| t.dims().to_vec()).collect();
-        Ok((Tensor::cat(&parts, 0)?, shapes))
+        Ok(Stacked {
+            shapes: parts.iter().map(|t| t.dims().to_vec()).collect(),
+            tensor: Tensor::cat(&parts, 0)?,
+            packed: None,
+        })
     }
+}
+
+/// Tensors loaded and concatenated by rows ([`TensorStore::load_cat`]).
+struct Stacked {
+    tensor: Tensor,
+    shapes: Vec<Vec<usize>>,
+    packed: Option<PackedRows>,
 }
 
 struct Loader<'a, S: TensorStore> {
@@ -147,6 +232,17 @@ impl<S: TensorStore> Loader<'_, S> {
 
     /// The tensors `parts` (name, expected shape) concatenated along their first dimension.
     fn stacked(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Tensor> {
+        Ok(self.stacked_with_packed(parts)?.tensor)
+    }
+
+    /// The weight matrix of `parts` (name, expected shape) concatenated by rows, in the working
+    /// dtype and device, with its integer form where the file has one.
+    fn matrix(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Weight> {
+        let s = self.stacked_with_packed(parts)?;
+        Ok(Weight::with_packed(self.finish(s.tensor)?, s.packed))
+    }
+
+    fn stacked_with_packed(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Stacked> {
         if let Some((name, _)) = parts.iter().find(|(n, _)| !self.store.contains(n)) {
             return Err(Error::invalid_model(
                 self.store.path(),
@@ -154,8 +250,8 @@ impl<S: TensorStore> Loader<'_, S> {
             ));
         }
         let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
-        let (t, shapes) = self.store.load_cat(&names)?;
-        for ((name, shape), got) in parts.iter().zip(&shapes) {
+        let loaded = self.store.load_cat(&names)?;
+        for ((name, shape), got) in parts.iter().zip(&loaded.shapes) {
             if got != shape {
                 return Err(Error::invalid_model(
                     self.store.path(),
@@ -163,7 +259,7 @@ impl<S: TensorStore> Loader<'_, S> {
                 ));
             }
         }
-        Ok(t)
+        Ok(loaded)
     }
 
     fn finish(&self, t: Tensor) -> Result<Tensor> {
@@ -195,26 +291,25 @@ impl<S: TensorStore> Loader<'_, S> {
                 })
                 .collect()
         };
-        let qkv_weight = self.stacked(&qkv_parts(false))?;
-        let qkv_weight = self.finish(qkv_weight)?;
+        let qkv_weight = self.matrix(&qkv_parts(false))?;
         let qkv_bias = if a.qkv_bias {
             let bias = self.stacked(&qkv_parts(true))?;
             Some(self.finish(bias)?)
         } else {
             None
         };
-        let o = self.tensor(&n(f, l, Role::O, false), &[d, a.num_heads * dh])?;
-        let gate_up = self.stacked(&[
+        let o_weight = self.matrix(&[(n(f, l, Role::O, false), vec![d, a.num_heads * dh])])?;
+        let gate_up_weight = self.matrix(&[
             (n(f, l, Role::Gate, false), vec![ff, d]),
             (n(f, l, Role::Up, false), vec![ff, d]),
         ])?;
-        let down = self.tensor(&n(f, l, Role::Down, false), &[d, ff])?;
+        let down_weight = self.matrix(&[(n(f, l, Role::Down, false), vec![d, ff])])?;
         let sandwich = a.sandwich_norms;
         Ok(LayerWeights {
             attn_norm: self.norm(&n(f, l, Role::AttnNorm, false))?,
             qkv_weight,
             qkv_bias,
-            o_weight: self.finish(o)?,
+            o_weight,
             post_attn_norm: if sandwich {
                 Some(self.norm(&n(f, l, Role::PostAttnNorm, false))?)
             } else {
@@ -226,8 +321,8 @@ impl<S: TensorStore> Loader<'_, S> {
             } else {
                 None
             },
-            gate_up_weight: self.finish(gate_up)?,
-            down_weight: self.finish(down)?,
+            gate_up_weight,
+            down_weight,
         })
     }
 
@@ -238,23 +333,19 @@ impl<S: TensorStore> Loader<'_, S> {
         lm_head: &str,
     ) -> Result<(ModelWeights, bool)> {
         let a = self.arch;
-        let embed_t = self.tensor(embed, &[a.vocab_size, a.hidden_size])?;
+        let vocab = vec![a.vocab_size, a.hidden_size];
+        let embed = self.matrix(&[(embed.to_string(), vocab.clone())])?;
         let tied = !self.store.contains(lm_head);
-        let lm_head_t = if tied {
-            embed_t.clone()
+        let lm_head = if tied {
+            embed.clone()
         } else {
-            self.tensor(lm_head, &[a.vocab_size, a.hidden_size])?
+            self.matrix(&[(lm_head.to_string(), vocab)])?
         };
         let layers = (0..a.num_layers)
             .map(|l| self.layer(l))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = self.norm(final_norm)?;
-        let embed = self.finish(embed_t)?;
-        let lm_head = if tied {
-            embed.clone()
-        } else {
-            self.finish(lm_head_t)?
-        };
+        let embed = embed.tensor().clone();
         Ok((
             ModelWeights {
                 embed,
@@ -427,6 +518,8 @@ impl GgufFile {
 
 struct GgufStore<'a> {
     gguf: &'a mut GgufFile,
+    /// Whether to keep the plain block types' integer form too (f32 weights on the CPU).
+    keep_packed: bool,
 }
 
 impl TensorStore for GgufStore<'_> {
@@ -437,13 +530,13 @@ impl TensorStore for GgufStore<'_> {
         self.gguf.content.tensor_infos.contains_key(name)
     }
     fn load(&mut self, name: &str) -> Result<Tensor> {
-        self.load_cat(&[name]).map(|(t, _)| t)
+        self.load_cat(&[name]).map(|s| s.tensor)
     }
 
     /// Every part dequantized straight into its rows of one buffer, on rayon's threads: no
     /// concatenation copy (whose fresh pages were about half of a 1.5B load's page zeroing in one
     /// `perf` profile) and no single-threaded dequantization.
-    fn load_cat(&mut self, names: &[&str]) -> Result<(Tensor, Vec<Vec<usize>>)> {
+    fn load_cat(&mut self, names: &[&str]) -> Result<Stacked> {
         let parts = names
             .iter()
             .map(|&name| self.quantized(name))
@@ -478,9 +571,21 @@ impl TensorStore for GgufStore<'_> {
                 ys.copy_from_slice(&t.to_vec1::<f32>()?);
             }
         }
+        let packed = match self.keep_packed {
+            true => parts
+                .iter()
+                .map(PackedRows::from_qtensor)
+                .collect::<candle_core::Result<Option<Vec<_>>>>()?
+                .and_then(PackedRows::stack),
+            false => None,
+        };
         let mut dims = first.clone();
         dims[0] = shapes.iter().map(|s| s[0]).sum();
-        Ok((Tensor::from_vec(out, dims, &Device::Cpu)?, shapes))
+        Ok(Stacked {
+            tensor: Tensor::from_vec(out, dims, &Device::Cpu)?,
+            shapes,
+            packed,
+        })
     }
 }
 
@@ -558,7 +663,10 @@ pub fn load_gguf(
 ) -> Result<ModelWeights> {
     let snapshot = arch.clone();
     let freq_factors = if gguf.content.tensor_infos.contains_key("rope_freqs.weight") {
-        let mut store = GgufStore { gguf };
+        let mut store = GgufStore {
+            gguf,
+            keep_packed: false,
+        };
         Some(
             store
                 .load("rope_freqs.weight")?
@@ -569,7 +677,10 @@ pub fn load_gguf(
         None
     };
     let mut loader = Loader {
-        store: GgufStore { gguf },
+        store: GgufStore {
+            gguf,
+            keep_packed: device.is_cpu() && dtype == DType::F32,
+        },
         arch: &snapshot,
         device,
         dtype,
@@ -603,6 +714,44 @@ pub fn gguf_metadata(g: &GgufFile) -> &HashMap<String, gguf_file::Value> {
 mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
+
+    /// A weight's integer form follows row and column selections (a pruned model's slices) and is
+    /// dropped by anything else that makes a new tensor.
+    #[test]
+    fn a_weights_integer_form_follows_its_selections_and_is_dropped_by_changes() {
+        use super::{PackedRows, Weight};
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (6, 128), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let packed = PackedRows::from_qtensor(&q).unwrap();
+        let weight = Weight::with_packed(q.dequantize(&dev).unwrap(), packed);
+        let agrees = |w: &Weight| {
+            let p = w.packed().expect("kept");
+            let rows = w.tensor().to_vec2::<f32>().unwrap();
+            for (r, want) in rows.iter().enumerate() {
+                let mut got = vec![0f32; p.cols()];
+                p.dequantize_row(r, &mut got);
+                assert_eq!(&got, want, "row {r}");
+            }
+        };
+        agrees(&weight);
+        agrees(&weight.select_rows(&[5, 0, 3]).unwrap());
+        let head: Vec<u32> = (64..128).collect();
+        agrees(&weight.select_columns(&head).unwrap());
+        // Columns that split a block keep the tensor only.
+        let split: Vec<u32> = (16..48).collect();
+        let sliced = weight.select_columns(&split).unwrap();
+        assert!(sliced.packed().is_none());
+        assert_eq!(sliced.dims(), &[6, 32]);
+        let scaled: Weight = (weight.tensor() * 2.0).unwrap().into();
+        assert!(scaled.packed().is_none());
+        // Another dtype than f32 keeps no integer form.
+        let half = Weight::with_packed(
+            weight.tensor().to_dtype(candle_core::DType::BF16).unwrap(),
+            weight.packed().cloned(),
+        );
+        assert!(half.packed().is_none());
+    }
 
     /// The parallel dequantization writes exactly what candle's own gives, for every block type
     /// it handles, over more blocks than one task takes (so the chunks' seams are crossed).

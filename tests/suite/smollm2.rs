@@ -41,6 +41,37 @@ fn engine() -> Option<Engine> {
     Some(Engine::load(&opts).expect("SmolLM2 loads"))
 }
 
+/// The Q4_1 layers and the Q8_0 unembedding keep their integer form for decoding, and it holds
+/// exactly the loaded f32 weights (so decoding on it gives the same bits, `engine::skinny`).
+#[test]
+fn smollm2_keeps_its_weights_integer_form_equal_to_the_loaded_tensors() {
+    let Some(engine) = engine() else { return };
+    let w = engine.weights();
+    let mut matrices = vec![&w.lm_head];
+    for l in &w.layers {
+        matrices.extend([
+            &l.qkv_weight,
+            &l.o_weight,
+            &l.gate_up_weight,
+            &l.down_weight,
+        ]);
+    }
+    for (i, m) in matrices.into_iter().enumerate() {
+        let p = m
+            .packed()
+            .unwrap_or_else(|| panic!("matrix {i} kept no integer form"));
+        assert_eq!(m.dims(), &[p.rows(), p.cols()]);
+        // Every 97th row, bit for bit.
+        let t = m.tensor();
+        let mut row = vec![0f32; p.cols()];
+        for r in (0..p.rows()).step_by(97) {
+            p.dequantize_row(r, &mut row);
+            let want = t.get(r).unwrap().to_vec1::<f32>().unwrap();
+            assert!(row == want, "matrix {i} row {r}");
+        }
+    }
+}
+
 #[test]
 fn smollm2_prompt_scores_and_generation_match_transformers() {
     let Some(engine) = engine() else { return };

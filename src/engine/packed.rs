@@ -1,0 +1,373 @@
+//! A GGUF weight matrix kept in its blocks' integers and scales next to its f32 tensor, for
+//! products with a few rows (decoding).
+//!
+//! Why: a decoding step reads every weight once, and on the CPU that read is the step's cost. As
+//! f32, SmolLM2-135M's products read 540 MB per step (about 21 ms at the 26 GB/s two Zen 3 cores
+//! sustain); as one signed byte per weight plus a scale per 32, about 160 MB. Each weight is
+//! rebuilt in registers exactly as candle's dequantization writes it (`q as f32 * d`, then `+ m`
+//! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
+//! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
+//!
+//! The block types with a plain integer form are kept: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (their
+//! integers fit a signed byte). K-quants and f16/f32 tensors stay f32 only.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use half::f16;
+use rayon::prelude::*;
+
+/// Values per block in every format kept here.
+pub const BLOCK: usize = 32;
+
+/// `[n, k]` weight rows as integers `q [n·k]` and per-block scales `d [n·k/32]` (and offsets `m`
+/// for Q4_1 and Q5_1): weight `(r, c)` is `q[r·k + c] as f32 * d[b]` (`+ m[b]`), `b = (r·k + c) / 32`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedRows {
+    rows: usize,
+    cols: usize,
+    q: Vec<i8>,
+    scale: Vec<f32>,
+    offset: Option<Vec<f32>>,
+}
+
+impl PackedRows {
+    /// The integer form of `t` (a matrix `[n, k]`), or `None` for a block type not kept here.
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<PackedRows>> {
+        let dims = t.shape().dims();
+        let [rows, cols] = dims else {
+            return Ok(None);
+        };
+        let (rows, cols) = (*rows, *cols);
+        if !cols.is_multiple_of(BLOCK) {
+            return Ok(None);
+        }
+        let Some(format) = Format::of(t.dtype()) else {
+            return Ok(None);
+        };
+        let bytes = t.data()?;
+        let blocks = rows * cols / BLOCK;
+        if bytes.len() != blocks * format.block_bytes() {
+            candle_core::bail!(
+                "{:?} tensor {dims:?}: {} bytes of blocks, expected {}",
+                t.dtype(),
+                bytes.len(),
+                blocks * format.block_bytes()
+            );
+        }
+        // Blocks in parallel (a model's worth is ~10⁸ values): integers in place, scales collected.
+        let mut q = vec![0i8; rows * cols];
+        let scales: Vec<(f32, f32)> = q
+            .par_chunks_mut(BLOCK)
+            .zip(bytes.par_chunks_exact(format.block_bytes()))
+            .map(|(q, block)| format.unpack(block, q.try_into().expect("32 values")))
+            .collect();
+        let packed = PackedRows {
+            rows,
+            cols,
+            q,
+            scale: scales.iter().map(|s| s.0).collect(),
+            offset: format
+                .has_offset()
+                .then(|| scales.iter().map(|s| s.1).collect()),
+        };
+        Ok(Some(packed))
+    }
+
+    /// Several matrices with the same columns stacked by rows (the fused Q/K/V and gate/up
+    /// weights); `None` unless every part is kept and all share one form.
+    pub fn stack(parts: Vec<PackedRows>) -> Option<PackedRows> {
+        let first = parts.first()?;
+        let (cols, offset) = (first.cols, first.offset.is_some());
+        if parts
+            .iter()
+            .any(|p| p.cols != cols || p.offset.is_some() != offset)
+        {
+            return None;
+        }
+        let mut out = PackedRows {
+            rows: 0,
+            cols,
+            q: Vec::new(),
+            scale: Vec::new(),
+            offset: offset.then(Vec::new),
+        };
+        for p in parts {
+            out.rows += p.rows;
+            out.q.extend(p.q);
+            out.scale.extend(p.scale);
+            if let (Some(o), Some(po)) = (&mut out.offset, p.offset) {
+                o.extend(po);
+            }
+        }
+        Some(out)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r`: its integers, its blocks' scales and offsets.
+    pub fn row(&self, r: usize) -> (&[i8], &[f32], Option<&[f32]>) {
+        let nb = self.cols / BLOCK;
+        (
+            &self.q[r * self.cols..(r + 1) * self.cols],
+            &self.scale[r * nb..(r + 1) * nb],
+            self.offset.as_ref().map(|o| &o[r * nb..(r + 1) * nb]),
+        )
+    }
+
+    /// Whether the weights carry an offset per block (Q4_1, Q5_1).
+    pub fn has_offset(&self) -> bool {
+        self.offset.is_some()
+    }
+
+    /// Row `r` as f32, as candle's dequantization writes it.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (q, d, m) = self.row(r);
+        for (c, (o, &q)) in out.iter_mut().zip(q).enumerate() {
+            let w = q as f32 * d[c / BLOCK];
+            *o = match m {
+                Some(m) => w + m[c / BLOCK],
+                None => w,
+            };
+        }
+    }
+
+    /// The rows `keep`, in that order (a pruned model's kept Q/K/V rows).
+    pub fn select_rows(&self, keep: &[usize]) -> Option<PackedRows> {
+        if keep.iter().any(|&r| r >= self.rows) {
+            return None;
+        }
+        let nb = self.cols / BLOCK;
+        let pick = |v: &[f32]| -> Vec<f32> {
+            keep.iter()
+                .flat_map(|&r| v[r * nb..(r + 1) * nb].iter().copied())
+                .collect()
+        };
+        Some(PackedRows {
+            rows: keep.len(),
+            cols: self.cols,
+            q: keep
+                .iter()
+                .flat_map(|&r| self.row(r).0.iter().copied())
+                .collect(),
+            scale: pick(&self.scale),
+            offset: self.offset.as_deref().map(pick),
+        })
+    }
+
+    /// The columns `keep`, in that order (a pruned model's kept `o_proj` inputs); `None` unless
+    /// they come in whole, aligned blocks (a head's columns when `d_h` is a multiple of 32).
+    pub fn select_columns(&self, keep: &[usize]) -> Option<PackedRows> {
+        if !keep.len().is_multiple_of(BLOCK) || keep.iter().any(|&c| c >= self.cols) {
+            return None;
+        }
+        let blocks: Vec<usize> = keep
+            .chunks_exact(BLOCK)
+            .map(|run| {
+                let b = run[0] / BLOCK;
+                let whole = run[0].is_multiple_of(BLOCK)
+                    && run.iter().enumerate().all(|(i, &c)| c == run[0] + i);
+                whole.then_some(b)
+            })
+            .collect::<Option<_>>()?;
+        let cols = blocks.len() * BLOCK;
+        let mut out = PackedRows {
+            rows: self.rows,
+            cols,
+            q: Vec::with_capacity(self.rows * cols),
+            scale: Vec::with_capacity(self.rows * blocks.len()),
+            offset: self.offset.as_ref().map(|_| Vec::new()),
+        };
+        for r in 0..self.rows {
+            let (q, d, m) = self.row(r);
+            for &b in &blocks {
+                out.q.extend_from_slice(&q[b * BLOCK..(b + 1) * BLOCK]);
+                out.scale.push(d[b]);
+                if let (Some(o), Some(m)) = (&mut out.offset, m) {
+                    o.push(m[b]);
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The block layouts kept (ggml's `block_q4_0` … `block_q8_0`, little-endian).
+#[derive(Clone, Copy)]
+enum Format {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+}
+
+impl Format {
+    fn of(dtype: GgmlDType) -> Option<Format> {
+        Some(match dtype {
+            GgmlDType::Q4_0 => Format::Q4_0,
+            GgmlDType::Q4_1 => Format::Q4_1,
+            GgmlDType::Q5_0 => Format::Q5_0,
+            GgmlDType::Q5_1 => Format::Q5_1,
+            GgmlDType::Q8_0 => Format::Q8_0,
+            _ => return None,
+        })
+    }
+
+    fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_0 => 2 + 16,
+            Format::Q4_1 => 4 + 16,
+            Format::Q5_0 => 2 + 4 + 16,
+            Format::Q5_1 => 4 + 4 + 16,
+            Format::Q8_0 => 2 + 32,
+        }
+    }
+
+    fn has_offset(self) -> bool {
+        matches!(self, Format::Q4_1 | Format::Q5_1)
+    }
+
+    /// One block's integers into `q`, and its scale and offset (0 where the format has none).
+    fn unpack(self, block: &[u8], q: &mut [i8; BLOCK]) -> (f32, f32) {
+        let half_at = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+        let d = half_at(0);
+        let m = if self.has_offset() { half_at(2) } else { 0.0 };
+        match self {
+            Format::Q8_0 => {
+                for (q, &b) in q.iter_mut().zip(&block[2..]) {
+                    *q = b as i8;
+                }
+            }
+            Format::Q4_0 | Format::Q4_1 => {
+                let (qs, bias) = match self {
+                    Format::Q4_0 => (&block[2..], 8),
+                    _ => (&block[4..], 0),
+                };
+                for (j, &b) in qs.iter().enumerate() {
+                    q[j] = (b & 0x0F) as i8 - bias;
+                    q[j + BLOCK / 2] = (b >> 4) as i8 - bias;
+                }
+            }
+            Format::Q5_0 | Format::Q5_1 => {
+                let (at, bias) = match self {
+                    Format::Q5_0 => (2, 16),
+                    _ => (4, 0),
+                };
+                let qh = u32::from_le_bytes(block[at..at + 4].try_into().expect("4 bytes"));
+                for (j, &b) in block[at + 4..].iter().enumerate() {
+                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                    q[j] = ((b & 0x0F) | h0) as i8 - bias;
+                    q[j + BLOCK / 2] = ((b >> 4) | h1) as i8 - bias;
+                }
+            }
+        }
+        (d, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn quantized(dtype: GgmlDType, rows: usize, cols: usize) -> QTensor {
+        let t = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
+        QTensor::quantize(&t, dtype).unwrap()
+    }
+
+    fn dequantized(p: &PackedRows) -> Vec<Vec<f32>> {
+        (0..p.rows())
+            .map(|r| {
+                let mut row = vec![0f32; p.cols()];
+                p.dequantize_row(r, &mut row);
+                row
+            })
+            .collect()
+    }
+
+    /// The integer form rebuilds candle's dequantized weights bit for bit, in every format kept.
+    #[test]
+    fn rebuilds_candles_dequantization_exactly() {
+        for dtype in [
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
+            GgmlDType::Q5_1,
+            GgmlDType::Q8_0,
+        ] {
+            let q = quantized(dtype, 5, 96);
+            let p = PackedRows::from_qtensor(&q).unwrap().expect("kept");
+            let want = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let got = dequantized(&p);
+            for (w, g) in want.iter().zip(&got) {
+                assert_eq!(
+                    w.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{dtype:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn k_quants_and_floats_are_not_kept() {
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::F32,
+            GgmlDType::F16,
+        ] {
+            let q = quantized(dtype, 2, 256);
+            assert!(PackedRows::from_qtensor(&q).unwrap().is_none(), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn stacking_and_row_selection_keep_each_rows_values() {
+        let a = PackedRows::from_qtensor(&quantized(GgmlDType::Q4_1, 3, 64))
+            .unwrap()
+            .unwrap();
+        let b = PackedRows::from_qtensor(&quantized(GgmlDType::Q4_1, 2, 64))
+            .unwrap()
+            .unwrap();
+        let stacked = PackedRows::stack(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(stacked.rows(), 5);
+        let (da, db, ds) = (dequantized(&a), dequantized(&b), dequantized(&stacked));
+        assert_eq!(ds, [da.clone(), db.clone()].concat());
+        let picked = stacked.select_rows(&[4, 0]).unwrap();
+        assert_eq!(dequantized(&picked), vec![db[1].clone(), da[0].clone()]);
+        assert!(stacked.select_rows(&[5]).is_none());
+        // Different forms do not stack.
+        let c = PackedRows::from_qtensor(&quantized(GgmlDType::Q8_0, 1, 64))
+            .unwrap()
+            .unwrap();
+        assert!(PackedRows::stack(vec![a, c]).is_none());
+    }
+
+    #[test]
+    fn column_selection_takes_whole_aligned_blocks_only() {
+        let p = PackedRows::from_qtensor(&quantized(GgmlDType::Q5_0, 2, 128))
+            .unwrap()
+            .unwrap();
+        let full = dequantized(&p);
+        let keep: Vec<usize> = (96..128).chain(0..32).collect();
+        let got = dequantized(&p.select_columns(&keep).unwrap());
+        for (g, f) in got.iter().zip(&full) {
+            let want: Vec<f32> = keep.iter().map(|&c| f[c]).collect();
+            assert_eq!(g, &want);
+        }
+        let misaligned: Vec<usize> = (16..48).collect();
+        assert!(p.select_columns(&misaligned).is_none());
+        assert!(p.select_columns(&[0, 1, 2]).is_none());
+    }
+}
