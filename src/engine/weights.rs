@@ -51,22 +51,23 @@ impl Weight {
 
     /// The rows `keep`, in that order (the integer form follows).
     pub fn select_rows(&self, keep: &[u32]) -> Result<Weight> {
-        let idx = Tensor::new(keep, self.tensor.device())?;
-        let rows: Vec<usize> = keep.iter().map(|&r| r as usize).collect();
-        let packed = self.packed().and_then(|p| p.select_rows(&rows));
-        Ok(Weight::with_packed(
-            self.tensor.index_select(&idx, 0)?,
-            packed,
-        ))
+        self.select(keep, 0)
     }
 
     /// The columns `keep`, in that order (the integer form follows when they are whole blocks).
     pub fn select_columns(&self, keep: &[u32]) -> Result<Weight> {
+        self.select(keep, 1)
+    }
+
+    fn select(&self, keep: &[u32], dim: usize) -> Result<Weight> {
         let idx = Tensor::new(keep, self.tensor.device())?;
-        let cols: Vec<usize> = keep.iter().map(|&c| c as usize).collect();
-        let packed = self.packed().and_then(|p| p.select_columns(&cols));
+        let picked: Vec<usize> = keep.iter().map(|&i| i as usize).collect();
+        let packed = self.packed().and_then(|p| match dim {
+            0 => p.select_rows(&picked),
+            _ => p.select_columns(&picked),
+        });
         Ok(Weight::with_packed(
-            self.tensor.index_select(&idx, 1)?,
+            self.tensor.index_select(&idx, dim)?,
             packed,
         ))
     }
