@@ -8,8 +8,10 @@
 //! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
 //! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
 //!
-//! The block types with a plain integer form are kept: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 (their
-//! integers fit a signed byte). K-quants and f16/f32 tensors stay f32 only.
+//! The block types whose weights are `q · d (+ m)` with one scale and offset per 32 are kept: Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0, and Q4_K (its super-blocks of 256 give each 32 its own `d · sc` and
+//! `−dmin · m`); their integers fit a signed byte. Other K-quants (Q6_K scales every 16) and
+//! f16/f32 tensors stay f32 only.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
@@ -45,21 +47,26 @@ impl PackedRows {
         };
         let bytes = t.data()?;
         let blocks = rows * cols / BLOCK;
-        if bytes.len() != blocks * format.block_bytes() {
+        if !(rows * cols).is_multiple_of(format.values_per_block())
+            || bytes.len() != rows * cols / format.values_per_block() * format.block_bytes()
+        {
             candle_core::bail!(
                 "{:?} tensor {dims:?}: {} bytes of blocks, expected {}",
                 t.dtype(),
                 bytes.len(),
-                blocks * format.block_bytes()
+                rows * cols / format.values_per_block() * format.block_bytes()
             );
         }
-        // Blocks in parallel (a model's worth is ~10⁸ values): integers in place, scales collected.
+        // Blocks in parallel (a model's worth is ~10⁸ values): integers in place, scales collected
+        // (one (d, m) per 32 values, as many per block as the format's block holds).
         let mut q = vec![0i8; rows * cols];
+        let per = format.values_per_block();
         let scales: Vec<(f32, f32)> = q
-            .par_chunks_mut(BLOCK)
+            .par_chunks_mut(per)
             .zip(bytes.par_chunks_exact(format.block_bytes()))
-            .map(|(q, block)| format.unpack(block, q.try_into().expect("32 values")))
+            .flat_map_iter(|(q, block)| format.unpack(block, q))
             .collect();
+        debug_assert_eq!(scales.len(), blocks);
         let packed = PackedRows {
             rows,
             cols,
@@ -73,16 +80,16 @@ impl PackedRows {
     }
 
     /// Several matrices with the same columns stacked by rows (the fused Q/K/V and gate/up
-    /// weights); `None` unless every part is kept and all share one form.
+    /// weights); `None` unless every part is kept. Parts without offsets get zero ones when others
+    /// have them: `q·d + 0` differs from `q·d` only in the sign of a zero weight, which no sum of
+    /// products starting from +0 can tell.
     pub fn stack(parts: Vec<PackedRows>) -> Option<PackedRows> {
         let first = parts.first()?;
-        let (cols, offset) = (first.cols, first.offset.is_some());
-        if parts
-            .iter()
-            .any(|p| p.cols != cols || p.offset.is_some() != offset)
-        {
+        let cols = first.cols;
+        if parts.iter().any(|p| p.cols != cols) {
             return None;
         }
+        let offset = parts.iter().any(|p| p.offset.is_some());
         let mut out = PackedRows {
             rows: 0,
             cols,
@@ -92,11 +99,14 @@ impl PackedRows {
         };
         for p in parts {
             out.rows += p.rows;
+            if let Some(o) = &mut out.offset {
+                match p.offset {
+                    Some(po) => o.extend(po),
+                    None => o.extend(std::iter::repeat_n(0.0, p.scale.len())),
+                }
+            }
             out.q.extend(p.q);
             out.scale.extend(p.scale);
-            if let (Some(o), Some(po)) = (&mut out.offset, p.offset) {
-                o.extend(po);
-            }
         }
         Some(out)
     }
@@ -204,6 +214,7 @@ enum Format {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q4K,
 }
 
 impl Format {
@@ -214,6 +225,7 @@ impl Format {
             GgmlDType::Q5_0 => Format::Q5_0,
             GgmlDType::Q5_1 => Format::Q5_1,
             GgmlDType::Q8_0 => Format::Q8_0,
+            GgmlDType::Q4K => Format::Q4K,
             _ => return None,
         })
     }
@@ -225,15 +237,32 @@ impl Format {
             Format::Q5_0 => 2 + 4 + 16,
             Format::Q5_1 => 4 + 4 + 16,
             Format::Q8_0 => 2 + 32,
+            Format::Q4K => 2 + 2 + 12 + 128,
+        }
+    }
+
+    fn values_per_block(self) -> usize {
+        match self {
+            Format::Q4K => 256,
+            _ => BLOCK,
         }
     }
 
     fn has_offset(self) -> bool {
-        matches!(self, Format::Q4_1 | Format::Q5_1)
+        matches!(self, Format::Q4_1 | Format::Q5_1 | Format::Q4K)
     }
 
-    /// One block's integers into `q`, and its scale and offset (0 where the format has none).
-    fn unpack(self, block: &[u8], q: &mut [i8; BLOCK]) -> (f32, f32) {
+    /// One block's integers into `q` (its [`Format::values_per_block`] values), and the scale and
+    /// offset of each 32 of them (offset 0 where the format has none).
+    fn unpack(self, block: &[u8], q: &mut [i8]) -> Vec<(f32, f32)> {
+        match self {
+            Format::Q4K => unpack_q4k(block, q),
+            _ => vec![self.unpack_32(block, q.try_into().expect("32 values"))],
+        }
+    }
+
+    /// [`Format::unpack`] for the formats of one 32-value block.
+    fn unpack_32(self, block: &[u8], q: &mut [i8; BLOCK]) -> (f32, f32) {
         let half_at = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
         let d = half_at(0);
         let m = if self.has_offset() { half_at(2) } else { 0.0 };
@@ -266,9 +295,44 @@ impl Format {
                     q[j + BLOCK / 2] = ((b >> 4) | h1) as i8 - bias;
                 }
             }
+            Format::Q4K => unreachable!("Q4_K blocks hold 256 values"),
         }
         (d, m)
     }
+}
+
+/// A Q4_K super-block (`d`, `dmin` f16, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles):
+/// each 32 values `q · (d·sc) − dmin·m`, the products rounded to f32 first as candle's
+/// dequantization does, so the offset is `−(dmin·m)`.
+fn unpack_q4k(block: &[u8], q: &mut [i8]) -> Vec<(f32, f32)> {
+    let half_at = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+    let (d, dmin) = (half_at(0), half_at(2));
+    let scales = &block[4..16];
+    let qs = &block[16..144];
+    // ggml's `get_scale_min_k4`: the j-th 6-bit scale and min.
+    let scale_min = |j: usize| -> (u8, u8) {
+        if j < 4 {
+            (scales[j] & 63, scales[j + 4] & 63)
+        } else {
+            (
+                (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4),
+                (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+            )
+        }
+    };
+    let mut out = Vec::with_capacity(8);
+    for (chunk, (qs, q)) in qs.chunks_exact(32).zip(q.chunks_exact_mut(64)).enumerate() {
+        let (lo, hi) = q.split_at_mut(32);
+        for ((b, lo), hi) in qs.iter().zip(lo).zip(hi) {
+            *lo = (b & 0xF) as i8;
+            *hi = (b >> 4) as i8;
+        }
+        for j in [2 * chunk, 2 * chunk + 1] {
+            let (sc, m) = scale_min(j);
+            out.push((d * sc as f32, -(dmin * m as f32)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -300,8 +364,10 @@ mod tests {
             GgmlDType::Q5_0,
             GgmlDType::Q5_1,
             GgmlDType::Q8_0,
+            GgmlDType::Q4K,
         ] {
-            let q = quantized(dtype, 5, 96);
+            let cols = if dtype == GgmlDType::Q4K { 512 } else { 96 };
+            let q = quantized(dtype, 5, cols);
             let p = PackedRows::from_qtensor(&q).unwrap().expect("kept");
             let want = q
                 .dequantize(&Device::Cpu)
@@ -320,10 +386,10 @@ mod tests {
     }
 
     #[test]
-    fn k_quants_and_floats_are_not_kept() {
+    fn other_k_quants_and_floats_are_not_kept() {
         for dtype in [
-            GgmlDType::Q4K,
             GgmlDType::Q6K,
+            GgmlDType::Q5K,
             GgmlDType::F32,
             GgmlDType::F16,
         ] {
@@ -347,11 +413,18 @@ mod tests {
         let picked = stacked.select_rows(&[4, 0]).unwrap();
         assert_eq!(dequantized(&picked), vec![db[1].clone(), da[0].clone()]);
         assert!(stacked.select_rows(&[5]).is_none());
-        // Different forms do not stack.
+        // A part without offsets stacks with zero ones: the same values (up to a zero's sign).
         let c = PackedRows::from_qtensor(&quantized(GgmlDType::Q8_0, 1, 64))
             .unwrap()
             .unwrap();
-        assert!(PackedRows::stack(vec![a, c]).is_none());
+        let mixed = PackedRows::stack(vec![a.clone(), c.clone()]).unwrap();
+        assert!(mixed.has_offset());
+        assert_eq!(dequantized(&mixed), [da, dequantized(&c)].concat());
+        // Different widths do not stack.
+        let narrow = PackedRows::from_qtensor(&quantized(GgmlDType::Q4_1, 1, 32))
+            .unwrap()
+            .unwrap();
+        assert!(PackedRows::stack(vec![a, narrow]).is_none());
     }
 
     #[test]

@@ -735,6 +735,7 @@ mod tests {
             (GgmlDType::Q8_0, 64, 133),
             (GgmlDType::Q5_0, 96, 5),
             (GgmlDType::Q4_0, 32, 1),
+            (GgmlDType::Q4K, 512, 9),
         ] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
@@ -762,6 +763,47 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A stack of parts with and without offsets (zero offsets filled in) still gives the bits of
+    /// the product on the dequantized parts.
+    #[test]
+    fn mixed_stacks_keep_the_dequantized_products_bits() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let dev = Device::Cpu;
+        let parts: Vec<QTensor> = [
+            (GgmlDType::Q8_0, 7),
+            (GgmlDType::Q4K, 5),
+            (GgmlDType::Q5_0, 3),
+        ]
+        .into_iter()
+        .map(|(dtype, n)| {
+            let w = Tensor::randn(0f32, 1.0, (n, 256), &dev).unwrap();
+            QTensor::quantize(&w, dtype).unwrap()
+        })
+        .collect();
+        let packed = PackedRows::stack(
+            parts
+                .iter()
+                .map(|q| PackedRows::from_qtensor(q).unwrap().unwrap())
+                .collect(),
+        )
+        .unwrap();
+        let plain: Vec<Tensor> = parts.iter().map(|q| q.dequantize(&dev).unwrap()).collect();
+        let plain = Tensor::cat(&plain, 0).unwrap();
+        for m in [1, 3] {
+            let x = Tensor::randn(0f32, 1.0, (m, 256), &dev).unwrap();
+            let want = apply(&x, &plain).unwrap().flatten_all().unwrap();
+            let want = want.to_vec1::<f32>().unwrap();
+            let mut got = vec![0f32; m * 15];
+            product_packed(
+                &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                &packed,
+                &mut got,
+            );
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{m} rows");
         }
     }
 
