@@ -3,7 +3,7 @@
 //!
 //! Why: a decoding step reads every weight once, and on the CPU that read is the step's cost. As
 //! f32, SmolLM2-135M's products read 540 MB per step (about 21 ms at the 26 GB/s two Zen 3 cores
-//! sustain); as one signed byte per weight plus a scale per 32, about 160 MB. Each weight is
+//! sustain); as one signed byte per weight plus a scale and offset per 32, about 170 MB. Each weight is
 //! rebuilt in registers exactly as candle's dequantization writes it (`q as f32 * d`, then `+ m`
 //! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
 //! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
@@ -20,8 +20,9 @@ use rayon::prelude::*;
 /// Values per block in every format kept here.
 pub const BLOCK: usize = 32;
 
-/// `[n, k]` weight rows as integers `q [n·k]` and per-block scales `d [n·k/32]` (and offsets `m`
-/// for Q4_1 and Q5_1): weight `(r, c)` is `q[r·k + c] as f32 * d[b]` (`+ m[b]`), `b = (r·k + c) / 32`.
+/// `[n, k]` weight rows as integers `q [n·k]` and a scale `d` per 32 values (and an offset `m` per
+/// 32 for Q4_1, Q5_1, Q4_K and stacks that hold one of them): weight `(r, c)` is
+/// `q[r·k + c] as f32 * d[b]` (`+ m[b]`), `b = (r·k + c) / 32`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedRows {
     rows: usize,
