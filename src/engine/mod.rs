@@ -50,6 +50,18 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 pub use arch::{Arch, Family};
+pub use chat::{ChatMessage, ChatTemplate};
+pub use decoder::{Decoder, Forward, Recording};
+pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
+pub use hooks::{
+    AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
+    Positions, ResolvedAblation, Trace,
+};
+pub use model::{Start, Transformer};
+pub use pruning::Pruning;
+pub use source::ModelSource;
+
+use crate::{Error, Result};
 
 /// Runs `work` on one of rayon's threads (at once when already on one).
 ///
@@ -65,18 +77,6 @@ pub fn on_workers<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         None => rayon::scope(|_| work()),
     }
 }
-pub use chat::{ChatMessage, ChatTemplate};
-pub use decoder::{Decoder, Forward, Recording};
-pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
-pub use hooks::{
-    AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
-    Positions, ResolvedAblation, Trace,
-};
-pub use model::{Start, Transformer};
-pub use pruning::Pruning;
-pub use source::ModelSource;
-
-use crate::{Error, Result};
 
 /// `--device`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -2,8 +2,8 @@
 //! products with a few rows (decoding).
 //!
 //! Why: a decoding step reads every weight once, and on the CPU that read is the step's cost. As
-//! f32, SmolLM2-135M's products read 540 MB per step (about 21 ms at the 26 GB/s two Zen 3 cores
-//! sustain); as one signed byte per weight plus a scale and offset per 32, about 170 MB. Each weight is
+//! f32, SmolLM2-135M's products read 540 MB per step (about 21 ms at the 24–27 GB/s two Zen 3 cores
+//! stream, `benches/tools/read_bandwidth.c`, `benches/results/read-bandwidth-zen3.txt`); as one signed byte per weight plus a scale and offset per 32, about 170 MB. Each weight is
 //! rebuilt in registers exactly as candle's dequantization writes it (`q as f32 * d`, then `+ m`
 //! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
 //! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).

@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::kernels::contiguous_f32;
-use super::packed::PackedRows;
+use super::packed::{PackedRows, BLOCK};
 
 /// Products with at most this many rows take this path: a decoding step's rows (one per batched
 /// condition) and, in `q · kᵀ`, the query heads that share a KV head. Where the packed GEMM
@@ -226,19 +226,27 @@ fn rows_times(x: &[f32], v: &[f32], n: usize, out: &mut [f32]) {
 /// `out [m, n] = x [m, k] · wᵀ` for `w [n, k]`, output features split across rayon's threads.
 fn product(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) {
     let m = x.len() / k;
-    let n = w.len() / k;
+    feature_tasks(m, w.len() / k, out, |first, block| {
+        let rows = &w[first * k..(first + block.len() / m) * k];
+        dot_rows(x, rows, k, block)
+    });
+}
+
+/// `out [m, n]` from `task(first, block)` run in parallel over blocks of [`FEATURES_PER_TASK`]
+/// output features, each block feature-major (`block[j·m + t]`: row `t`, feature `first + j`) so
+/// that each task owns one contiguous block; with one row that is `out` itself.
+fn feature_tasks(m: usize, n: usize, out: &mut [f32], task: impl Fn(usize, &mut [f32]) + Sync) {
+    let run = |blocks: &mut [f32]| {
+        blocks
+            .par_chunks_mut(FEATURES_PER_TASK * m)
+            .enumerate()
+            .for_each(|(i, block)| task(i * FEATURES_PER_TASK, block));
+    };
     if m == 1 {
-        out.par_chunks_mut(FEATURES_PER_TASK)
-            .zip(w.par_chunks(FEATURES_PER_TASK * k))
-            .for_each(|(out, rows)| dot_rows(x, rows, k, out));
-        return;
+        return run(out);
     }
-    // Feature-major `[n][m]` while computing, so that each task owns one contiguous block.
     let mut by_feature = vec![0f32; n * m];
-    by_feature
-        .par_chunks_mut(FEATURES_PER_TASK * m)
-        .zip(w.par_chunks(FEATURES_PER_TASK * k))
-        .for_each(|(out, rows)| dot_rows(x, rows, k, out));
+    run(&mut by_feature);
     for (f, row) in by_feature.chunks_exact(m).enumerate() {
         for (t, &v) in row.iter().enumerate() {
             out[t * n + f] = v;
@@ -262,26 +270,12 @@ fn dot_rows(x: &[f32], weight_rows: &[f32], k: usize, out: &mut [f32]) {
     }
 }
 
-/// [`product`] with the weight in its integer form: tasks of [`FEATURES_PER_TASK`] weight rows.
+/// [`product`] with the weight in its integer form.
 fn product_packed(x: &[f32], w: &PackedRows, out: &mut [f32]) {
-    let (k, n) = (w.cols(), w.rows());
-    let m = x.len() / k;
-    let tasks = |by_feature: &mut [f32]| {
-        by_feature
-            .par_chunks_mut(FEATURES_PER_TASK * m)
-            .enumerate()
-            .for_each(|(t, out)| dot_rows_packed(x, w, t * FEATURES_PER_TASK, out));
-    };
-    if m == 1 {
-        return tasks(out);
-    }
-    let mut by_feature = vec![0f32; n * m];
-    tasks(&mut by_feature);
-    for (f, row) in by_feature.chunks_exact(m).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            out[t * n + f] = v;
-        }
-    }
+    let m = x.len() / w.cols();
+    feature_tasks(m, w.rows(), out, |first, block| {
+        dot_rows_packed(x, w, first, block)
+    });
 }
 
 /// [`dot_rows`] for the weight rows `first ..` of `w` (as many as `out` holds, feature-major).
@@ -334,7 +328,7 @@ fn lane_sum(a: [f32; 8]) -> f32 {
 mod avx {
     use std::arch::x86_64::*;
 
-    use super::PackedRows;
+    use super::{PackedRows, BLOCK};
 
     /// How far ahead of its loads [`packed_tile`] fetches each weight row.
     const PREFETCH_BYTES: usize = 2048;
@@ -487,14 +481,15 @@ mod avx {
         let rows: [(&[i8], &[f32], Option<&[f32]>); F] = std::array::from_fn(|j| w.row(row0 + j));
         let xp = x.as_ptr();
         let mut acc = [[_mm256_setzero_ps(); R]; F];
-        for b in 0..k / super::super::packed::BLOCK {
+        for b in 0..k / BLOCK {
             if b % 2 == 0 {
                 for row in &rows {
                     // Whether a memory-bound stream keeps enough loads in flight is up to the
                     // out-of-order window; a byte per weight fills it with too little, so the
-                    // rows are fetched ahead (2 KiB measured best of 0.5–4 KiB on a Zen 3).
+                    // rows are fetched ahead. 2 KiB was the best of 0.5–4 KiB in a throwaway
+                    // sweep on a Zen 3 (not kept, not reproducible from the repository).
                     // Prefetching past the end is harmless: it never faults.
-                    let ahead = row.0.as_ptr().wrapping_add(b * 32 + PREFETCH_BYTES);
+                    let ahead = row.0.as_ptr().wrapping_add(b * BLOCK + PREFETCH_BYTES);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
             }
@@ -503,8 +498,8 @@ mod avx {
                 Some(m) if OFFSET => _mm256_set1_ps(m[b]),
                 _ => _mm256_setzero_ps(),
             });
-            for s in 0..4 {
-                let i = b * 32 + s * 8;
+            for s in 0..BLOCK / 8 {
+                let i = b * BLOCK + s * 8;
                 let wv: [__m256; F] = std::array::from_fn(|j| {
                     // SAFETY: i + 8 ≤ k, the length of each packed row.
                     let bytes = unsafe { _mm_loadl_epi64(rows[j].0.as_ptr().add(i).cast()) };

@@ -179,9 +179,9 @@ trait TensorStore {
     /// Loads a tensor as f32 on the CPU.
     fn load(&mut self, name: &str) -> Result<Tensor>;
     /// Loads tensors as f32 on the CPU, concatenated along their first dimension (the fused Q/K/V
-    /// and gate/up weights), with each part's shape and, where the file keeps one, the whole's
-    /// integer form.
-    fn load_cat(&mut self, names: &[&str]) -> Result<Stacked> {
+    /// and gate/up weights), with each part's shape and, when `integer_form` asks for it and the
+    /// file has one, the whole's integer form.
+    fn load_cat(&mut self, names: &[&str], _integer_form: bool) -> Result<Stacked> {
         let parts = names
             .iter()
             .map(|n| self.load(n))
@@ -233,17 +233,22 @@ impl<S: TensorStore> Loader<'_, S> {
 
     /// The tensors `parts` (name, expected shape) concatenated along their first dimension.
     fn stacked(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Tensor> {
-        Ok(self.stacked_with_packed(parts)?.tensor)
+        Ok(self.load_parts(parts, false)?.tensor)
     }
 
     /// The weight matrix of `parts` (name, expected shape) concatenated by rows, in the working
     /// dtype and device, with its integer form where the file has one.
     fn matrix(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Weight> {
-        let s = self.stacked_with_packed(parts)?;
+        let s = self.load_parts(parts, true)?;
         Ok(Weight::with_packed(self.finish(s.tensor)?, s.packed))
     }
 
-    fn stacked_with_packed(&mut self, parts: &[(String, Vec<usize>)]) -> Result<Stacked> {
+    /// [`Loader::stacked`], with the integer form too when `integer_form` asks for it.
+    fn load_parts(
+        &mut self,
+        parts: &[(String, Vec<usize>)],
+        integer_form: bool,
+    ) -> Result<Stacked> {
         if let Some((name, _)) = parts.iter().find(|(n, _)| !self.store.contains(n)) {
             return Err(Error::invalid_model(
                 self.store.path(),
@@ -251,7 +256,7 @@ impl<S: TensorStore> Loader<'_, S> {
             ));
         }
         let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
-        let loaded = self.store.load_cat(&names)?;
+        let loaded = self.store.load_cat(&names, integer_form)?;
         for ((name, shape), got) in parts.iter().zip(&loaded.shapes) {
             if got != shape {
                 return Err(Error::invalid_model(
@@ -335,18 +340,20 @@ impl<S: TensorStore> Loader<'_, S> {
     ) -> Result<(ModelWeights, bool)> {
         let a = self.arch;
         let vocab = vec![a.vocab_size, a.hidden_size];
-        let embed = self.matrix(&[(embed.to_string(), vocab.clone())])?;
         let tied = !self.store.contains(lm_head);
-        let lm_head = if tied {
-            embed.clone()
+        // The embedding's integer form only serves as the tied unembedding.
+        let (embed, lm_head) = if tied {
+            let embed = self.matrix(&[(embed.to_string(), vocab)])?;
+            (embed.tensor().clone(), embed)
         } else {
-            self.matrix(&[(lm_head.to_string(), vocab)])?
+            let embed = self.stacked(&[(embed.to_string(), vocab.clone())])?;
+            let lm_head = self.matrix(&[(lm_head.to_string(), vocab)])?;
+            (self.finish(embed)?, lm_head)
         };
         let layers = (0..a.num_layers)
             .map(|l| self.layer(l))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = self.norm(final_norm)?;
-        let embed = embed.tensor().clone();
         Ok((
             ModelWeights {
                 embed,
@@ -531,13 +538,13 @@ impl TensorStore for GgufStore<'_> {
         self.gguf.content.tensor_infos.contains_key(name)
     }
     fn load(&mut self, name: &str) -> Result<Tensor> {
-        self.load_cat(&[name]).map(|s| s.tensor)
+        self.load_cat(&[name], false).map(|s| s.tensor)
     }
 
     /// Every part dequantized straight into its rows of one buffer, on rayon's threads: no
     /// concatenation copy (whose fresh pages were about half of a 1.5B load's page zeroing in one
     /// `perf` profile) and no single-threaded dequantization.
-    fn load_cat(&mut self, names: &[&str]) -> Result<Stacked> {
+    fn load_cat(&mut self, names: &[&str], integer_form: bool) -> Result<Stacked> {
         let parts = names
             .iter()
             .map(|&name| self.quantized(name))
@@ -572,7 +579,7 @@ impl TensorStore for GgufStore<'_> {
                 ys.copy_from_slice(&t.to_vec1::<f32>()?);
             }
         }
-        let packed = match self.keep_packed {
+        let packed = match self.keep_packed && integer_form {
             true => parts
                 .iter()
                 .map(PackedRows::from_qtensor)
