@@ -8,25 +8,30 @@
 //! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
 //! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
 //!
-//! The block types whose weights are `q · d (+ m)` with one scale and offset per 32 are kept: Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0, and Q4_K (its super-blocks of 256 give each 32 its own `d · sc` and
-//! `−dmin · m`); their integers fit a signed byte. Other K-quants (Q6_K scales every 16) and
-//! f16/f32 tensors stay f32 only.
+//! The block types whose weights are `q · d (+ m)` with one scale (and offset) per group of 32 or
+//! 16 values are kept: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K (its super-blocks of 256 give each 32
+//! its own `d · sc` and `−dmin · m`) and Q6_K (each 16 its own `d · sc`); their integers fit a
+//! signed byte. Other K-quants and f16/f32 tensors stay f32 only.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 use rayon::prelude::*;
 
-/// Values per block in every format kept here.
+/// Rows are whole blocks of this many values in every format kept here (and column selections
+/// take whole blocks).
 pub const BLOCK: usize = 32;
 
-/// `[n, k]` weight rows as integers `q [n·k]` and a scale `d` per 32 values (and an offset `m` per
-/// 32 for Q4_1, Q5_1, Q4_K and stacks that hold one of them): weight `(r, c)` is
-/// `q[r·k + c] as f32 * d[b]` (`+ m[b]`), `b = (r·k + c) / 32`.
+/// Values per scale: 32, or 16 for Q6_K and stacks that hold it.
+pub const GROUPS: [usize; 2] = [32, 16];
+
+/// `[n, k]` weight rows as integers `q [n·k]` and a scale `d` per group of `group` values (and an
+/// offset `m` per group for Q4_1, Q5_1, Q4_K and stacks that hold one of them): weight `(r, c)` is
+/// `q[r·k + c] as f32 * d[g]` (`+ m[g]`), `g = (r·k + c) / group`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedRows {
     rows: usize,
     cols: usize,
+    group: usize,
     q: Vec<i8>,
     scale: Vec<f32>,
     offset: Option<Vec<f32>>,
@@ -47,7 +52,7 @@ impl PackedRows {
             return Ok(None);
         };
         let bytes = t.data()?;
-        let blocks = rows * cols / BLOCK;
+        let group = format.group();
         if !(rows * cols).is_multiple_of(format.values_per_block())
             || bytes.len() != rows * cols / format.values_per_block() * format.block_bytes()
         {
@@ -59,7 +64,7 @@ impl PackedRows {
             );
         }
         // Blocks in parallel (a model's worth is ~10⁸ values): integers in place, scales collected
-        // (one (d, m) per 32 values, as many per block as the format's block holds).
+        // (one (d, m) per group, as many per block as the format's block holds).
         let mut q = vec![0i8; rows * cols];
         let per = format.values_per_block();
         let scales: Vec<(f32, f32)> = q
@@ -67,10 +72,11 @@ impl PackedRows {
             .zip(bytes.par_chunks_exact(format.block_bytes()))
             .flat_map_iter(|(q, block)| format.unpack(block, q))
             .collect();
-        debug_assert_eq!(scales.len(), blocks);
+        debug_assert_eq!(scales.len(), rows * cols / group);
         let packed = PackedRows {
             rows,
             cols,
+            group,
             q,
             scale: scales.iter().map(|s| s.0).collect(),
             offset: format
@@ -83,7 +89,8 @@ impl PackedRows {
     /// Several matrices with the same columns stacked by rows (the fused Q/K/V and gate/up
     /// weights); `None` unless every part is kept. Parts without offsets get zero ones when others
     /// have them: `q·d + 0` differs from `q·d` only in the sign of a zero weight, which no sum of
-    /// products starting from +0 can tell.
+    /// products starting from +0 can tell. Parts with a scale per 32 beside one per 16 (Q6_K) get
+    /// each scale twice, which changes no weight.
     pub fn stack(parts: Vec<PackedRows>) -> Option<PackedRows> {
         let first = parts.first()?;
         let cols = first.cols;
@@ -91,14 +98,17 @@ impl PackedRows {
             return None;
         }
         let offset = parts.iter().any(|p| p.offset.is_some());
+        let group = parts.iter().map(|p| p.group).min()?;
         let mut out = PackedRows {
             rows: 0,
             cols,
+            group,
             q: Vec::new(),
             scale: Vec::new(),
             offset: offset.then(Vec::new),
         };
         for p in parts {
+            let p = p.regrouped(group);
             out.rows += p.rows;
             if let Some(o) = &mut out.offset {
                 match p.offset {
@@ -112,17 +122,42 @@ impl PackedRows {
         Some(out)
     }
 
+    /// The same weights with a scale (and offset) per `group` values, `group` dividing this
+    /// form's: each entry repeated.
+    fn regrouped(self, group: usize) -> PackedRows {
+        if group == self.group {
+            return self;
+        }
+        let times = self.group / group;
+        let spread = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .flat_map(|x| std::iter::repeat_n(x, times))
+                .collect()
+        };
+        PackedRows {
+            group,
+            scale: spread(self.scale),
+            offset: self.offset.map(spread),
+            ..self
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Values per scale (one of [`GROUPS`]).
+    pub fn group(&self) -> usize {
+        self.group
     }
 
     pub fn cols(&self) -> usize {
         self.cols
     }
 
-    /// Row `r`: its integers, its blocks' scales and offsets.
+    /// Row `r`: its integers, its groups' scales and offsets.
     pub fn row(&self, r: usize) -> (&[i8], &[f32], Option<&[f32]>) {
-        let nb = self.cols / BLOCK;
+        let nb = self.cols / self.group;
         (
             &self.q[r * self.cols..(r + 1) * self.cols],
             &self.scale[r * nb..(r + 1) * nb],
@@ -139,9 +174,9 @@ impl PackedRows {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (q, d, m) = self.row(r);
         for (c, (o, &q)) in out.iter_mut().zip(q).enumerate() {
-            let w = q as f32 * d[c / BLOCK];
+            let w = q as f32 * d[c / self.group];
             *o = match m {
-                Some(m) => w + m[c / BLOCK],
+                Some(m) => w + m[c / self.group],
                 None => w,
             };
         }
@@ -152,7 +187,7 @@ impl PackedRows {
         if keep.iter().any(|&r| r >= self.rows) {
             return None;
         }
-        let nb = self.cols / BLOCK;
+        let nb = self.cols / self.group;
         let pick = |v: &[f32]| -> Vec<f32> {
             keep.iter()
                 .flat_map(|&r| v[r * nb..(r + 1) * nb].iter().copied())
@@ -161,6 +196,7 @@ impl PackedRows {
         Some(PackedRows {
             rows: keep.len(),
             cols: self.cols,
+            group: self.group,
             q: keep
                 .iter()
                 .flat_map(|&r| self.row(r).0.iter().copied())
@@ -186,20 +222,23 @@ impl PackedRows {
             })
             .collect::<Option<_>>()?;
         let cols = blocks.len() * BLOCK;
+        let per = BLOCK / self.group;
         let mut out = PackedRows {
             rows: self.rows,
             cols,
+            group: self.group,
             q: Vec::with_capacity(self.rows * cols),
-            scale: Vec::with_capacity(self.rows * blocks.len()),
+            scale: Vec::with_capacity(self.rows * blocks.len() * per),
             offset: self.offset.as_ref().map(|_| Vec::new()),
         };
         for r in 0..self.rows {
             let (q, d, m) = self.row(r);
             for &b in &blocks {
                 out.q.extend_from_slice(&q[b * BLOCK..(b + 1) * BLOCK]);
-                out.scale.push(d[b]);
+                let groups = b * per..(b + 1) * per;
+                out.scale.extend_from_slice(&d[groups.clone()]);
                 if let (Some(o), Some(m)) = (&mut out.offset, m) {
-                    o.push(m[b]);
+                    o.extend_from_slice(&m[groups]);
                 }
             }
         }
@@ -216,6 +255,7 @@ enum Format {
     Q5_1,
     Q8_0,
     Q4K,
+    Q6K,
 }
 
 impl Format {
@@ -227,6 +267,7 @@ impl Format {
             GgmlDType::Q5_1 => Format::Q5_1,
             GgmlDType::Q8_0 => Format::Q8_0,
             GgmlDType::Q4K => Format::Q4K,
+            GgmlDType::Q6K => Format::Q6K,
             _ => return None,
         })
     }
@@ -239,13 +280,22 @@ impl Format {
             Format::Q5_1 => 4 + 4 + 16,
             Format::Q8_0 => 2 + 32,
             Format::Q4K => 2 + 2 + 12 + 128,
+            Format::Q6K => 128 + 64 + 16 + 2,
         }
     }
 
     fn values_per_block(self) -> usize {
         match self {
-            Format::Q4K => 256,
+            Format::Q4K | Format::Q6K => 256,
             _ => BLOCK,
+        }
+    }
+
+    /// Values per scale.
+    fn group(self) -> usize {
+        match self {
+            Format::Q6K => 16,
+            _ => 32,
         }
     }
 
@@ -254,10 +304,11 @@ impl Format {
     }
 
     /// One block's integers into `q` (its [`Format::values_per_block`] values), and the scale and
-    /// offset of each 32 of them (offset 0 where the format has none).
+    /// offset of each group of them (offset 0 where the format has none).
     fn unpack(self, block: &[u8], q: &mut [i8]) -> Vec<(f32, f32)> {
         match self {
             Format::Q4K => unpack_q4k(block, q),
+            Format::Q6K => unpack_q6k(block, q),
             _ => vec![self.unpack_32(block, q.try_into().expect("32 values"))],
         }
     }
@@ -296,7 +347,7 @@ impl Format {
                     q[j + BLOCK / 2] = ((b >> 4) | h1) as i8 - bias;
                 }
             }
-            Format::Q4K => unreachable!("Q4_K blocks hold 256 values"),
+            Format::Q4K | Format::Q6K => unreachable!("K-quant blocks hold 256 values"),
         }
         (d, m)
     }
@@ -336,6 +387,31 @@ fn unpack_q4k(block: &[u8], q: &mut [i8]) -> Vec<(f32, f32)> {
     out
 }
 
+/// A Q6_K super-block (128 bytes of low nibbles, 64 of high bit pairs, 16 signed 8-bit scales,
+/// `d` f16): each 16 values `(d·sc) · q`, `q` in −32..32, the scale rounded to f32 first as
+/// candle's dequantization computes `d * sc * q`.
+fn unpack_q6k(block: &[u8], q: &mut [i8]) -> Vec<(f32, f32)> {
+    let (ql, rest) = block.split_at(128);
+    let (qh, rest) = rest.split_at(64);
+    let (scales, d) = rest.split_at(16);
+    let d = f16::from_le_bytes([d[0], d[1]]).to_f32();
+    // Each half of 128 values: 64 low-nibble bytes and 32 high-bit bytes give four runs of 32.
+    for (half, q) in q.chunks_exact_mut(128).enumerate() {
+        let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+        for l in 0..32 {
+            let (lo, hi, h) = (ql[l], ql[l + 32], qh[l]);
+            q[l] = ((lo & 0xF) | ((h & 3) << 4)) as i8 - 32;
+            q[l + 32] = ((hi & 0xF) | (((h >> 2) & 3) << 4)) as i8 - 32;
+            q[l + 64] = ((lo >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
+            q[l + 96] = ((hi >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    scales
+        .iter()
+        .map(|&sc| (d * (sc as i8) as f32, 0.0))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,8 +442,12 @@ mod tests {
             GgmlDType::Q5_1,
             GgmlDType::Q8_0,
             GgmlDType::Q4K,
+            GgmlDType::Q6K,
         ] {
-            let cols = if dtype == GgmlDType::Q4K { 512 } else { 96 };
+            let cols = match dtype {
+                GgmlDType::Q4K | GgmlDType::Q6K => 512,
+                _ => 96,
+            };
             let q = quantized(dtype, 5, cols);
             let p = PackedRows::from_qtensor(&q).unwrap().expect("kept");
             let want = q
@@ -389,7 +469,8 @@ mod tests {
     #[test]
     fn other_k_quants_and_floats_are_not_kept() {
         for dtype in [
-            GgmlDType::Q6K,
+            GgmlDType::Q2K,
+            GgmlDType::Q3K,
             GgmlDType::Q5K,
             GgmlDType::F32,
             GgmlDType::F16,
@@ -426,6 +507,39 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(PackedRows::stack(vec![a, narrow]).is_none());
+    }
+
+    /// Q6_K (a scale per 16) stacks with a scale-per-32 part, whose scales are then repeated:
+    /// the values stay, and rows and whole blocks of columns select as before.
+    #[test]
+    fn scales_per_16_stack_and_select_with_scales_per_32() {
+        let six = PackedRows::from_qtensor(&quantized(GgmlDType::Q6K, 3, 256))
+            .unwrap()
+            .unwrap();
+        assert_eq!(six.group(), 16);
+        let four = PackedRows::from_qtensor(&quantized(GgmlDType::Q4_1, 2, 256))
+            .unwrap()
+            .unwrap();
+        assert_eq!(four.group(), 32);
+        let stacked = PackedRows::stack(vec![four.clone(), six.clone()]).unwrap();
+        assert_eq!((stacked.group(), stacked.rows()), (16, 5));
+        assert!(stacked.has_offset());
+        let (d4, d6) = (dequantized(&four), dequantized(&six));
+        let all = [d4.clone(), d6.clone()].concat();
+        assert_eq!(dequantized(&stacked), all);
+        assert_eq!(
+            dequantized(&stacked.select_rows(&[3, 1]).unwrap()),
+            vec![d6[1].clone(), d4[1].clone()]
+        );
+        let keep: Vec<usize> = (224..256).chain(32..64).collect();
+        for p in [&six, &stacked] {
+            let full = dequantized(p);
+            let got = dequantized(&p.select_columns(&keep).unwrap());
+            for (g, f) in got.iter().zip(&full) {
+                let want: Vec<f32> = keep.iter().map(|&c| f[c]).collect();
+                assert_eq!(g, &want);
+            }
+        }
     }
 
     #[test]

@@ -442,10 +442,11 @@ mod avx {
                 let row0 = first + f;
                 macro_rules! go {
                     ($F:literal, $R:literal) => {
-                        if w.has_offset() {
-                            packed_tile::<$F, $R, true>(x, w, row0, m, out)
-                        } else {
-                            packed_tile::<$F, $R, false>(x, w, row0, m, out)
+                        match (w.group(), w.has_offset()) {
+                            (16, true) => packed_tile::<$F, $R, 16, true>(x, w, row0, m, out),
+                            (16, false) => packed_tile::<$F, $R, 16, false>(x, w, row0, m, out),
+                            (_, true) => packed_tile::<$F, $R, 32, true>(x, w, row0, m, out),
+                            (_, false) => packed_tile::<$F, $R, 32, false>(x, w, row0, m, out),
                         }
                     };
                 }
@@ -467,9 +468,15 @@ mod avx {
         }
     }
 
-    /// [`tile`] over the weight rows `row0 .. row0 + F` of `w` (`k` a multiple of 32: no tail).
+    /// [`tile`] over the weight rows `row0 .. row0 + F` of `w` (`k` a multiple of 32: no tail),
+    /// whose scales come one per `GROUP` values.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn packed_tile<const F: usize, const R: usize, const OFFSET: bool>(
+    unsafe fn packed_tile<
+        const F: usize,
+        const R: usize,
+        const GROUP: usize,
+        const OFFSET: bool,
+    >(
         x: &[f32],
         w: &PackedRows,
         row0: usize,
@@ -478,18 +485,20 @@ mod avx {
     ) {
         let k = w.cols();
         assert!(x.len() >= R * k && out.len() > (F - 1) * m + R - 1);
+        assert_eq!(w.group(), GROUP, "skinny: the tile's group is the weight's");
         let rows: [(&[i8], &[f32], Option<&[f32]>); F] = std::array::from_fn(|j| w.row(row0 + j));
         let xp = x.as_ptr();
         let mut acc = [[_mm256_setzero_ps(); R]; F];
-        for b in 0..k / BLOCK {
-            if b % 2 == 0 {
+        for b in 0..k / GROUP {
+            // One prefetch per 64 bytes (a cache line) of each row.
+            if (b * GROUP).is_multiple_of(2 * BLOCK) {
                 for row in &rows {
                     // Whether a memory-bound stream keeps enough loads in flight is up to the
                     // out-of-order window; a byte per weight fills it with too little, so the
                     // rows are fetched ahead. 2 KiB was the best of 0.5–4 KiB in a throwaway
                     // sweep on a Zen 3 (not kept, not reproducible from the repository).
                     // Prefetching past the end is harmless: it never faults.
-                    let ahead = row.0.as_ptr().wrapping_add(b * BLOCK + PREFETCH_BYTES);
+                    let ahead = row.0.as_ptr().wrapping_add(b * GROUP + PREFETCH_BYTES);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
                 }
             }
@@ -498,8 +507,8 @@ mod avx {
                 Some(m) if OFFSET => _mm256_set1_ps(m[b]),
                 _ => _mm256_setzero_ps(),
             });
-            for s in 0..BLOCK / 8 {
-                let i = b * BLOCK + s * 8;
+            for s in 0..GROUP / 8 {
+                let i = b * GROUP + s * 8;
                 let wv: [__m256; F] = std::array::from_fn(|j| {
                     // SAFETY: i + 8 ≤ k, the length of each packed row.
                     let bytes = unsafe { _mm_loadl_epi64(rows[j].0.as_ptr().add(i).cast()) };
@@ -731,6 +740,7 @@ mod tests {
             (GgmlDType::Q5_0, 96, 5),
             (GgmlDType::Q4_0, 32, 1),
             (GgmlDType::Q4K, 512, 9),
+            (GgmlDType::Q6K, 768, 11),
         ] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
@@ -761,8 +771,9 @@ mod tests {
         }
     }
 
-    /// A stack of parts with and without offsets (zero offsets filled in) still gives the bits of
-    /// the product on the dequantized parts.
+    /// A stack of parts with and without offsets (zero offsets filled in), with a scale per 32 and
+    /// per 16 (each 32's scale repeated), still gives the bits of the product on the dequantized
+    /// parts.
     #[test]
     fn mixed_stacks_keep_the_dequantized_products_bits() {
         use candle_core::quantized::{GgmlDType, QTensor};
@@ -771,6 +782,7 @@ mod tests {
             (GgmlDType::Q8_0, 7),
             (GgmlDType::Q4K, 5),
             (GgmlDType::Q5_0, 3),
+            (GgmlDType::Q6K, 4),
         ]
         .into_iter()
         .map(|(dtype, n)| {
@@ -791,7 +803,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (m, 256), &dev).unwrap();
             let want = apply(&x, &plain).unwrap().flatten_all().unwrap();
             let want = want.to_vec1::<f32>().unwrap();
-            let mut got = vec![0f32; m * 15];
+            let mut got = vec![0f32; m * 19];
             product_packed(
                 &x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 &packed,
