@@ -339,6 +339,43 @@ mod avx {
         *ON.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
     }
 
+    /// The tile walk of [`dot_rows`] and [`dot_rows_packed`]: weight rows `0..n` in runs of up to
+    /// four (one row of `x`: one read of the weights either way, four chains) or two, rows of `x`
+    /// in runs of up to four; `tile(features, rows, f, t)` for the tile at weight row `f`, row `t`.
+    #[inline(always)]
+    fn walk(m: usize, n: usize, mut tile: impl FnMut(usize, usize, usize, usize)) {
+        let wide = if m == 1 { 4 } else { 2 };
+        let mut f = 0;
+        while f < n {
+            let features = (n - f).min(wide);
+            let mut t = 0;
+            while t < m {
+                let rows = (m - t).min(4);
+                tile(features, rows, f, t);
+                t += rows;
+            }
+            f += features;
+        }
+    }
+
+    /// `$go!(F, R)` for the tile shapes [`walk`] yields, `F` weight rows by `R` rows of `x`.
+    macro_rules! by_shape {
+        ($features:expr, $rows:expr, $go:ident) => {
+            match ($features, $rows) {
+                (4, 1) => $go!(4, 1),
+                (3, 1) => $go!(3, 1),
+                (2, 1) => $go!(2, 1),
+                (2, 2) => $go!(2, 2),
+                (2, 3) => $go!(2, 3),
+                (2, 4) => $go!(2, 4),
+                (1, 2) => $go!(1, 2),
+                (1, 3) => $go!(1, 3),
+                (1, 4) => $go!(1, 4),
+                _ => $go!(1, 1),
+            }
+        };
+    }
+
     /// [`super::dot_rows`] in tiles of a few weight rows × a few rows of `x`: each 8-wide slice
     /// of a weight row, once loaded, meets every row of the tile, and the tile's accumulators are
     /// independent chains that keep both FMA units busy. Every (row, feature) pair runs the same
@@ -352,33 +389,17 @@ mod avx {
         let m = x.len() / k;
         let n = weight_rows.len() / k;
         assert!(out.len() >= n * m, "skinny: output block too short");
-        // One row reads its weights once either way; four features give four chains.
-        let wide = if m == 1 { 4 } else { 2 };
-        let mut f = 0;
-        while f < n {
-            let features = (n - f).min(wide);
+        walk(m, n, |features, rows, f, t| {
             let w = &weight_rows[f * k..(f + features) * k];
-            let mut t = 0;
-            while t < m {
-                let rows = (m - t).min(4);
-                let x = &x[t * k..(t + rows) * k];
-                let out = &mut out[f * m + t..];
-                match (features, rows) {
-                    (4, 1) => tile::<4, 1>(x, w, k, m, out),
-                    (3, 1) => tile::<3, 1>(x, w, k, m, out),
-                    (2, 1) => tile::<2, 1>(x, w, k, m, out),
-                    (2, 2) => tile::<2, 2>(x, w, k, m, out),
-                    (2, 3) => tile::<2, 3>(x, w, k, m, out),
-                    (2, 4) => tile::<2, 4>(x, w, k, m, out),
-                    (1, 2) => tile::<1, 2>(x, w, k, m, out),
-                    (1, 3) => tile::<1, 3>(x, w, k, m, out),
-                    (1, 4) => tile::<1, 4>(x, w, k, m, out),
-                    _ => tile::<1, 1>(x, w, k, m, out),
-                }
-                t += rows;
+            let x = &x[t * k..(t + rows) * k];
+            let out = &mut out[f * m + t..];
+            macro_rules! go {
+                ($F:literal, $R:literal) => {
+                    tile::<$F, $R>(x, w, k, m, out)
+                };
             }
-            f += features;
-        }
+            by_shape!(features, rows, go)
+        });
     }
 
     /// `out[j·m + r] = x_r · w_j` for `F` weight rows and `R` rows of `x`, each `k` long.
@@ -430,42 +451,22 @@ mod avx {
         let m = x.len() / k;
         let n = out.len() / m;
         assert!(first + n <= w.rows(), "skinny: weight rows out of range");
-        let wide = if m == 1 { 4 } else { 2 };
-        let mut f = 0;
-        while f < n {
-            let features = (n - f).min(wide);
-            let mut t = 0;
-            while t < m {
-                let rows = (m - t).min(4);
-                let x = &x[t * k..(t + rows) * k];
-                let out = &mut out[f * m + t..];
-                let row0 = first + f;
-                macro_rules! go {
-                    ($F:literal, $R:literal) => {
-                        match (w.group(), w.has_offset()) {
-                            (16, true) => packed_tile::<$F, $R, 16, true>(x, w, row0, m, out),
-                            (16, false) => packed_tile::<$F, $R, 16, false>(x, w, row0, m, out),
-                            (_, true) => packed_tile::<$F, $R, 32, true>(x, w, row0, m, out),
-                            (_, false) => packed_tile::<$F, $R, 32, false>(x, w, row0, m, out),
-                        }
-                    };
-                }
-                match (features, rows) {
-                    (4, 1) => go!(4, 1),
-                    (3, 1) => go!(3, 1),
-                    (2, 1) => go!(2, 1),
-                    (2, 2) => go!(2, 2),
-                    (2, 3) => go!(2, 3),
-                    (2, 4) => go!(2, 4),
-                    (1, 2) => go!(1, 2),
-                    (1, 3) => go!(1, 3),
-                    (1, 4) => go!(1, 4),
-                    _ => go!(1, 1),
-                }
-                t += rows;
+        walk(m, n, |features, rows, f, t| {
+            let x = &x[t * k..(t + rows) * k];
+            let out = &mut out[f * m + t..];
+            let row0 = first + f;
+            macro_rules! go {
+                ($F:literal, $R:literal) => {
+                    match (w.group(), w.has_offset()) {
+                        (16, true) => packed_tile::<$F, $R, 16, true>(x, w, row0, m, out),
+                        (16, false) => packed_tile::<$F, $R, 16, false>(x, w, row0, m, out),
+                        (_, true) => packed_tile::<$F, $R, 32, true>(x, w, row0, m, out),
+                        (_, false) => packed_tile::<$F, $R, 32, false>(x, w, row0, m, out),
+                    }
+                };
             }
-            f += features;
-        }
+            by_shape!(features, rows, go)
+        });
     }
 
     /// [`tile`] over the weight rows `row0 .. row0 + F` of `w` (`k` a multiple of 32: no tail),
