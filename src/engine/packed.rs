@@ -3,10 +3,11 @@
 //!
 //! Why: a decoding step reads every weight once, and on the CPU that read is the step's cost. As
 //! f32, SmolLM2-135M's products read 540 MB per step (about 21 ms at the 24–27 GB/s two Zen 3 cores
-//! stream, `benches/tools/read_bandwidth.c`, `benches/results/read-bandwidth-zen3.txt`); as one signed byte per weight plus a scale and offset per 32, about 170 MB. Each weight is
-//! rebuilt in registers exactly as candle's dequantization writes it (`q as f32 * d`, then `+ m`
-//! for the offset formats, two roundings, no fused multiply-add), so products on this form equal
-//! those on the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
+//! stream, `benches/tools/read_bandwidth.c`, `benches/results/read-bandwidth-zen3.txt`); as one
+//! signed byte per weight plus a scale and offset per 32, about 170 MB. Each weight is rebuilt in
+//! registers exactly as candle's dequantization writes it (`q as f32 * d`, then `+ m` for the
+//! offset formats, two roundings, no fused multiply-add), so products on this form equal those on
+//! the dequantized tensor bit for bit ([`super::skinny::matmul_t_packed`]).
 //!
 //! The block types whose weights are `q · d (+ m)` with one scale (and offset) per group of 32 or
 //! 16 values are kept: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K (its super-blocks of 256 give each 32
@@ -20,9 +21,6 @@ use rayon::prelude::*;
 /// Rows are whole blocks of this many values in every format kept here (and column selections
 /// take whole blocks).
 pub const BLOCK: usize = 32;
-
-/// Values per scale: 32, or 16 for Q6_K and stacks that hold it.
-pub const GROUPS: [usize; 2] = [32, 16];
 
 /// `[n, k]` weight rows as integers `q [n·k]` and a scale `d` per group of `group` values (and an
 /// offset `m` per group for Q4_1, Q5_1, Q4_K and stacks that hold one of them): weight `(r, c)` is
@@ -52,21 +50,18 @@ impl PackedRows {
             return Ok(None);
         };
         let bytes = t.data()?;
-        let group = format.group();
-        if !(rows * cols).is_multiple_of(format.values_per_block())
-            || bytes.len() != rows * cols / format.values_per_block() * format.block_bytes()
-        {
+        let (group, per) = (format.group(), format.values_per_block());
+        let expected = rows * cols / per * format.block_bytes();
+        if !(rows * cols).is_multiple_of(per) || bytes.len() != expected {
             candle_core::bail!(
-                "{:?} tensor {dims:?}: {} bytes of blocks, expected {}",
+                "{:?} tensor {dims:?}: {} bytes of blocks, expected {expected}",
                 t.dtype(),
                 bytes.len(),
-                rows * cols / format.values_per_block() * format.block_bytes()
             );
         }
         // Blocks in parallel (a model's worth is ~10⁸ values): integers in place, scales collected
         // (one (d, m) per group, as many per block as the format's block holds).
         let mut q = vec![0i8; rows * cols];
-        let per = format.values_per_block();
         let scales: Vec<(f32, f32)> = q
             .par_chunks_mut(per)
             .zip(bytes.par_chunks_exact(format.block_bytes()))
@@ -146,7 +141,7 @@ impl PackedRows {
         self.rows
     }
 
-    /// Values per scale (one of [`GROUPS`]).
+    /// Values per scale: 32, or 16 for Q6_K and stacks that hold it.
     pub fn group(&self) -> usize {
         self.group
     }
