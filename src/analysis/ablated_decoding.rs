@@ -19,7 +19,9 @@ use crate::engine::decoder::Decoder;
 use crate::engine::generate::{
     answer_logprob_per_row, log_softmax_row, top_k, AnswerState, Recorded,
 };
-use crate::engine::{AblationKind, Capture, Engine, Hooks, KvCache, Positions, Recording, Start};
+use crate::engine::{
+    AblationKind, Capture, Engine, Hooks, KvCache, LayerKv, Positions, Recording, Start,
+};
 use crate::{Error, Result};
 
 /// A head as `(layer, head)`.
@@ -190,13 +192,13 @@ struct PassCaches<'a> {
 impl PassCaches<'_> {
     /// Layer `l`'s keys and values of row `row`, first `len` positions, `[1, H_kv, len, d_h]`.
     fn row(&self, l: usize, row: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        let (k, v, r) = match l.checked_sub(self.first) {
-            None => (&self.clean.layers[l].0, &self.clean.layers[l].1, 0),
-            Some(u) => (&self.upper.layers[u].0, &self.upper.layers[u].1, row),
+        let (kv, r) = match l.checked_sub(self.first) {
+            None => (&self.clean.layers[l], 0),
+            Some(u) => (&self.upper.layers[u], row),
         };
         Ok((
-            k.narrow(0, r, 1)?.narrow(2, 0, len)?,
-            v.narrow(0, r, 1)?.narrow(2, 0, len)?,
+            kv.keys().narrow(0, r, 1)?.narrow(2, 0, len)?,
+            kv.values().narrow(0, r, 1)?.narrow(2, 0, len)?,
         ))
     }
 }
@@ -228,7 +230,7 @@ impl TeacherPasses<'_> {
                     .collect::<Result<Vec<_>>>()?
                     .into_iter()
                     .unzip();
-                Ok((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
+                Ok(LayerKv::new(Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?))
             })
             .collect::<Result<_>>()?;
         Ok(KvCache { layers })

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::generate::{ids_rows, log_softmax_row, top_k};
-use super::hooks::{Capture, Hooks, KvCache, Positions, Trace};
+use super::hooks::{Capture, Hooks, Positions, Trace};
+use super::kv::KvCache;
 use super::model::{Start, Transformer};
 use crate::{Error, Result};
 

@@ -10,7 +10,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::decoder::{Decoder, Forward, Recording};
-use super::hooks::{Capture, HeadAblation, Hooks, KvCache, Positions};
+use super::hooks::{Capture, HeadAblation, Hooks, Positions};
+use super::kv::KvCache;
 use super::model::Start;
 use crate::{Error, Result};
 

@@ -10,6 +10,8 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use candle_core::{Device, Tensor};
+
+use super::kv::KvCache;
 use serde::{Deserialize, Serialize};
 
 /// Which token positions (of this forward's input) a capture keeps.
@@ -366,83 +368,6 @@ fn not_requested(what: &'static str) -> impl FnOnce() -> crate::Error {
         crate::Error::Hook(format!(
             "the forward returned no {what}: it was not requested"
         ))
-    }
-}
-
-/// Per-layer keys and values of a processed prefix.
-#[derive(Clone, Debug)]
-pub struct KvCache {
-    pub layers: Vec<(Tensor, Tensor)>,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
-    }
-    /// The cache of a one-row run copied into `rows` rows (a batch decoding from one prefix).
-    pub fn repeat_rows(&self, rows: usize) -> crate::Result<KvCache> {
-        let copy = |t: &Tensor| -> crate::Result<Tensor> {
-            let mut dims = t.dims().to_vec();
-            if dims.first() != Some(&1) {
-                return Err(crate::Error::Hook(format!(
-                    "only a one-row cache can be repeated, not one of {} rows",
-                    dims.first().copied().unwrap_or(0)
-                )));
-            }
-            dims[0] = rows;
-            Ok(t.broadcast_as(dims)?.contiguous()?)
-        };
-        Ok(KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(|(k, v)| Ok((copy(k)?, copy(v)?)))
-                .collect::<crate::Result<_>>()?,
-        })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The first `len` positions (for reusing a shared prefix).
-    pub fn truncate(&self, len: usize) -> crate::Result<KvCache> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| Ok((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?)))
-            .collect::<crate::Result<Vec<_>>>()?;
-        Ok(KvCache { layers })
-    }
-
-    /// This cache with its layers from `first` on replaced by `upper`'s: either the cache of a
-    /// forward that started at `resid_pre` of layer `first` (holding only the layers it ran) or a
-    /// cache as deep as this one. Both must cover the same positions. A forward that starts above
-    /// layer 0 changes nothing below it, so a clean cache supplies those layers (live ablation
-    /// re-runs decode from such a merged cache).
-    pub fn with_layers_from(&self, first: usize, upper: &KvCache) -> crate::Result<KvCache> {
-        let depth = self.layers.len();
-        let replaced = match upper.layers.len() {
-            n if first <= depth && n == depth - first => &upper.layers[..],
-            n if first <= depth && n == depth => &upper.layers[first..],
-            n => {
-                return Err(crate::Error::Hook(format!(
-                    "a cache of {n} layers cannot supply layers {first}.. of a {depth}-layer cache"
-                )))
-            }
-        };
-        let upper_len = replaced.first().map_or(0, |(k, _)| k.dims()[2]);
-        if first > 0 && !replaced.is_empty() && upper_len != self.len() {
-            return Err(crate::Error::Hook(format!(
-                "caches of {} and {upper_len} positions cannot be merged",
-                self.len()
-            )));
-        }
-        let layers = self.layers[..first]
-            .iter()
-            .chain(replaced)
-            .cloned()
-            .collect();
-        Ok(KvCache { layers })
     }
 }
 

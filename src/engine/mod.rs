@@ -14,6 +14,7 @@ pub mod frozen;
 pub mod generate;
 pub mod hooks;
 pub mod kernels;
+pub mod kv;
 pub mod model;
 pub mod packed;
 pub mod pruning;
@@ -54,9 +55,10 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use decoder::{Decoder, Forward, Recording};
 pub use generate::{ids_tensor, GenerationConfig, ScoredAnswer};
 pub use hooks::{
-    AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, KvCache,
-    Positions, ResolvedAblation, Trace,
+    AblationKind, AblationMode, AblationSet, Capture, HeadAblation, HeadPatch, Hooks, Positions,
+    ResolvedAblation, Trace,
 };
+pub use kv::{KvCache, LayerKv};
 pub use model::{Start, Transformer};
 pub use pruning::Pruning;
 pub use source::ModelSource;

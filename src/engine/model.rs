@@ -15,10 +15,11 @@ use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
 
 use super::arch::{rope_inv_freq, Activation, Arch, RopeStyle};
 use super::hooks::{
-    hook_name, AblationKind, AblationSet, Capture, HeadAblation, Hooks, KvCache, Positions,
+    hook_name, AblationKind, AblationSet, Capture, HeadAblation, Hooks, Positions,
     ResolvedAblation, Trace,
 };
 use super::kernels::{causal_softmax, gated_activation, CausalSoftmax, GatedActivation};
+use super::kv::{Append, KvCache, LayerKv};
 use super::pruning::{LayerHeads, Pruning};
 use super::weights::{LayerWeights, ModelWeights, Weight};
 use crate::{Error, Result};
@@ -82,6 +83,8 @@ struct ForwardCtx<'h> {
     differentiable: bool,
     hooks: &'h Hooks,
     past: Option<&'h KvCache>,
+    /// How this forward's keys and values join the past ones.
+    append: Append,
     /// Which layers this forward's own head ablation touches in some row.
     ablated_layers: Vec<bool>,
     /// The last layer's query rows when only they are computed (see
@@ -103,7 +106,7 @@ struct LayerCtx<'a> {
     /// The sliding window, on layers that have one.
     window: Option<usize>,
     /// This layer's keys and values of the processed prefix.
-    past: Option<&'a (Tensor, Tensor)>,
+    past: Option<&'a LayerKv>,
 }
 
 impl LayerCtx<'_> {
@@ -550,7 +553,7 @@ impl Transformer {
         x: Tensor,
         skip_attention: bool,
         trace: &mut Trace,
-    ) -> Result<(Tensor, Option<(Tensor, Tensor)>)> {
+    ) -> Result<(Tensor, Option<LayerKv>)> {
         let (x, kv) = if skip_attention {
             match layer.query_rows {
                 Some(rows) => (index_positions(&x, rows, 1)?, None),
@@ -574,7 +577,7 @@ impl Transformer {
         layer: &LayerCtx,
         x: Tensor,
         trace: &mut Trace,
-    ) -> Result<(Tensor, (Tensor, Tensor))> {
+    ) -> Result<(Tensor, LayerKv)> {
         let cap = &ctx.hooks.capture;
         layer.capture(trace, &cap.resid_pre, &x, "hook_resid_pre")?;
         if let Some(kv) = self.empty_attention_kv(ctx, layer)? {
@@ -598,11 +601,7 @@ impl Transformer {
 
     /// For a layer that lost every head, the empty keys and values `[b, 0, T_k, d_h]` it caches
     /// (so the cache still knows its length); `None` for a layer with heads.
-    fn empty_attention_kv(
-        &self,
-        ctx: &ForwardCtx,
-        layer: &LayerCtx,
-    ) -> Result<Option<(Tensor, Tensor)>> {
+    fn empty_attention_kv(&self, ctx: &ForwardCtx, layer: &LayerCtx) -> Result<Option<LayerKv>> {
         if !self
             .sliced_heads(layer.l)
             .is_some_and(|h| h.query.is_empty())
@@ -611,7 +610,7 @@ impl Transformer {
         }
         let shape = (ctx.batch, 0, ctx.offset + ctx.seq, self.arch.head_dim);
         let empty = Tensor::zeros(shape, self.dtype, &self.device)?;
-        Ok(Some((empty.clone(), empty)))
+        Ok(Some(LayerKv::new(empty.clone(), empty)))
     }
 
     /// `x + post_mlp_norm(mlp(norm(x)))`, with the MLP ablations applied.
@@ -870,10 +869,21 @@ impl Transformer {
             differentiable: hooks.differentiable,
             hooks,
             past,
+            append: self.append_mode(hooks),
             ablated_layers,
             final_rows,
             z_probes: None,
         })
+    }
+
+    /// In place when the cache is kept (decoding) on the CPU, whose attention kernels read the
+    /// buffer's head stride; autograd needs the concatenation.
+    fn append_mode(&self, hooks: &Hooks) -> Append {
+        if hooks.capture.kv_cache && !hooks.differentiable && self.device.is_cpu() {
+            Append::InPlace
+        } else {
+            Append::Concatenate
+        }
     }
 
     /// Which layers have at least one ablated head in some row: from the ablation's host-side
@@ -917,10 +927,10 @@ impl Transformer {
         layer: &LayerCtx,
         x: &Tensor,
         trace: &mut Trace,
-    ) -> Result<(Tensor, (Tensor, Tensor))> {
+    ) -> Result<(Tensor, LayerKv)> {
         let (b, t) = (ctx.batch, ctx.seq);
         let dh = self.arch.head_dim;
-        let qkv = self.queries_keys_values(ctx, layer, x)?;
+        let (qkv, cache) = self.queries_keys_values(ctx, layer, x)?;
         let (h, tq) = (qkv.q.dims()[1], qkv.q.dims()[2]);
         let mut z = match self.gathered(layer.l, &qkv)? {
             Some(per_query) => self.attend(ctx, layer, &per_query, trace)?,
@@ -946,7 +956,7 @@ impl Transformer {
             &layer.weights.o_weight,
             None,
         )?;
-        Ok((attn_out, (qkv.k, qkv.v)))
+        Ok((attn_out, cache))
     }
 
     /// A sliced layer whose KV groups kept different numbers of query heads: its keys and values
@@ -956,10 +966,11 @@ impl Transformer {
         let Some(idx) = self.sliced.as_ref().and_then(|s| s.kv_gather[l].as_ref()) else {
             return Ok(None);
         };
+        // `index_select` reads contiguous tensors only, and a cache with room is a view.
         Ok(Some(Qkv {
             q: qkv.q.clone(),
-            k: qkv.k.index_select(idx, 1)?,
-            v: qkv.v.index_select(idx, 1)?,
+            k: qkv.k.contiguous()?.index_select(idx, 1)?,
+            v: qkv.v.contiguous()?.index_select(idx, 1)?,
         }))
     }
 
@@ -972,8 +983,13 @@ impl Transformer {
     }
 
     /// Rotated queries (only the layer's query rows) and keys, and values, `[b, heads, t, d_h]`;
-    /// keys and values follow the past ones.
-    fn queries_keys_values(&self, ctx: &ForwardCtx, layer: &LayerCtx, x: &Tensor) -> Result<Qkv> {
+    /// keys and values follow the past ones, and are also returned as the layer's cache.
+    fn queries_keys_values(
+        &self,
+        ctx: &ForwardCtx,
+        layer: &LayerCtx,
+        x: &Tensor,
+    ) -> Result<(Qkv, LayerKv)> {
         let a = &self.arch;
         let (b, t) = (ctx.batch, ctx.seq);
         let ((h, kv), dh) = (self.head_counts(layer.l), a.head_dim);
@@ -1005,15 +1021,12 @@ impl Transformer {
             Some(rows) => index_positions(&q, rows, 2)?.contiguous()?,
             None => q,
         };
-        let (k, v) = match layer.past {
-            Some((pk, pv)) => {
-                let pk = broadcast_batch(pk, b)?;
-                let pv = broadcast_batch(pv, b)?;
-                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
-            }
-            None => (k, v),
+        let cache = match layer.past {
+            Some(past) => past.extend(&k, &v, ctx.append)?,
+            None => LayerKv::new(k, v),
         };
-        Ok(Qkv { q, k, v })
+        let (k, v) = (cache.keys().clone(), cache.values().clone());
+        Ok((Qkv { q, k, v }, cache))
     }
 
     /// The heads' outputs `z` `[b, H, t_q, d_h]` with the standing and this forward's head
@@ -1432,22 +1445,6 @@ fn linear(x: &Tensor, w: &Weight, bias: Option<&Tensor>) -> Result<Tensor> {
     };
     let out: Vec<usize> = lead.iter().copied().chain([w.dims()[0]]).collect();
     Ok(y.reshape(out)?)
-}
-
-fn broadcast_batch(t: &Tensor, b: usize) -> Result<Tensor> {
-    let dims = t.dims();
-    if dims[0] == b {
-        return Ok(t.clone());
-    }
-    if dims[0] != 1 {
-        return Err(Error::Hook(format!(
-            "KV cache batch {} cannot serve a batch of {b}",
-            dims[0]
-        )));
-    }
-    let mut target = dims.to_vec();
-    target[0] = b;
-    Ok(t.broadcast_as(target)?.contiguous()?)
 }
 
 fn index_positions(x: &Tensor, positions: &[usize], dim: usize) -> Result<Tensor> {

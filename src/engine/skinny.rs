@@ -55,7 +55,7 @@ pub fn batched_matmul(x: &Tensor, v: &Tensor) -> candle_core::Result<Option<Tens
         return Ok(None);
     }
     x.contiguous()?
-        .apply_op2_no_bwd(&v.contiguous()?, &SkinnyMatmul)
+        .apply_op2_no_bwd(&contiguous_matrices(v)?, &SkinnyMatmul)
         .map(Some)
 }
 
@@ -111,10 +111,58 @@ fn eligible(x: &Tensor, w: &Tensor) -> candle_core::Result<bool> {
 /// The product on this path, whatever the build: `batched_matmul_t`'s conditions hold.
 fn apply(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     x.contiguous()?
-        .apply_op2_no_bwd(&w.contiguous()?, &SkinnyMatmulT)
+        .apply_op2_no_bwd(&contiguous_matrices(w)?, &SkinnyMatmulT)
 }
 
-/// `x [.., m, k] · wᵀ` for `w [.., n, k]`, both contiguous f32 on the CPU, same leading dims.
+/// `t` itself when each of its `[.., r, c]` matrices is contiguous, else a contiguous copy. A KV
+/// cache's view into a buffer with room ([`super::kv`]) strides its heads apart; copying it would
+/// cost what the room saves.
+fn contiguous_matrices(t: &Tensor) -> candle_core::Result<Tensor> {
+    match matrix_starts(t.layout()) {
+        Some(_) => Ok(t.clone()),
+        None => t.contiguous(),
+    }
+}
+
+/// Where each `[.., r, c]` matrix of `layout` starts, in the order of their leading indices, and
+/// their size, when every matrix is contiguous.
+fn matrix_starts(layout: &Layout) -> Option<(Vec<usize>, usize)> {
+    let (dims, stride) = (layout.dims(), layout.stride());
+    let [lead @ .., rows, cols] = dims else {
+        return None;
+    };
+    let r = dims.len();
+    let dense = (*cols <= 1 || stride[r - 1] == 1) && (*rows <= 1 || stride[r - 2] == *cols);
+    if !dense {
+        return None;
+    }
+    let mut starts = vec![layout.start_offset()];
+    for (&d, &s) in lead.iter().zip(stride) {
+        starts = starts
+            .iter()
+            .flat_map(|&o| (0..d).map(move |i| o + i * s))
+            .collect();
+    }
+    Some((starts, rows * cols))
+}
+
+/// The `[.., r, c]` matrices of an f32 operand whose matrices are each contiguous, in order.
+fn matrices<'a>(
+    op: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<Vec<&'a [f32]>> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    let Some((starts, size)) = matrix_starts(layout) else {
+        candle_core::bail!("{op}: each matrix must be contiguous");
+    };
+    Ok(starts.into_iter().map(|s| &data[s..s + size]).collect())
+}
+
+/// `x [.., m, k] · wᵀ` for `w [.., n, k]`, f32 on the CPU, same leading dims; `x` contiguous,
+/// each matrix of `w` contiguous.
 struct SkinnyMatmulT;
 
 impl CustomOp2 for SkinnyMatmulT {
@@ -130,13 +178,13 @@ impl CustomOp2 for SkinnyMatmulT {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (x, w) = (contiguous_f32(op, x, xl)?, contiguous_f32(op, w, wl)?);
+        let (x, w) = (contiguous_f32(op, x, xl)?, matrices(op, w, wl)?);
         let ((m, k, n), dims) = product_shape(op, xl, wl, true)?;
         let mut out = vec![0f32; x.len() / k.max(1) * n];
         if k > 0 && n > 0 {
             for ((x, w), out) in x
                 .chunks_exact(m * k)
-                .zip(w.chunks_exact(n * k))
+                .zip(w)
                 .zip(out.chunks_exact_mut(m * n))
             {
                 product(x, w, k, out);
@@ -174,7 +222,8 @@ fn product_shape(
     Ok(((m, k, n), dims))
 }
 
-/// `x [.., m, k] · v [.., k, n]`, both contiguous f32 on the CPU, same leading dims.
+/// `x [.., m, k] · v [.., k, n]`, f32 on the CPU, same leading dims; `x` contiguous, each matrix
+/// of `v` contiguous.
 struct SkinnyMatmul;
 
 impl CustomOp2 for SkinnyMatmul {
@@ -190,14 +239,14 @@ impl CustomOp2 for SkinnyMatmul {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let op = self.name();
-        let (x, v) = (contiguous_f32(op, x, xl)?, contiguous_f32(op, v, vl)?);
+        let (x, v) = (contiguous_f32(op, x, xl)?, matrices(op, v, vl)?);
         let ((m, k, n), dims) = product_shape(op, xl, vl, false)?;
         let mut out = vec![0f32; x.len() / k.max(1) * n];
         if k > 0 && n > 0 {
             // One task per leading index: a decoding step has one per (row, KV head).
             out.par_chunks_mut(m * n)
                 .zip(x.par_chunks(m * k))
-                .zip(v.par_chunks(k * n))
+                .zip(v.into_par_iter())
                 .for_each(|((out, x), v)| rows_times(x, v, n, out));
         }
         Ok((CpuStorage::F32(out), Shape::from(dims)))
@@ -663,6 +712,32 @@ mod tests {
             &Tensor::zeros((2, 1, 45, 64), DType::F32, &dev).unwrap()
         )
         .is_err());
+    }
+
+    /// A KV cache's view into a buffer with room (`engine::kv`) strides its heads apart: both
+    /// attention products read it where it lies, with the bits of a contiguous copy's products.
+    #[test]
+    fn head_strided_operands_are_read_in_place_with_the_same_bits() {
+        let dev = Device::Cpu;
+        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let buffer = Tensor::randn(0f32, 1.0, (2, 3, 50, 64), &dev).unwrap();
+        let keys = buffer.narrow(2, 0, 45).unwrap();
+        let in_place = contiguous_matrices(&keys).unwrap();
+        assert!(!in_place.is_contiguous(), "the view was copied");
+        let copy = keys.contiguous().unwrap();
+        let q = Tensor::randn(0f32, 1.0, (2, 3, 6, 64), &dev).unwrap();
+        assert_eq!(
+            bits(apply(&q, &keys).unwrap()),
+            bits(apply(&q, &copy).unwrap())
+        );
+        let p = Tensor::randn(0f32, 1.0, (2, 3, 6, 45), &dev).unwrap();
+        let strided = p.apply_op2_no_bwd(&in_place, &SkinnyMatmul).unwrap();
+        let dense = p.apply_op2_no_bwd(&copy, &SkinnyMatmul).unwrap();
+        assert_eq!(bits(strided), bits(dense));
+        // A transposed operand's matrices are not contiguous: it is copied first.
+        let t = keys.t().unwrap();
+        assert!(matrix_starts(t.layout()).is_none());
+        assert!(contiguous_matrices(&t).unwrap().is_contiguous());
     }
 
     #[test]

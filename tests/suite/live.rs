@@ -377,8 +377,8 @@ fn a_forward_from_a_later_layer_returns_the_cache_of_the_layers_it_ran() {
     assert_eq!(upper.len(), ids.len());
     let merged = full.with_layers_from(l0, &upper).unwrap();
     assert_eq!(merged.layers.len(), layers);
-    for (l, ((k, v), (k2, v2))) in merged.layers.iter().zip(&full.layers).enumerate() {
-        for (a, b) in [(k, k2), (v, v2)] {
+    for (l, (x, y)) in merged.layers.iter().zip(&full.layers).enumerate() {
+        for (a, b) in [(x.keys(), y.keys()), (x.values(), y.values())] {
             let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "layer {l}");
         }

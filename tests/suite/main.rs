@@ -19,6 +19,7 @@ mod context_cite;
 mod dataset;
 mod differentiable;
 mod json_contract;
+mod kv_cache;
 mod live;
 mod mirage;
 mod parity;
