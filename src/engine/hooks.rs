@@ -385,6 +385,21 @@ pub struct Hooks {
     pub differentiable: bool,
 }
 
+impl Hooks {
+    /// No intervention; the logits at position `pos` of the forward's input and the KV cache
+    /// (what a plain decoding step keeps).
+    pub fn logits_at_and_cache(pos: usize) -> Hooks {
+        Hooks {
+            capture: Capture {
+                logits: Some(Positions::List(vec![pos])),
+                kv_cache: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
 pub fn hook_name(layer: usize, point: &str) -> String {
     format!("blocks.{layer}.{point}")
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Capture, Engine, Hooks, KvCache, Positions, Start};
+use super::{Engine, Hooks, KvCache, Start};
 use crate::{Error, Result};
 
 /// Medians over the repeats (after one warm-up).
@@ -112,15 +112,7 @@ fn step(
     len: usize,
     past: Option<&KvCache>,
 ) -> Result<(u32, KvCache)> {
-    let hooks = Hooks {
-        capture: Capture {
-            logits: Some(Positions::List(vec![len - 1])),
-            kv_cache: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let mut trace = engine.forward(start, past, &hooks)?;
+    let mut trace = engine.forward(start, past, &Hooks::logits_at_and_cache(len - 1))?;
     let logits: Tensor = trace.take_logits()?;
     let next = logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?;
     Ok((next, trace.take_kv_cache()?))

@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 
-use headscope::engine::{Capture, Engine, Hooks, KvCache, LoadOptions, Positions, Start};
+use headscope::engine::{Engine, Hooks, KvCache, LoadOptions, Start};
 
 use crate::common;
 
@@ -19,14 +19,7 @@ fn step(e: &Engine, ids: &[Vec<u32>], past: Option<&KvCache>) -> (Vec<Vec<f32>>,
     let (rows, len) = (ids.len(), ids[0].len());
     let flat: Vec<u32> = ids.concat();
     let input = Tensor::from_vec(flat, (rows, len), &Device::Cpu).unwrap();
-    let hooks = Hooks {
-        capture: Capture {
-            logits: Some(Positions::List(vec![len - 1])),
-            kv_cache: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let hooks = Hooks::logits_at_and_cache(len - 1);
     let mut trace = e.forward(Start::Tokens(&input), past, &hooks).unwrap();
     let logits = trace.take_logits().unwrap().squeeze(1).unwrap();
     (logits.to_vec2().unwrap(), trace.take_kv_cache().unwrap())
